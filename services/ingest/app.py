@@ -1,0 +1,90 @@
+"""Ingest's composition root: the only place that reads settings and builds clients."""
+
+from __future__ import annotations
+
+import logging
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
+
+from services.ingest.classify import load_rules
+from services.ingest.handlers import Ingestor, inbound_from_record
+from services.ingest.http import make_routes
+from services.ingest.metrics import IngestMetrics
+from services.ingest.pipeline import load_policy
+from services.ingest.store import MongoCustomerStore
+from shared.broker import ensure_topics, make_broker
+from shared.events import publish_all
+from shared.logging import configure_logging
+from shared.mongo import Document, make_mongo_client, ping
+from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
+from shared.settings import IngestSettings
+from shared.topics import INBOUND_BY_CHANNEL
+
+log = logging.getLogger(__name__)
+GROUP_ID = "omniroute-ingest"
+
+
+def build_app(
+    settings: IngestSettings | None = None,
+    *,
+    broker: KafkaBroker | None = None,
+    mongo: AsyncMongoClient[Document] | None = None,
+    registry: CollectorRegistry | None = None,
+) -> ServiceApp:
+    settings = settings or IngestSettings()
+    registry = registry or make_registry("ingest")
+    broker = broker or make_broker(settings, registry)
+    mongo = mongo or make_mongo_client(settings)
+    db = mongo[settings.mongo_db]
+    customers = MongoCustomerStore(db)
+    policy = load_policy(settings.policy_dir / "ingest.yaml")
+    metrics = IngestMetrics.create(registry)
+    ingestor = Ingestor(
+        customers=customers,
+        rules=load_rules(settings.policy_dir / "classify.yaml"),
+        policy=policy,
+        metrics=metrics,
+    )
+
+    @broker.subscriber(
+        *INBOUND_BY_CHANNEL.values(),
+        group_id=GROUP_ID,
+        batch=True,
+        max_records=settings.kafka_max_batch,
+        batch_timeout_ms=50,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        description="Raw provider payloads; `provider` header says which format",
+    )
+    async def on_inbound(msg: KafkaMessage) -> None:
+        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        events = await ingestor.process([inbound_from_record(r) for r in records])
+        # Offsets are committed (by the ack policy) only after every event is acknowledged.
+        await publish_all(broker, events)
+
+    async def startup() -> None:
+        configure_logging("ingest", settings.log_level)
+        if settings.kafka_create_topics:
+            await ensure_topics(settings.kafka_bootstrap)
+        await customers.ensure_indexes()
+
+    async def shutdown() -> None:
+        await mongo.close()
+
+    readiness = Readiness({"kafka": broker_check(broker), "mongodb": lambda: ping(db)})
+    return ServiceApp(
+        broker,
+        routes=[
+            *health_routes(registry, readiness),
+            *make_routes(settings, broker, customers, policy, metrics),
+        ],
+        on_startup=[startup],
+        on_shutdown=[shutdown],
+        title="omniroute ingest",
+    )

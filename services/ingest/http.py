@@ -1,0 +1,137 @@
+"""Ingest's HTTP edge: signed provider webhooks and the customer API."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, datetime
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from services.ingest.metrics import IngestMetrics
+from services.ingest.model import ParseError, Skipped
+from services.ingest.pipeline import IngestPolicy, prepare
+from services.ingest.store import CustomerRecord, CustomerStore
+from shared.contracts.common import PROVIDERS_BY_CHANNEL, Channel
+from shared.contracts.messages import Identity
+from shared.service import require_token
+from shared.settings import IngestSettings
+from shared.topics import INBOUND_BY_CHANNEL
+
+SIGNATURE_HEADER = "x-omniroute-signature"
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def sign(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def signature_ok(secret: str | None, body: bytes, supplied: str | None) -> bool:
+    if not secret or not supplied:
+        return False
+    return hmac.compare_digest(sign(secret, body).encode(), supplied.strip().encode())
+
+
+class CustomerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    identities: tuple[Identity, ...] = Field(min_length=1, max_length=50)
+    tier: str = Field(default="standard", pattern=r"^(standard|vip[1-9])$")
+    anti_phishing_code: str | None = Field(default=None, min_length=4, max_length=32)
+
+
+def make_routes(
+    settings: IngestSettings,
+    broker: KafkaBroker,
+    customers: CustomerStore,
+    policy: IngestPolicy,
+    metrics: IngestMetrics,
+) -> list[BaseRoute]:
+    def reply(channel: str, provider: str, code: int, body: dict[str, Any]) -> JSONResponse:
+        metrics.webhooks.labels(channel, provider, str(code)).inc()
+        return JSONResponse(body, status_code=code)
+
+    async def inbound(request: Request) -> Response:
+        channel = str(request.path_params["channel"])
+        provider = str(request.path_params["provider"])
+        if channel not in PROVIDERS_BY_CHANNEL or provider not in PROVIDERS_BY_CHANNEL[channel]:
+            return reply("unknown", "unknown", 404, {"error": "unknown channel or provider"})
+        try:
+            body = await read_limited(request, settings.max_body_bytes)
+        except TooLarge:
+            return reply(channel, provider, 413, {"error": "body too large"})
+        except ClientDisconnect:
+            return reply(channel, provider, 400, {"error": "client disconnected"})
+        secret = settings.webhook_secrets.get(provider)
+        supplied = request.headers.get(SIGNATURE_HEADER)
+        if not signature_ok(secret.get_secret_value() if secret else None, body, supplied):
+            return reply(channel, provider, 401, {"error": "bad or missing signature"})
+        if not body:
+            return reply(channel, provider, 400, {"error": "empty body"})
+        ch: Channel = channel
+        try:
+            results = prepare(ch, provider, body, policy.parser)
+        except ParseError as exc:
+            return reply(channel, provider, 422, {"error": exc.reason})
+        accepted = [r for r in results if not isinstance(r, Skipped)]
+        skipped = [r.reason for r in results if isinstance(r, Skipped)]
+        if accepted:
+            # The raw payload goes through the same consumer path as adapters' messages.
+            await broker.publish(
+                body,
+                INBOUND_BY_CHANNEL[ch],
+                key=accepted[0].conversation_id.encode(),
+                headers={"provider": provider},
+            )
+        return reply(
+            channel,
+            provider,
+            202,
+            {"message_ids": [r.message_id for r in accepted], "skipped": skipped},
+        )
+
+    async def put_customer(request: Request) -> Response:
+        if denied := require_token(settings, request):
+            return denied
+        try:
+            body = await read_limited(request, 65_536)
+            data = CustomerIn.model_validate_json(body)
+        except TooLarge:
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        except ValidationError as exc:
+            return JSONResponse(
+                {"error": "invalid customer", "detail": exc.errors(include_input=False)},
+                status_code=422,
+            )
+        cid = str(request.path_params["customer_id"])
+        await customers.upsert(
+            CustomerRecord(cid, data.identities, data.tier, data.anti_phishing_code)
+        )
+        return JSONResponse({"customer_id": cid, "at": datetime.now(UTC).isoformat()})
+
+    return [
+        Route("/v1/inbound/{channel}/{provider}", inbound, methods=["POST"]),
+        Route("/v1/customers/{customer_id}", put_customer, methods=["PUT"]),
+    ]

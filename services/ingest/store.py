@@ -1,0 +1,170 @@
+"""Customers in MongoDB: identities (email, phone, handles, account UID), tier, anti-phishing code.
+
+A customer document:
+    {"_id": "cus_…", "identities": [{"kind": "email", "value": "a@b.c"}, …],
+     "tier": "standard" | "vip1".., "anti_phishing_code": "…" | None, "created_at": …}
+A unique multikey index on identities makes one identity belong to one customer, even
+with several ingest replicas racing on the same new sender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from pymongo import ASCENDING, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from shared.contracts.messages import Identity
+from shared.ids import customer_id
+from shared.mongo import Database, Document
+
+# Which identity names a new customer: the strongest one the message carries.
+IDENTITY_STRENGTH = (
+    "account_uid",
+    "email",
+    "phone",
+    "x",
+    "telegram",
+    "wechat",
+    "chatwoot",
+    "chat_visitor",
+)
+
+
+@dataclass(frozen=True)
+class CustomerRef:
+    customer_id: str
+    tier: str = "standard"
+    anti_phishing_code: str | None = None
+    new: bool = False
+
+
+class CustomerStore(Protocol):
+    async def resolve_many(
+        self, identity_sets: Sequence[tuple[Identity, ...]], now: datetime
+    ) -> list[CustomerRef]: ...
+
+    async def upsert(self, customer: CustomerRecord) -> None: ...
+
+
+@dataclass(frozen=True)
+class CustomerRecord:
+    """What an exchange loads through the API or the bulk import."""
+
+    customer_id: str | None
+    identities: tuple[Identity, ...]
+    tier: str = "standard"
+    anti_phishing_code: str | None = None
+
+
+def primary_identity(identities: Sequence[Identity]) -> Identity:
+    return min(identities, key=lambda i: IDENTITY_STRENGTH.index(i.kind))
+
+
+def _key(identity: Identity) -> tuple[str, str]:
+    return (identity.kind, identity.value)
+
+
+class MongoCustomerStore:
+    def __init__(self, db: Database) -> None:
+        self.customers = db["customers"]
+
+    async def ensure_indexes(self) -> None:
+        await self.customers.create_index(
+            [("identities.kind", ASCENDING), ("identities.value", ASCENDING)],
+            unique=True,
+            name="identity_unique",
+        )
+
+    async def _lookup(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Document]:
+        if not keys:
+            return {}
+        query = {"$or": [{"identities": {"$elemMatch": {"kind": k, "value": v}}} for k, v in keys]}
+        found: dict[tuple[str, str], Document] = {}
+        async for doc in self.customers.find(query):
+            for ident in doc.get("identities", []):
+                found[(ident["kind"], ident["value"])] = doc
+        return found
+
+    async def resolve_many(
+        self, identity_sets: Sequence[tuple[Identity, ...]], now: datetime
+    ) -> list[CustomerRef]:
+        """One lookup and one bulk write per batch; links identities seen together."""
+        for attempt in range(3):
+            try:
+                return await self._resolve_once(identity_sets, now)
+            except (BulkWriteError, DuplicateKeyError):
+                # Another replica created one of these customers concurrently: re-read.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _resolve_once(
+        self, identity_sets: Sequence[tuple[Identity, ...]], now: datetime
+    ) -> list[CustomerRef]:
+        keys = {_key(i) for ids in identity_sets for i in ids}
+        known = await self._lookup(keys)
+        refs: list[CustomerRef] = []
+        writes: dict[str, set[tuple[str, str]]] = {}
+        created: dict[str, bool] = {}
+        for ids in identity_sets:
+            if not ids:
+                refs.append(CustomerRef(customer_id("anonymous", "unknown")))
+                continue
+            doc = next((known[_key(i)] for i in ids if _key(i) in known), None)
+            if doc is not None:
+                cid = str(doc["_id"])
+                ref = CustomerRef(cid, doc.get("tier", "standard"), doc.get("anti_phishing_code"))
+            else:
+                primary = primary_identity(ids)
+                cid = customer_id(primary.kind, primary.value)
+                ref = CustomerRef(cid, new=cid not in created)
+                created[cid] = True
+            missing = {_key(i) for i in ids} - {
+                (x["kind"], x["value"]) for x in (doc or {}).get("identities", [])
+            }
+            if missing or doc is None:
+                writes.setdefault(cid, set()).update(missing)
+            for i in ids:
+                known.setdefault(_key(i), {"_id": cid, "identities": [], "tier": ref.tier})
+            refs.append(ref)
+        if writes:
+            await self.customers.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": cid},
+                        {
+                            "$setOnInsert": {"tier": "standard", "created_at": now},
+                            "$addToSet": {
+                                "identities": {
+                                    "$each": [{"kind": k, "value": v} for k, v in sorted(new)]
+                                }
+                            },
+                            "$set": {"last_seen_at": now},
+                        },
+                        upsert=True,
+                    )
+                    for cid, new in writes.items()
+                ],
+                ordered=False,
+            )
+        return refs
+
+    async def upsert(self, customer: CustomerRecord) -> None:
+        ids = customer.identities
+        cid = customer.customer_id or customer_id(
+            primary_identity(ids).kind, primary_identity(ids).value
+        )
+        await self.customers.update_one(
+            {"_id": cid},
+            {
+                "$set": {"tier": customer.tier, "anti_phishing_code": customer.anti_phishing_code},
+                "$addToSet": {
+                    "identities": {"$each": [{"kind": i.kind, "value": i.value} for i in ids]}
+                },
+            },
+            upsert=True,
+        )

@@ -1,0 +1,91 @@
+"""Router's composition root."""
+
+from __future__ import annotations
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from prometheus_client import CollectorRegistry
+from pymongo import AsyncMongoClient
+
+from services.router.engine import RouterState
+from services.router.handlers import RouterEngine
+from services.router.http import make_routes
+from services.router.metrics import RouterMetrics
+from services.router.priority import load_policy
+from services.router.store import MongoRouterStore
+from shared.broker import ensure_topics, make_broker
+from shared.logging import configure_logging
+from shared.mongo import Document, make_mongo_client, ping
+from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
+from shared.settings import RouterSettings
+from shared.topics import AGENTS, MESSAGES, SLA
+
+GROUP_ID = "omniroute-router"
+
+
+def build_app(
+    settings: RouterSettings | None = None,
+    *,
+    broker: KafkaBroker | None = None,
+    mongo: AsyncMongoClient[Document] | None = None,
+    registry: CollectorRegistry | None = None,
+) -> ServiceApp:
+    settings = settings or RouterSettings()
+    registry = registry or make_registry("router")
+    broker = broker or make_broker(settings, registry)
+    mongo = mongo or make_mongo_client(settings)
+    db = mongo[settings.mongo_db]
+    store = MongoRouterStore(db)
+    engine = RouterEngine(
+        state=RouterState(policy=load_policy(settings.policy_dir / "routing.yaml")),
+        store=store,
+        broker=broker,
+        metrics=RouterMetrics.create(registry),
+    )
+
+    @broker.subscriber(
+        MESSAGES,
+        AGENTS,
+        SLA,
+        group_id=GROUP_ID,
+        batch=True,
+        max_records=settings.kafka_max_batch,
+        batch_timeout_ms=20,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        description="Customer messages, agent actions and SLA events, applied in order",
+    )
+    async def on_inputs(msg: KafkaMessage) -> None:
+        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        # State and events are stored, then published, before the ack policy commits.
+        await engine.process(records)
+
+    async def startup() -> None:
+        configure_logging("router", settings.log_level)
+        if settings.kafka_create_topics:
+            await ensure_topics(settings.kafka_bootstrap)
+        await store.ensure_indexes()
+        # Load state before the subscriber starts; the outbox replay needs a producer.
+        await broker.connect()
+        await engine.load()
+
+    async def shutdown() -> None:
+        await mongo.close()
+
+    async def loaded() -> None:
+        if not engine.loaded:
+            raise RuntimeError("state not loaded")
+
+    readiness = Readiness(
+        {"kafka": broker_check(broker), "mongodb": lambda: ping(db), "state": loaded}
+    )
+    return ServiceApp(
+        broker,
+        routes=[*health_routes(registry, readiness), *make_routes(settings, broker, store)],
+        on_startup=[startup],
+        on_shutdown=[shutdown],
+        title="omniroute router",
+    )

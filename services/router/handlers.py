@@ -1,0 +1,114 @@
+"""Router's Kafka edge: a batch of messages / agent events in; state stored; ticket events out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
+
+from services.router.engine import Changes, RouterState
+from services.router.metrics import RouterMetrics
+from services.router.store import RouterStore
+from shared.contracts.agents import (
+    AGENT_ACTION_TAKEN,
+    AGENT_PRESENCE_CHANGED,
+    AGENT_PROFILE_UPDATED,
+    AgentActionTaken,
+    AgentPresenceChanged,
+    AgentProfileUpdated,
+)
+from shared.contracts.messages import MESSAGE_RECEIVED, MessageReceived
+from shared.contracts.tickets import TicketEvent, ticket_event_type
+from shared.deadletter import dead_letter
+from shared.events import OutboundEvent, header, make_event, publish_all
+from shared.ids import event_id
+from shared.topics import TICKETS
+
+log = logging.getLogger(__name__)
+SOURCE = "omniroute/router"
+
+
+def ticket_event(ev: TicketEvent) -> OutboundEvent:
+    return make_event(
+        ev,
+        topic=TICKETS,
+        event_type=ticket_event_type(ev.event),
+        event_id=event_id("ticket", ev.ticket_id, str(ev.sequence)),
+        source=SOURCE,
+        key=ev.ticket_id,
+        time=ev.at,
+        subject=ev.ticket_id,
+    )
+
+
+@dataclass
+class RouterEngine:
+    """Applies inputs to the in-memory state and makes the effects durable."""
+
+    state: RouterState
+    store: RouterStore
+    broker: KafkaBroker
+    metrics: RouterMetrics
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    loaded: bool = False
+    _batch_agent_events: list[str] = field(default_factory=list)
+
+    async def load(self) -> None:
+        pending = await self.store.load(self.state, self.clock() - timedelta(days=8))
+        if pending:
+            await publish_all(self.broker, pending)
+            await self.store.clear_outbox(pending)
+        self.loaded = True
+        self.metrics.observe_state(self.state)
+
+    def _apply(self, record: Any, now: datetime) -> Changes | OutboundEvent:
+        ce_type = header(record.headers or [], "ce_type")
+        ce_id = header(record.headers or [], "ce_id") or ""
+        value = record.value or b""
+        try:
+            if ce_type == MESSAGE_RECEIVED:
+                return self.state.on_message(MessageReceived.model_validate_json(value), now)
+            if ce_type == AGENT_PROFILE_UPDATED:
+                self._batch_agent_events.append(ce_id)
+                ev = AgentProfileUpdated.model_validate_json(value)
+                return self.state.on_profile(ev, ce_id, now)
+            if ce_type == AGENT_PRESENCE_CHANGED:
+                self._batch_agent_events.append(ce_id)
+                pev = AgentPresenceChanged.model_validate_json(value)
+                return self.state.on_presence(pev, ce_id, now)
+            if ce_type == AGENT_ACTION_TAKEN:
+                self._batch_agent_events.append(ce_id)
+                aev = AgentActionTaken.model_validate_json(value)
+                return self.state.on_action(aev, ce_id, now)
+            if ce_type is not None and ce_type.startswith("omniroute.sla."):
+                return Changes()  # escalation on breach arrives with the router issue
+            reason = "unknown event type"
+        except ValidationError as exc:
+            reason = f"invalid {ce_type}: {exc.error_count()} errors"
+        self.metrics.deadletters.inc()
+        return dead_letter(service="router", reason=reason, payload=value, now=now, record=record)
+
+    async def process(self, records: Sequence[Any]) -> int:
+        now = self.clock()
+        changes = Changes()
+        extra: list[OutboundEvent] = []
+        self._batch_agent_events = []
+        for record in records:
+            result = self._apply(record, now)
+            if isinstance(result, OutboundEvent):
+                extra.append(result)
+            else:
+                changes.merge(result)
+        events = [ticket_event(e) for e in changes.events] + extra
+        await self.store.save(
+            changes.tickets.values(), changes.agents.values(), self._batch_agent_events, events
+        )
+        await publish_all(self.broker, events)
+        await self.store.clear_outbox(events)
+        self.metrics.observe(changes, self.state, now)
+        return len(events)

@@ -1,0 +1,121 @@
+"""The whole system on one machine: the embedded stack plus each service as its own process,
+as in production. Used by `omniroute dev`, `omniroute demo`, the e2e tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from shared.embedded import EmbeddedStack, free_port, spawn, stop_process
+
+SERVICES = ("ingest", "router", "sla", "notify")
+# The development defaults of shared.settings; production refuses them.
+DEV_TOKEN = "dev-token"  # noqa: S105
+DEV_SECRET = "dev-secret"  # noqa: S105
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class LocalSystem:
+    stack: EmbeddedStack
+    log_dir: Path
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    fast_rebalance: bool = True
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def env_for(self, svc: ServiceProcess) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIROUTE_")}
+        env.update(self.stack.env())
+        env.update(
+            {
+                "OMNIROUTE_HTTP_PORT": str(svc.port),
+                "OMNIROUTE_API_TOKEN": DEV_TOKEN,
+                "OMNIROUTE_KAFKA_CREATE_TOPICS": "false",
+            }
+        )
+        if self.fast_rebalance:
+            # Group joins take about session_timeout/2 on Tansu: keep restarts quick.
+            env["OMNIROUTE_KAFKA_SESSION_TIMEOUT_MS"] = "3000"
+            env["OMNIROUTE_KAFKA_HEARTBEAT_INTERVAL_MS"] = "1000"
+        env.update(self.env_overrides)
+        return env
+
+    def start(self, names: tuple[str, ...] = SERVICES) -> LocalSystem:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            svc = self.services.get(name) or ServiceProcess(
+                name, free_port(), self.log_dir / f"{name}.log"
+            )
+            self.services[name] = svc
+            self.start_service(name)
+        return self
+
+    def start_service(self, name: str) -> None:
+        svc = self.services[name]
+        svc.proc = spawn(
+            [sys.executable, "-m", "services.cli", name],
+            log_path=svc.log_path,
+            env=self.env_for(svc),
+        )
+
+    def wait_ready(self, timeout_s: float = 60.0, names: tuple[str, ...] | None = None) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = set(names or self.services)
+        with httpx.Client(timeout=2.0) as client:
+            while pending and time.monotonic() < deadline:
+                for name in sorted(pending):
+                    svc = self.services[name]
+                    if svc.proc is not None and svc.proc.poll() is not None:
+                        raise RuntimeError(
+                            f"{name} exited with {svc.proc.returncode}; see {svc.log_path}"
+                        )
+                    try:
+                        if client.get(f"{svc.url}/readyz").status_code == 200:
+                            pending.discard(name)
+                    except httpx.HTTPError:
+                        pass
+                if pending:
+                    time.sleep(0.1)
+        if pending:
+            raise TimeoutError(f"not ready after {timeout_s:.0f}s: {sorted(pending)}")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.services[name].proc
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=15)
+
+    def stop_service(self, name: str) -> None:
+        proc = self.services[name].proc
+        if proc is not None:
+            stop_process(proc, timeout_s=15)
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.proc.pid for s in self.services.values() if s.proc is not None]
+
+    def stop(self) -> None:
+        for name in reversed(list(self.services)):
+            self.stop_service(name)
+
+    def url(self, name: str) -> str:
+        return self.services[name].url

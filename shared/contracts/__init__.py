@@ -1,0 +1,1 @@
+"""Wire contracts: one module per topic family, frozen pydantic models, versioned types."""

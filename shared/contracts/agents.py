@@ -1,0 +1,50 @@
+"""`support.agents`: desk and agent actions, keyed by agent id."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from shared.contracts.common import Category, Channel, Contract, UtcDatetime
+
+AGENT_PROFILE_UPDATED = "omniroute.agent.profile_updated.v1"
+AGENT_PRESENCE_CHANGED = "omniroute.agent.presence_changed.v1"
+AGENT_ACTION_TAKEN = "omniroute.agent.action_taken.v1"
+
+DEFAULT_CAPACITY: dict[Channel, int] = {"chat": 3, "email": 8, "social": 5, "phone": 1}
+
+Presence = Literal["online", "away", "offline"]
+AgentActionName = Literal["accept", "decline", "reply", "wait", "resolve"]
+
+
+class AgentProfile(Contract):
+    name: str = Field(min_length=1, max_length=200)
+    skills: tuple[Category, ...] = Field(default=(), description="Categories the agent handles")
+    languages: tuple[str, ...] = ("en",)
+    capacity: dict[Channel, int] = Field(
+        default_factory=lambda: dict(DEFAULT_CAPACITY),
+        description="Concurrent tickets per channel",
+    )
+    auto_accept: bool = False
+    security: bool = Field(default=False, description="May take P1 work beyond capacity")
+
+
+class AgentProfileUpdated(Contract):
+    agent_id: str
+    profile: AgentProfile
+    at: UtcDatetime
+
+
+class AgentPresenceChanged(Contract):
+    agent_id: str
+    status: Presence
+    at: UtcDatetime
+
+
+class AgentActionTaken(Contract):
+    agent_id: str
+    ticket_id: str
+    action: AgentActionName
+    at: UtcDatetime
+    note: str | None = Field(default=None, description="Free text from the desk (not routed)")

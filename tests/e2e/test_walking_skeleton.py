@@ -1,0 +1,131 @@
+"""One chat message through all four services, on real Tansu and SecantusDB."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary_event
+from pymongo import MongoClient
+
+from services.ingest.http import SIGNATURE_HEADER, sign
+from services.samples import chat_message
+from services.system import DEV_SECRET, DEV_TOKEN, LocalSystem
+from shared.ids import conversation_id
+from shared.topics import ALL_TOPICS, MESSAGES, TICKETS
+from tests.support.kafka import read_all
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def db(system: LocalSystem) -> Any:
+    client: MongoClient[dict[str, Any]] = MongoClient(system.stack.mongo_uri, tz_aware=True)
+    yield client["omniroute"]
+    client.close()
+
+
+def post(system: LocalSystem, body: bytes, signature: str | None) -> httpx.Response:
+    headers = {"content-type": "application/json"}
+    if signature is not None:
+        headers[SIGNATURE_HEADER] = signature
+    return httpx.post(f"{system.url('ingest')}/v1/inbound/chat/generic", content=body,
+                      headers=headers, timeout=10)
+
+
+def records(system: LocalSystem, *topics: str) -> list[Any]:
+    return asyncio.run(read_all(system.stack.kafka_bootstrap, topics))
+
+
+def test_chat_message_is_routed_timed_and_acknowledged(system: LocalSystem, db: Any) -> None:
+    # An agent comes online through the router's API (events on support.agents).
+    agent_id = f"agent-{uuid.uuid4().hex[:8]}"
+    profile = {"name": "Alice", "languages": ["en", "zh"], "capacity": {"chat": 2},
+               "auto_accept": True}
+    router = system.url("router")
+    assert httpx.put(f"{router}/v1/agents/{agent_id}", json=profile, headers=AUTH).status_code == 202
+    assert httpx.post(f"{router}/v1/agents/{agent_id}/presence", json={"status": "online"},
+                      headers=AUTH).status_code == 202
+    wait_until(lambda: db.agents.find_one({"_id": agent_id, "presence": "online"}), 20,
+               "agent online in the router")
+
+    # A customer writes in on live chat; the webhook is signed.
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    body = chat_message(session, "m-1", "Someone withdrew all my USDT without my permission!",
+                        visitor_id=f"v-{session}")
+    reply = post(system, body, sign(DEV_SECRET, body))
+    assert reply.status_code == 202, reply.text
+    [message_id] = reply.json()["message_ids"]
+
+    # The router opens a ticket in MongoDB and assigns it to the online agent.
+    ticket = wait_until(lambda: db.tickets.find_one({"message_ids": message_id,
+                                                     "state": "assigned"}), 30, "ticket")
+    assert ticket["agent_id"] == agent_id
+    assert ticket["priority"] == "P1"
+    assert ticket["decision"]["chosen"] == agent_id
+
+    # `opened` then `assigned` on support.tickets, keyed by the ticket id.
+    def ticket_events() -> list[Any]:
+        found = [r for r in records(system, TICKETS) if r.key == ticket["_id"].encode()]
+        return found if len(found) >= 2 else []
+
+    events = wait_until(ticket_events, 20, "ticket events")
+    names = [json.loads(r.value)["event"] for r in sorted(events, key=lambda r: r.offset)]
+    assert names[:2] == ["opened", "assigned"]
+    assert json.loads(events[0].value)["message_id"] == message_id
+
+    # SLA starts a first-response timer; notify stores an acknowledgement.
+    timer = wait_until(lambda: db.sla_timers.find_one({"ticket_id": ticket["_id"],
+                                                       "metric": "first_response"}), 20, "timer")
+    assert timer["state"] == "running"
+    ack = wait_until(lambda: db.notifications.find_one({"ticket_id": ticket["_id"]}), 20, "ack")
+    assert ack["template"] == "acknowledgement_stolen_funds"
+    assert "never ask for your password" in ack["text"]
+
+
+def test_bad_signature_is_refused_and_nothing_published(system: LocalSystem, db: Any) -> None:
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    body = chat_message(session, "m-1", "hello", visitor_id=f"v-{session}")
+    assert post(system, body, None).status_code == 401
+    assert post(system, body, "sha256=" + "0" * 64).status_code == 401
+    assert post(system, body, sign("wrong-secret", body)).status_code == 401
+    # A later, valid message of another session gets through: so the first one would have too.
+    other = f"s-{uuid.uuid4().hex[:8]}"
+    good = chat_message(other, "m-1", "hello", visitor_id=f"v-{other}")
+    [good_id] = post(system, good, sign(DEV_SECRET, good)).json()["message_ids"]
+    wait_until(lambda: db.tickets.find_one({"message_ids": good_id}), 30, "good ticket")
+    refused = conversation_id("chat", "generic", session)
+    conversations = {json.loads(r.value)["conversation_id"] for r in records(system, MESSAGES)}
+    assert conversation_id("chat", "generic", other) in conversations
+    assert refused not in conversations
+
+
+def test_webhook_retry_yields_one_message(system: LocalSystem, db: Any) -> None:
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    body = chat_message(session, "m-1", "my deposit has not arrived", visitor_id=f"v-{session}")
+    first = post(system, body, sign(DEV_SECRET, body)).json()["message_ids"]
+    second = post(system, body, sign(DEV_SECRET, body)).json()["message_ids"]
+    assert first == second
+    wait_until(lambda: db.tickets.find_one({"message_ids": first[0]}), 30, "ticket")
+    assert db.tickets.count_documents({"message_ids": first[0]}) == 1
+
+
+def test_every_record_on_every_topic_is_a_cloudevent(system: LocalSystem) -> None:
+    # Written last in the module: by now every service has published something.
+    produced = [t for t in ALL_TOPICS if not t.startswith("support.inbound.")]
+    seen_types: set[str] = set()
+    for record in records(system, *produced):
+        ce = from_binary_event(KafkaMessage(headers=dict(record.headers), key=record.key,
+                                            value=record.value))
+        assert ce.get_specversion() == "1.0"
+        seen_types.add(ce.get_type())
+    assert {"omniroute.message.received.v1", "omniroute.ticket.opened.v1",
+            "omniroute.ticket.assigned.v1", "omniroute.sla.started.v1",
+            "omniroute.notification.recorded.v1",
+            "omniroute.agent.presence_changed.v1"} <= seen_types

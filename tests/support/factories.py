@@ -1,0 +1,47 @@
+"""Builders of valid contract objects for tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.contracts.messages import MessageReceived
+from shared.contracts.tickets import TicketEvent
+
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def message(n: int = 1, **over: Any) -> MessageReceived:
+    data: dict[str, Any] = {
+        "message_id": f"msg_{n}",
+        "conversation_id": f"cnv_{n}",
+        "channel": "chat",
+        "provider": "generic",
+        "provider_message_id": f"p{n}",
+        "sent_at": T0,
+        "received_at": T0,
+        "customer_id": f"cus_{n}",
+        "text": "hello",
+        "language": "en",
+        "category": "general",
+    }
+    data.update(over)
+    return MessageReceived.model_validate(data)
+
+
+def ticket_event(event: str = "opened", seq: int = 1, **over: Any) -> TicketEvent:
+    data: dict[str, Any] = {
+        "ticket_id": "tkt_1",
+        "event": event,
+        "priority": "P2",
+        "category": "withdrawal",
+        "channel": "chat",
+        "customer_id": "cus_1",
+        "language": "en",
+        "at": T0,
+        "state": "queued",
+        "opened_at": T0,
+        "sequence": seq,
+    }
+    data.update(over)
+    return TicketEvent.model_validate(data)

@@ -1,0 +1,26 @@
+"""A process that starts the stack and the four services, prints their pids, then waits.
+
+Used to check that nothing outlives it: `python -m tests.support.hold_system [fail]`.
+With `fail` it raises after start-up, like a test that errors with the system running.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from services.dev import running_system
+
+
+def main() -> None:
+    with running_system(None) as system:
+        print(json.dumps({"pids": system.stack.pids + system.pids}), flush=True)
+        if sys.argv[1:] == ["fail"]:
+            raise RuntimeError("failing on purpose")
+        while True:
+            time.sleep(1)
+
+
+if __name__ == "__main__":
+    main()
