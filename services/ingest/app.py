@@ -13,6 +13,7 @@ from pymongo import AsyncMongoClient
 from services.ingest.classify import load_rules
 from services.ingest.handlers import Ingestor, inbound_from_record
 from services.ingest.http import make_routes
+from services.ingest.language import detect_language
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import load_policy
 from services.ingest.store import MongoCustomerStore
@@ -70,6 +71,9 @@ def build_app(
 
     async def startup() -> None:
         configure_logging("ingest", settings.log_level)
+        # Fail at boot, not on the first message, if a configured language is unknown; this
+        # also builds the detector before traffic arrives.
+        detect_language("warm up", None, policy.languages)
         if settings.kafka_create_topics:
             await ensure_topics(settings.kafka_bootstrap)
         await customers.ensure_indexes()

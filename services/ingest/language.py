@@ -18,6 +18,8 @@ import re
 
 from lingua import IsoCode639_1, LanguageDetector, LanguageDetectorBuilder
 
+from services.ingest.redact import MARKER_PATTERN
+
 DEFAULT_LANGUAGE = "en"
 _SHORT_TEXT_LETTERS = 12
 # Below this confidence (0..1) a supported hint is trusted over the detector.
@@ -25,7 +27,10 @@ _MIN_CONFIDENCE = 0.7
 
 _LETTER = re.compile(r"[^\W\d_]")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_NON_HAN_WORD = re.compile(r"[^\W\d_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+# Words of letters only: "0x742d35Cc…" or "bc1q…" are not English words.
+_NON_HAN_WORD = re.compile(
+    r"(?<![0-9A-Za-z])[^\W\d_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+(?![0-9A-Za-z])"
+)
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _LOCALE_SEPARATOR = re.compile(r"[-_.@]")
 
@@ -36,6 +41,8 @@ def detect_language(text: str, hint: str | None, supported: tuple[str, ...] = ("
     if hinted not in supported:
         hinted = None
     fallback = hinted or (DEFAULT_LANGUAGE if DEFAULT_LANGUAGE in supported else supported[0])
+    # "[REDACTED:seed_phrase]" is ours, not the customer's English
+    text = MARKER_PATTERN.sub(" ", text)
     letters = len(_LETTER.findall(text))
     if letters == 0 or len(supported) == 1:
         return fallback
@@ -56,7 +63,7 @@ def detect_language(text: str, hint: str | None, supported: tuple[str, ...] = ("
 
 
 def language_of_locale(locale: str) -> str:
-    """"zh-CN", "en_US", "zh_TW.UTF-8", "ZH" → "zh", "en", "zh", "zh"."""
+    """The language subtag of a locale: "zh-CN" → "zh", "en_US" → "en", "zh_TW.UTF-8" → "zh"."""
     return _LOCALE_SEPARATOR.split(locale.strip(), maxsplit=1)[0].lower()
 
 

@@ -10,15 +10,18 @@ Seed phrases (BIP-39, every word list `mnemonic` ships)
     separated by spaces, commas, new lines or numbering ("1. abandon 2. ability").
     A *run* is a sequence of words of one list with only such separators between them.
 
-    * Exact: a run holding a checksum-valid window of 12/15/18/21/24 words is redacted
-      as a whole (the rest of a run is most likely the rest of a mistyped phrase).
+    * Exact: a checksum-valid window of 12/15/18/21/24 words of one list, with at most
+      two repeated words (tables of TRUE/FALSE are not phrases), is redacted with the
+      rest of its run when at least three words are left over on that side (the rest
+      of a mistyped longer phrase); one or two are the customer's own words
+      ("seed: ...", "... what now").
     * Near miss: a run that fails the checksum is still redacted when it is shaped like
-      a phrase: at least 11 list words (a missing word) plus at most one typo
-      (a word sharing the first four letters with a list word, or one edit away), AND
-      it is numbered 1, 2, 3 ..., or written one word per line, or stands alone on its
-      line without sentence punctuation, or follows a seed-phrase cue ("seed",
-      "mnemonic", "助记词", ...). Prose never qualifies by length alone: plain English
-      sentences can string a dozen list words together ("can you please help ...").
+      a phrase: at least 11 list words (one may be missing) plus at most one typo (a
+      word sharing its first four letters with a list word, or one edit away), and
+      numbered 1, 2, 3 ..., or one word per line, or alone on its line with no full
+      stop, or after a seed-phrase cue ("seed", "mnemonic", "助记词", ...). Length alone
+      never qualifies: plain English strings a dozen list words together ("can you
+      please help someone will transfer all balance again today still ...").
     * Chinese lists, characters written without separators: checksum-valid window
       only, and only when the window is a whole run of Han characters standing apart
       from other Han text, or starts right after a cue ("助记词是", "助记词：").
@@ -57,6 +60,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterator, Sequence
@@ -73,10 +77,10 @@ RedactionKind = Literal["seed_phrase", "private_key", "password", "otp_code"]
 KINDS: tuple[RedactionKind, ...] = ("seed_phrase", "private_key", "password", "otp_code")
 MARKERS: dict[RedactionKind, str] = {kind: f"[REDACTED:{kind}]" for kind in KINDS}
 
-_MARKER = re.compile(r"\[REDACTED:(?:seed_phrase|private_key|password|otp_code)\]")
+MARKER_PATTERN = re.compile(r"\[REDACTED:(?:seed_phrase|private_key|password|otp_code)\]")
 # Markers are blanked to this before detection so nothing matches into or across them;
 # it is neither a letter, digit, separator nor password character.
-_BARRIER = "\x1f"
+_BARRIER = "\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +96,9 @@ def redact(text: str) -> tuple[str, tuple[Redaction, ...]]:
     if not text:
         return text, ()
     masked = (
-        _MARKER.sub(lambda m: _BARRIER * len(m.group()), text) if "[REDACTED:" in text else text
+        MARKER_PATTERN.sub(lambda m: _BARRIER * len(m.group()), text)
+        if "[REDACTED:" in text
+        else text
     )
     spans = [
         *_private_key_spans(masked),
@@ -140,11 +146,11 @@ def _merge(spans: list[_Span]) -> list[_Span]:
 
 _B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
-_B58 = "1-9A-HJ-NP-Za-km-z"
+B58_CLASS = "1-9A-HJ-NP-Za-km-z"  # regex character class body
 
 
-def b58check_payload(encoded: str) -> bytes | None:
-    """The payload of a base58check string, or None if it is not valid base58check."""
+def b58decode(encoded: str) -> bytes | None:
+    """Base58 (Bitcoin alphabet) to bytes, or None if a character is not base58."""
     number = 0
     for char in encoded:
         digit = _B58_INDEX.get(char)
@@ -152,8 +158,13 @@ def b58check_payload(encoded: str) -> bytes | None:
             return None
         number = number * 58 + digit
     leading_zeros = len(encoded) - len(encoded.lstrip("1"))
-    raw = b"\0" * leading_zeros + number.to_bytes((number.bit_length() + 7) // 8, "big")
-    if len(raw) < 5:
+    return b"\0" * leading_zeros + number.to_bytes((number.bit_length() + 7) // 8, "big")
+
+
+def b58check_payload(encoded: str) -> bytes | None:
+    """The payload of a base58check string, or None if it is not valid base58check."""
+    raw = b58decode(encoded)
+    if raw is None or len(raw) < 5:
         return None
     payload, checksum = raw[:-4], raw[-4:]
     if hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4] != checksum:
@@ -176,8 +187,10 @@ _HASH_CUE = re.compile(
 _CUE_BEFORE_CHARS = 60
 _CUE_AFTER_CHARS = 30
 
-_WIF = re.compile(rf"(?<![{_B58}])[5KL9c][{_B58}]{{50,51}}(?![{_B58}])")
-_XPRV = re.compile(rf"(?<![{_B58}])(?:[xyztuv]prv|[YZUV]prv)[{_B58}]{{100,112}}(?![{_B58}])")
+_WIF = re.compile(rf"(?<![{B58_CLASS}])[5KL9c][{B58_CLASS}]{{50,51}}(?![{B58_CLASS}])")
+_XPRV = re.compile(
+    rf"(?<![{B58_CLASS}])(?:[xyztuv]prv|[YZUV]prv)[{B58_CLASS}]{{100,112}}(?![{B58_CLASS}])"
+)
 
 
 def _private_key_spans(text: str) -> Iterator[_Span]:
@@ -219,6 +232,7 @@ def _is_wif(candidate: str) -> bool:
 _VALID_LENGTHS = (24, 21, 18, 15, 12)
 _MIN_NEAR_MISS_WORDS = 11
 _MAX_REPEATS = 2
+_MIN_LEFTOVER_WORDS = 3
 _HAN_COMMON_RANK = 150
 _HAN_RARE_SHARE = 2 / 3
 _HAN_MIN_MEAN_RANK = 500
@@ -229,8 +243,11 @@ _MAX_GAP_CHARS = 12
 
 _HAN_RANGES = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _HAN_CHAR = re.compile(f"[{_HAN_RANGES}]")
+# Word characters include combining marks (decomposed accents, kana voicing) and U+FFFD:
+# mnemonic's Russian list has a word with two of them, and it is matched as shipped.
 _TOKEN = re.compile(
-    rf"(?P<han>[{_HAN_RANGES}])|(?P<word>(?:[^\W\d_{_HAN_RANGES}]|[\u0300-\u036f\u3099\u309a])+)"
+    rf"(?P<han>[{_HAN_RANGES}])"
+    rf"|(?P<word>(?:[^\W\d_{_HAN_RANGES}]|[\u0300-\u036f\u3099\u309a\ufffd])+)"
 )
 # What may stand between two words of a phrase: separators and numbering, nothing else.
 _GAP = re.compile(r"[\s\d.,;:、，；：。·•・\-–—/|()（）\[\]【】\"'“”‘’#*>]*")
@@ -245,6 +262,11 @@ _SENTENCE_END = re.compile(r"[.?!。？！]")
 _LATIN_ALIAS_LANGUAGES = frozenset(
     {"french", "spanish", "portuguese", "italian", "czech", "turkish", "russian"}
 )
+
+
+# [first, last+1) token ranges whose tokens are all words of one list, in text order;
+# two ranges may be bridged by one near-miss word between them.
+_Segments = tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,9 +350,7 @@ def _is_near(token: _Token, bit: int) -> bool:
         return True
     variants = _one_edit_variants(bit)
     # missing letter (word is a deletion), extra letter, or one substituted letter
-    return word in variants or any(
-        word[:i] + word[i + 1 :] in variants for i in range(len(word))
-    )
+    return word in variants or any(word[:i] + word[i + 1 :] in variants for i in range(len(word)))
 
 
 def _phrase_like(indices: Sequence[int]) -> bool:
@@ -432,10 +452,10 @@ class _SeedScan:
             segments.append((start, len(self.tokens)))
         return segments
 
-    def _groups(self, bit: int) -> list[tuple[tuple[int, int], ...]]:
-        """Segments, and pairs of segments bridged by one near-miss word."""
-        segments = [s for s in self._segments(bit) if s[1] - s[0] >= 1]
-        groups: list[tuple[tuple[int, int], ...]] = []
+    def _groups(self, bit: int) -> list[_Segments]:
+        """Segments of at least 11 words, and pairs bridged by one near-miss word."""
+        segments = self._segments(bit)
+        groups: list[_Segments] = []
         i = 0
         while i < len(segments):
             current = segments[i]
@@ -461,24 +481,52 @@ class _SeedScan:
     def _spans_for(self, bit: int) -> Iterator[_Span]:
         wordlist = _wordlists()[bit]
         for group in self._groups(bit):
-            first, last = group[0][0], group[-1][1]
-            separated = all(self._separated(i) for i in range(first + 1, last))
-            if wordlist.han and not separated:
-                yield from self._tight_han_spans(wordlist, group)
+            if not wordlist.han:
+                yield from self._phrase_spans(bit, wordlist, group)
                 continue
-            windows = sum(len(self._windows(wordlist, seg)) for seg in group)
-            member_words = [t.norm for seg in group for t in self.tokens[seg[0] : seg[1]]]
-            near_miss = (
-                len(member_words) >= _MIN_NEAR_MISS_WORDS
-                and len(set(member_words)) >= len(member_words) - _MAX_REPEATS
+            # Han characters written without separators follow stricter rules; the parts
+            # written with separators ("的 一 是 ...") are treated like words.
+            yield from self._tight_han_spans(wordlist, group)
+            for part in self._separated_parts(group):
+                yield from self._phrase_spans(bit, wordlist, part)
+
+    def _separated_parts(self, group: _Segments) -> Iterator[_Segments]:
+        first, last = group[0][0], group[-1][1]
+        bounds = [first, *(i for i in range(first + 1, last) if not self._separated(i)), last]
+        for part_first, part_last in itertools.pairwise(bounds):
+            if part_last - part_first < _MIN_NEAR_MISS_WORDS:
+                continue
+            pieces = tuple(
+                (max(a, part_first), min(b, part_last))
+                for a, b in group
+                if a < part_last and part_first < b
             )
-            numbered = self._numbered(first, last)
-            if windows or (near_miss and self._shaped(first, last, numbered)):
-                start = self.tokens[first].start
-                number = _NUMBER_BEFORE.search(self.gap_before(first)) if numbered else None
-                if number:
-                    start -= len(number.group())
-                yield _Span(start, self.tokens[last - 1].end, "seed_phrase", max(1, windows))
+            if pieces:
+                yield pieces
+
+    def _phrase_spans(self, bit: int, wordlist: _WordList, group: _Segments) -> Iterator[_Span]:
+        first, last = group[0][0], group[-1][1]
+        windows = [w for seg in group for w in self._windows(wordlist, seg)]
+        if not windows:
+            for piece_first, piece_last, numbered in self._near_misses(bit, first, last):
+                yield self._span(piece_first, piece_last, numbered=numbered, count=1)
+            return
+        # Words left over around valid windows are redacted too when there are enough
+        # of them to be the rest of a mistyped phrase; one or two are the customer's
+        # own words ("seed: ...", "... what now").
+        if windows[0][0] - first < _MIN_LEFTOVER_WORDS:
+            first = windows[0][0]
+        if last - windows[-1][1] < _MIN_LEFTOVER_WORDS:
+            last = windows[-1][1]
+        numbered = self._numbered(first, last)
+        yield self._span(first, last, numbered=numbered, count=len(windows))
+
+    def _span(self, first: int, last: int, *, numbered: bool, count: int) -> _Span:
+        start = self.tokens[first].start
+        number = _NUMBER_BEFORE.search(self.gap_before(first)) if numbered else None
+        if number:
+            start -= len(number.group())
+        return _Span(start, self.tokens[last - 1].end, "seed_phrase", count)
 
     def _separated(self, i: int) -> bool:
         return self.tokens[i].start > self.tokens[i - 1].end
@@ -500,9 +548,7 @@ class _SeedScan:
                 i += 1
         return found
 
-    def _tight_han_spans(
-        self, wordlist: _WordList, group: tuple[tuple[int, int], ...]
-    ) -> Iterator[_Span]:
+    def _tight_han_spans(self, wordlist: _WordList, group: _Segments) -> Iterator[_Span]:
         # Every accepted window is redacted, overlapping ones as their union: picking one
         # of two overlapping windows could leave a real phrase's first or last word behind.
         covered: list[tuple[int, int]] = []
@@ -556,18 +602,39 @@ class _SeedScan:
             found = _NUMBER_BEFORE.search(self.gap_before(i))
             if found:
                 numbers.append(int(found.group(1)))
-        increasing = all(a < b for a, b in zip(numbers, numbers[1:], strict=False))
+        increasing = all(a < b for a, b in itertools.pairwise(numbers))
         return len(numbers) >= _MIN_NEAR_MISS_WORDS and increasing
 
-    def _shaped(self, first: int, last: int, numbered: bool) -> bool:
-        if numbered:
-            return True
-        start, end = self.tokens[first].start, self.tokens[last - 1].end
-        line_breaks = sum(1 for i in range(first + 1, last) if "\n" in self.gap_before(i))
-        if line_breaks >= (last - first) - 2:
-            return True
-        if self.cue_before(start, end):
-            return True
+    def _near_misses(self, bit: int, first: int, last: int) -> Iterator[tuple[int, int, bool]]:
+        """Phrase-shaped [first, last+1) ranges of a run that failed the checksum."""
+        numbered = self._numbered(first, last)
+        if numbered or self._one_per_line(first, last):
+            pieces = [(first, last)]
+        else:
+            # Without numbering or one word per line, each line stands on its own:
+            # "Hello,\n<phrase>\nplease check" must not take the greeting along.
+            starts = [i for i in range(first + 1, last) if "\n" in self.gap_before(i)]
+            bounds = [first, *starts, last]
+            pieces = list(itertools.pairwise(bounds))
+        flag = 1 << bit
+        for piece_first, piece_last in pieces:
+            words = [t.norm for t in self.tokens[piece_first:piece_last] if t.mask & flag]
+            if len(words) < _MIN_NEAR_MISS_WORDS or len(set(words)) < len(words) - _MAX_REPEATS:
+                continue
+            start, end = self.tokens[piece_first].start, self.tokens[piece_last - 1].end
+            if (
+                (len(pieces) == 1 and (numbered or self._one_per_line(first, last)))
+                or self.cue_before(start, end)
+                or self._alone_on_line(start, end)
+            ):
+                yield piece_first, piece_last, numbered
+
+    def _one_per_line(self, first: int, last: int) -> bool:
+        breaks = sum(1 for i in range(first + 1, last) if "\n" in self.gap_before(i))
+        return breaks >= (last - first) - 2
+
+    def _alone_on_line(self, start: int, end: int) -> bool:
+        """Nothing but a lead-in ending in a colon before it, no words or full stop after."""
         line_start = self.text.rfind("\n", 0, start) + 1
         line_end = self.text.find("\n", end)
         before = self.text[line_start:start]
@@ -590,21 +657,21 @@ def _seed_phrase_spans(text: str) -> Iterator[_Span]:
 
 # --- passwords and one-time codes -----------------------------------------------------
 
-# After "is"/"was", a bare word that describes the password rather than being one.
+# Words that describe a password rather than being one ("password: reset", "Password is
+# Wrong"); capitalised or after a colon they would otherwise pass as values.
 _NOT_A_PASSWORD = frozenset(
-    """
-    a an the my your our its his her their this that it same also still just now not no
-    never too very so really definitely probably correct incorrect wrong right invalid
-    valid ok okay fine good bad weak strong secure insecure new old different changed
-    reset expired locked blocked lost forgotten stolen compromised hacked leaked
-    required needed missing empty blank long short simple complex case sensitive there
-    here what which because but and or when why how being been done yes none unknown
-    """.split()
-)
+    {
+        "a", "an", "the", "my", "your", "this", "that", "it", "same", "also", "still",
+        "not", "no", "yes", "ok", "okay", "none", "unknown", "done", "correct",
+        "incorrect", "wrong", "invalid", "expired", "reset", "changed", "forgot",
+        "forgotten", "lost", "locked", "blocked", "hacked", "stolen", "compromised",
+        "leaked", "required", "missing", "empty", "weak", "strong",
+    }
+)  # fmt: skip
 _EN_PASSWORD = re.compile(
     r"\b(?:pass(?:word|wd|code|phrase)?|pwd|pw|pin)\b"
     r"(?:(?P<strong>[ \t]*[:=：][ \t]*)|(?P<weak>\s+(?:is|was)\s*[:：]?\s+))"
-    r"(?P<value>[\"'“‘«][^\"'”’»\n\x1f]{1,128}[\"'”’»]|[^\s\x1f]{1,128})",
+    r"(?P<value>[\"'“‘«][^\"'”’»\n\x00]{1,128}[\"'”’»]|[^\s\x00]{1,128})",
     re.IGNORECASE,
 )
 _ZH_PASSWORD = re.compile(

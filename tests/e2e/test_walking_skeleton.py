@@ -35,8 +35,9 @@ def post(system: LocalSystem, body: bytes, signature: str | None) -> httpx.Respo
     headers = {"content-type": "application/json"}
     if signature is not None:
         headers[SIGNATURE_HEADER] = signature
-    return httpx.post(f"{system.url('ingest')}/v1/inbound/chat/generic", content=body,
-                      headers=headers, timeout=10)
+    return httpx.post(
+        f"{system.url('ingest')}/v1/inbound/chat/generic", content=body, headers=headers, timeout=10
+    )
 
 
 def records(system: LocalSystem, *topics: str) -> list[Any]:
@@ -46,26 +47,44 @@ def records(system: LocalSystem, *topics: str) -> list[Any]:
 def test_chat_message_is_routed_timed_and_acknowledged(system: LocalSystem, db: Any) -> None:
     # An agent comes online through the router's API (events on support.agents).
     agent_id = f"agent-{uuid.uuid4().hex[:8]}"
-    profile = {"name": "Alice", "languages": ["en", "zh"], "capacity": {"chat": 2},
-               "auto_accept": True}
+    profile = {
+        "name": "Alice",
+        "languages": ["en", "zh"],
+        "capacity": {"chat": 2},
+        "auto_accept": True,
+    }
     router = system.url("router")
-    assert httpx.put(f"{router}/v1/agents/{agent_id}", json=profile, headers=AUTH).status_code == 202
-    assert httpx.post(f"{router}/v1/agents/{agent_id}/presence", json={"status": "online"},
-                      headers=AUTH).status_code == 202
-    wait_until(lambda: db.agents.find_one({"_id": agent_id, "presence": "online"}), 20,
-               "agent online in the router")
+    assert (
+        httpx.put(f"{router}/v1/agents/{agent_id}", json=profile, headers=AUTH).status_code == 202
+    )
+    assert (
+        httpx.post(
+            f"{router}/v1/agents/{agent_id}/presence", json={"status": "online"}, headers=AUTH
+        ).status_code
+        == 202
+    )
+    wait_until(
+        lambda: db.agents.find_one({"_id": agent_id, "presence": "online"}),
+        20,
+        "agent online in the router",
+    )
 
     # A customer writes in on live chat; the webhook is signed.
     session = f"s-{uuid.uuid4().hex[:8]}"
-    body = chat_message(session, "m-1", "Someone withdrew all my USDT without my permission!",
-                        visitor_id=f"v-{session}")
+    body = chat_message(
+        session,
+        "m-1",
+        "Someone withdrew all my USDT without my permission!",
+        visitor_id=f"v-{session}",
+    )
     reply = post(system, body, sign(DEV_SECRET, body))
     assert reply.status_code == 202, reply.text
     [message_id] = reply.json()["message_ids"]
 
     # The router opens a ticket in MongoDB and assigns it to the online agent.
-    ticket = wait_until(lambda: db.tickets.find_one({"message_ids": message_id,
-                                                     "state": "assigned"}), 30, "ticket")
+    ticket = wait_until(
+        lambda: db.tickets.find_one({"message_ids": message_id, "state": "assigned"}), 30, "ticket"
+    )
     assert ticket["agent_id"] == agent_id
     assert ticket["priority"] == "P1"
     assert ticket["decision"]["chosen"] == agent_id
@@ -81,8 +100,11 @@ def test_chat_message_is_routed_timed_and_acknowledged(system: LocalSystem, db: 
     assert json.loads(events[0].value)["message_id"] == message_id
 
     # SLA starts a first-response timer; notify stores an acknowledgement.
-    timer = wait_until(lambda: db.sla_timers.find_one({"ticket_id": ticket["_id"],
-                                                       "metric": "first_response"}), 20, "timer")
+    timer = wait_until(
+        lambda: db.sla_timers.find_one({"ticket_id": ticket["_id"], "metric": "first_response"}),
+        20,
+        "timer",
+    )
     assert timer["state"] == "running"
     ack = wait_until(lambda: db.notifications.find_one({"ticket_id": ticket["_id"]}), 20, "ack")
     assert ack["template"] == "acknowledgement_stolen_funds"
@@ -121,11 +143,16 @@ def test_every_record_on_every_topic_is_a_cloudevent(system: LocalSystem) -> Non
     produced = [t for t in ALL_TOPICS if not t.startswith("support.inbound.")]
     seen_types: set[str] = set()
     for record in records(system, *produced):
-        ce = from_binary_event(KafkaMessage(headers=dict(record.headers), key=record.key,
-                                            value=record.value))
+        ce = from_binary_event(
+            KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value)
+        )
         assert ce.get_specversion() == "1.0"
         seen_types.add(ce.get_type())
-    assert {"omniroute.message.received.v1", "omniroute.ticket.opened.v1",
-            "omniroute.ticket.assigned.v1", "omniroute.sla.started.v1",
-            "omniroute.notification.recorded.v1",
-            "omniroute.agent.presence_changed.v1"} <= seen_types
+    assert {
+        "omniroute.message.received.v1",
+        "omniroute.ticket.opened.v1",
+        "omniroute.ticket.assigned.v1",
+        "omniroute.sla.started.v1",
+        "omniroute.notification.recorded.v1",
+        "omniroute.agent.presence_changed.v1",
+    } <= seen_types

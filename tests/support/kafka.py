@@ -24,7 +24,7 @@ async def read_all(bootstrap: str, topics: Sequence[str], timeout_ms: int = 1500
         await consumer.seek_to_beginning(*parts)
         end = await consumer.end_offsets(parts)
         records: list[Any] = []
-        while any(await consumer.position(tp) < end[tp] for tp in parts):
+        while await _behind(consumer, parts, end):
             batch = await consumer.getmany(*parts, timeout_ms=timeout_ms)
             if not batch:
                 break
@@ -36,5 +36,14 @@ async def read_all(bootstrap: str, topics: Sequence[str], timeout_ms: int = 1500
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh call
+    await consumer._client.force_metadata_update()
     return consumer.partitions_for_topic(topic) or set()
+
+
+async def _behind(
+    consumer: AIOKafkaConsumer, parts: list[TopicPartition], end: dict[Any, int]
+) -> bool:
+    for tp in parts:
+        if await consumer.position(tp) < end[tp]:
+            return True
+    return False

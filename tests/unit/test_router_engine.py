@@ -8,8 +8,12 @@ import pytest
 
 from services.router.engine import RouterState
 from services.router.priority import RoutingPolicy, load_policy, prioritize
-from shared.contracts.agents import AgentActionTaken, AgentPresenceChanged, AgentProfile
-from shared.contracts.agents import AgentProfileUpdated
+from shared.contracts.agents import (
+    AgentActionTaken,
+    AgentPresenceChanged,
+    AgentProfile,
+    AgentProfileUpdated,
+)
 from shared.settings import REPO_POLICY_DIR
 from tests.support.factories import T0, message
 
@@ -99,9 +103,10 @@ def test_skills_and_languages_decide_eligibility(policy: RoutingPolicy) -> None:
     agent(state, "zh", languages=["zh"])
     ch = state.on_message(message(1, language="zh"), T0)
     assert ch.events[-1].agent_id == "zh"
-    verdicts = dict(
-        (c["agent_id"], c["verdict"]) for c in state.tickets[ch.events[0].ticket_id].decision["candidates"]
-    )
+    verdicts = {
+        c["agent_id"]: c["verdict"]
+        for c in state.tickets[ch.events[0].ticket_id].decision["candidates"]
+    }
     assert verdicts == {"en-only": "no language zh", "zh": "eligible"}
 
 
@@ -140,12 +145,16 @@ def test_message_after_resolve_reopens_within_window(policy: RoutingPolicy) -> N
     agent(state, "a1", chat=3)
     ch = state.on_message(message(1), T0)
     tid = ch.events[0].ticket_id
-    state.on_action(AgentActionTaken(agent_id="a1", ticket_id=tid, action="resolve", at=T0), "r", T0)
+    state.on_action(
+        AgentActionTaken(agent_id="a1", ticket_id=tid, action="resolve", at=T0), "r", T0
+    )
     later = state.on_message(message(2, conversation_id="cnv_1"), T0 + timedelta(hours=1))
     assert [e.event for e in later.events][:1] == ["reopened"]
     assert later.events[0].ticket_id == tid
     much_later = T0 + timedelta(days=30)
-    state.on_action(AgentActionTaken(agent_id="a1", ticket_id=tid, action="resolve", at=T0), "r2", T0)
+    state.on_action(
+        AgentActionTaken(agent_id="a1", ticket_id=tid, action="resolve", at=T0), "r2", T0
+    )
     state.tickets[tid].resolved_at = T0
     fresh = state.on_message(message(3, conversation_id="cnv_1"), much_later)
     assert fresh.events[0].event == "opened"

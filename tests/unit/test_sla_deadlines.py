@@ -40,7 +40,9 @@ def test_warning_then_breach_once_each(policy: SlaPolicy) -> None:
 def test_reply_before_due_is_met_and_never_breaches(policy: SlaPolicy) -> None:
     state = SlaState(policy)
     state.on_ticket(ticket_event("opened", 1, priority="P1"), T0)
-    out, _ = state.on_ticket(ticket_event("agent_replied", 2, priority="P1"), T0 + timedelta(seconds=20))
+    out, _ = state.on_ticket(
+        ticket_event("agent_replied", 2, priority="P1"), T0 + timedelta(seconds=20)
+    )
     assert [(e.event, e.metric) for e in out] == [("met", "first_response")]
     fired, _ = state.fire_due(T0 + timedelta(seconds=3600))
     assert all(e.metric != "first_response" for e in fired)
@@ -49,7 +51,9 @@ def test_reply_before_due_is_met_and_never_breaches(policy: SlaPolicy) -> None:
 def test_pause_moves_deadline_by_exactly_the_paused_time(policy: SlaPolicy) -> None:
     state = SlaState(policy)
     state.on_ticket(ticket_event("opened", 1, priority="P1"), T0)
-    state.on_ticket(ticket_event("waiting_on_customer", 2, priority="P1", at=T0 + timedelta(seconds=10)), T0)
+    state.on_ticket(
+        ticket_event("waiting_on_customer", 2, priority="P1", at=T0 + timedelta(seconds=10)), T0
+    )
     # While paused nothing fires, however late it gets.
     assert state.fire_due(T0 + timedelta(seconds=500))[0] == []
     resumed_at = T0 + timedelta(seconds=310)
