@@ -16,9 +16,9 @@ from services.ingest.http import make_routes
 from services.ingest.language import detect_language
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import load_policy
-from services.ingest.store import MongoCustomerStore
+from services.ingest.store import CustomerStore, MongoCustomerStore
 from shared.broker import ensure_topics, make_broker
-from shared.events import publish_all
+from shared.events import publish_all, records_of
 from shared.logging import configure_logging
 from shared.mongo import Document, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
@@ -35,13 +35,14 @@ def build_app(
     broker: KafkaBroker | None = None,
     mongo: AsyncMongoClient[Document] | None = None,
     registry: CollectorRegistry | None = None,
+    customers: CustomerStore | None = None,
 ) -> ServiceApp:
     settings = settings or IngestSettings()
     registry = registry or make_registry("ingest")
     broker = broker or make_broker(settings, registry)
     mongo = mongo or make_mongo_client(settings)
     db = mongo[settings.mongo_db]
-    customers = MongoCustomerStore(db)
+    customers = customers or MongoCustomerStore(db)
     policy = load_policy(settings.policy_dir / "ingest.yaml")
     metrics = IngestMetrics.create(registry)
     ingestor = Ingestor(
@@ -64,7 +65,7 @@ def build_app(
         description="Raw provider payloads; `provider` header says which format",
     )
     async def on_inbound(msg: KafkaMessage) -> None:
-        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        records = records_of(msg.raw_message)
         events = await ingestor.process([inbound_from_record(r) for r in records])
         # Offsets are committed (by the ack policy) only after every event is acknowledged.
         await publish_all(broker, events)

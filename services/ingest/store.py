@@ -43,6 +43,8 @@ class CustomerRef:
 
 
 class CustomerStore(Protocol):
+    async def ensure_indexes(self) -> None: ...
+
     async def resolve_many(
         self, identity_sets: Sequence[tuple[Identity, ...]], now: datetime
     ) -> list[CustomerRef]: ...

@@ -10,9 +10,9 @@ from pymongo import AsyncMongoClient
 
 from services.notify.handlers import Notifier
 from services.notify.render import load_templates
-from services.notify.store import MongoNotificationStore
+from services.notify.store import MongoNotificationStore, NotificationStore
 from shared.broker import ensure_topics, make_broker
-from shared.events import publish_all
+from shared.events import publish_all, records_of
 from shared.logging import configure_logging
 from shared.mongo import Document, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
@@ -28,13 +28,14 @@ def build_app(
     broker: KafkaBroker | None = None,
     mongo: AsyncMongoClient[Document] | None = None,
     registry: CollectorRegistry | None = None,
+    store: NotificationStore | None = None,
 ) -> ServiceApp:
     settings = settings or NotifySettings()
     registry = registry or make_registry("notify")
     broker = broker or make_broker(settings, registry)
     mongo = mongo or make_mongo_client(settings)
     db = mongo[settings.mongo_db]
-    store = MongoNotificationStore(db)
+    store = store or MongoNotificationStore(db)
     notifier = Notifier(
         store=store,
         db=db,
@@ -60,7 +61,7 @@ def build_app(
         description="Ticket events that customers are told about",
     )
     async def on_ticket_events(msg: KafkaMessage) -> None:
-        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        records = records_of(msg.raw_message)
         await publish_all(broker, await notifier.process(records))
 
     async def startup() -> None:

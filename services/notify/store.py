@@ -13,6 +13,8 @@ DUPLICATE_KEY = 11000
 
 
 class NotificationStore(Protocol):
+    async def ensure_indexes(self) -> None: ...
+
     async def add_new(self, docs: list[Document]) -> set[str]: ...
 
 

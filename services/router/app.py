@@ -13,8 +13,9 @@ from services.router.handlers import RouterEngine
 from services.router.http import make_routes
 from services.router.metrics import RouterMetrics
 from services.router.priority import load_policy
-from services.router.store import MongoRouterStore
+from services.router.store import MongoRouterStore, RouterStore
 from shared.broker import ensure_topics, make_broker
+from shared.events import records_of
 from shared.logging import configure_logging
 from shared.mongo import Document, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
@@ -30,13 +31,14 @@ def build_app(
     broker: KafkaBroker | None = None,
     mongo: AsyncMongoClient[Document] | None = None,
     registry: CollectorRegistry | None = None,
+    store: RouterStore | None = None,
 ) -> ServiceApp:
     settings = settings or RouterSettings()
     registry = registry or make_registry("router")
     broker = broker or make_broker(settings, registry)
     mongo = mongo or make_mongo_client(settings)
     db = mongo[settings.mongo_db]
-    store = MongoRouterStore(db)
+    store = store or MongoRouterStore(db)
     engine = RouterEngine(
         state=RouterState(policy=load_policy(settings.policy_dir / "routing.yaml")),
         store=store,
@@ -59,7 +61,7 @@ def build_app(
         description="Customer messages, agent actions and SLA events, applied in order",
     )
     async def on_inputs(msg: KafkaMessage) -> None:
-        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        records = records_of(msg.raw_message)
         # State and events are stored, then published, before the ack policy commits.
         await engine.process(records)
 

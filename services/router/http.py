@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from services.router.store import MongoRouterStore
+from services.router.store import RouterStore
 from shared.contracts.agents import (
     AGENT_ACTION_TAKEN,
     AGENT_PRESENCE_CHANGED,
@@ -72,7 +72,7 @@ def _invalid(exc: ValidationError) -> JSONResponse:
 
 
 def make_routes(
-    settings: RouterSettings, broker: KafkaBroker, store: MongoRouterStore
+    settings: RouterSettings, broker: KafkaBroker, store: RouterStore
 ) -> list[BaseRoute]:
     import re
 

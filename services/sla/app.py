@@ -11,8 +11,9 @@ from pymongo import AsyncMongoClient
 from services.sla.deadlines import SlaState, load_policy
 from services.sla.handlers import Clock, SlaEngine
 from services.sla.metrics import SlaMetrics
-from services.sla.store import MongoSlaStore
+from services.sla.store import MongoSlaStore, SlaStore
 from shared.broker import ensure_topics, make_broker
+from shared.events import records_of
 from shared.logging import configure_logging
 from shared.mongo import Document, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
@@ -28,13 +29,14 @@ def build_app(
     broker: KafkaBroker | None = None,
     mongo: AsyncMongoClient[Document] | None = None,
     registry: CollectorRegistry | None = None,
+    store: SlaStore | None = None,
 ) -> ServiceApp:
     settings = settings or SlaSettings()
     registry = registry or make_registry("sla")
     broker = broker or make_broker(settings, registry)
     mongo = mongo or make_mongo_client(settings)
     db = mongo[settings.mongo_db]
-    store = MongoSlaStore(db)
+    store = store or MongoSlaStore(db)
     engine = SlaEngine(
         state=SlaState(policy=load_policy(settings.policy_dir / "sla.yaml")),
         store=store,
@@ -56,7 +58,7 @@ def build_app(
         description="Ticket events drive first-response, next-response and resolution timers",
     )
     async def on_ticket_events(msg: KafkaMessage) -> None:
-        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        records = records_of(msg.raw_message)
         await engine.process(records)
 
     async def startup() -> None:

@@ -37,6 +37,7 @@ from inscriptis.model.html_element import HtmlElement  # type: ignore[import-unt
 from services.ingest.model import ParsedMessage, ParseError, ParserConfig, ParseResult, Skipped
 from services.ingest.parsers.chat_generic import (
     MAX_ID_CHARS,
+    MAX_LINE_CHARS,
     clean_line,
     clean_text,
     normalise_email,
@@ -112,7 +113,9 @@ _MSG_ID = re.compile(r"<([^<>\s]+)>")
 # Reply quoting, line by line. Every pattern is anchored and free of nested
 # repetition: customer text must not be able to make a regex run for seconds.
 _QUOTED = re.compile(r"\s*>")
-_SEPARATOR = re.compile(r"[-_=\s]*(?:original message|原始邮件|原始郵件)[-_=\s]*", re.IGNORECASE)
+_SEPARATOR = re.compile(
+    r"[-_=][-_=\s]*(?:original message|原始邮件|原始郵件)[-_=\s]*", re.IGNORECASE
+)
 _FORWARD = re.compile(
     r"[-_=\s]*(?:forwarded message|begin forwarded message:?|转发邮件|轉寄郵件)[-_=\s]*",
     re.IGNORECASE,
@@ -243,7 +246,7 @@ def _skip_reason(
 def _subject(value: str | None) -> str | None:
     if value is None:
         return None
-    subject = _one_line(_decode_words(value))[:_MAX_SUBJECT_CHARS]
+    subject = _one_line(_decode_words(value), _MAX_SUBJECT_CHARS)
     return subject or None
 
 
@@ -257,7 +260,7 @@ def _first_address(value: str | None) -> tuple[str, str]:
     if not addresses:
         return "", ""
     name, address = addresses[0]
-    return _one_line(_decode_words(name)), clean_line(address, 320).lower()
+    return _one_line(_decode_words(name), MAX_LINE_CHARS), clean_line(address, 320).lower()
 
 
 def _first_id(value: str | None) -> str | None:
@@ -287,7 +290,7 @@ def _sent_at(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        sent_at = parsedate_to_datetime(_one_line(_decode_raw(value)))
+        sent_at = parsedate_to_datetime(_one_line(_decode_raw(value), _MAX_SUBJECT_CHARS))
         # "-0000" means "zone unknown"; UTC is the least surprising reading.
         if sent_at.tzinfo is None:
             sent_at = sent_at.replace(tzinfo=UTC)
@@ -296,8 +299,8 @@ def _sent_at(value: str | None) -> datetime | None:
         return None
 
 
-def _one_line(value: str) -> str:
-    return clean_line(_WHITESPACE.sub(" ", value), len(value))
+def _one_line(value: str, max_chars: int) -> str:
+    return clean_line(_WHITESPACE.sub(" ", value), max_chars)
 
 
 # --- charsets --------------------------------------------------------------------------
@@ -447,7 +450,7 @@ def _read_leaf(part: Message) -> _Leaf:
         is_text = content_type.startswith("text/") and not is_file
         return _Leaf(
             content_type=content_type,
-            filename=_one_line(_decode_words(filename))[:_MAX_FILENAME_CHARS],
+            filename=_one_line(_decode_words(filename), _MAX_FILENAME_CHARS),
             is_file=is_file,
             size_bytes=len(payload),
             text=_decode_bytes(payload, part.get_content_charset()) if is_text else "",
@@ -516,12 +519,12 @@ def _strip_quotes(text: str) -> str:
             break
         attribution = _attribution_lines(lines, index)
         if attribution:
-            following = next(
-                (other for other in lines[index + attribution :] if other.strip()), None
-            )
-            if following is not None and not _QUOTED.match(following):
-                break
             index += attribution
+            following = index
+            while following < len(lines) and not lines[following].strip():
+                following += 1
+            if following < len(lines) and not _QUOTED.match(lines[following]):
+                break
             continue
         kept.append(line)
         index += 1

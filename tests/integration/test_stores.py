@@ -1,0 +1,92 @@
+"""The MongoDB stores on real SecantusDB: state survives a restart, identities link."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from services.ingest.store import MongoCustomerStore
+from services.router.engine import RouterState
+from services.router.handlers import ticket_event
+from services.router.priority import load_policy as routing_policy
+from services.router.store import MongoRouterStore
+from services.sla.deadlines import SlaState
+from services.sla.deadlines import load_policy as sla_policy
+from services.sla.store import MongoSlaStore
+from shared.contracts.agents import AgentPresenceChanged, AgentProfile, AgentProfileUpdated
+from shared.contracts.messages import Identity
+from shared.settings import REPO_POLICY_DIR
+from tests.support.factories import T0, message
+from tests.support.factories import ticket_event as make_ticket_event
+
+pytestmark = pytest.mark.integration
+
+
+async def test_router_state_survives_a_restart(db: Any) -> None:
+    store = MongoRouterStore(db)
+    await store.ensure_indexes()
+    policy = routing_policy(REPO_POLICY_DIR / "routing.yaml")
+    state = RouterState(policy)
+    profile = AgentProfile(name="A", capacity={"chat": 1}, auto_accept=True)
+    changes = state.on_profile(AgentProfileUpdated(agent_id="a1", profile=profile, at=T0), "p", T0)
+    changes.merge(
+        state.on_presence(AgentPresenceChanged(agent_id="a1", status="online", at=T0), "o", T0)
+    )
+    changes.merge(state.on_message(message(1, category="stolen_funds"), T0))
+    changes.merge(state.on_message(message(2), T0))
+    events = [ticket_event(e) for e in changes.events]
+    await store.save(changes.tickets.values(), changes.agents.values(), ["p", "o"], events)
+
+    # A new process: state comes back from MongoDB, the outbox still holds the events.
+    restarted = RouterState(policy)
+    pending = await store.load(restarted, T0 - timedelta(days=1))
+    assert [e.id for e in pending] == [e.id for e in events]
+    assert restarted.agents["a1"].load == {"chat": 1}
+    assert {t.state for t in restarted.tickets.values()} == {"assigned", "queued"}
+    assert restarted.applied_agent_events == {"p", "o"}
+    # Redelivered input is recognised as applied.
+    assert restarted.on_message(message(1, category="stolen_funds"), T0).events == []
+    await store.clear_outbox(pending)
+    assert await store.load(RouterState(policy), T0) == []
+
+
+async def test_sla_timers_survive_a_restart(db: Any) -> None:
+    store = MongoSlaStore(db)
+    policy = sla_policy(REPO_POLICY_DIR / "sla.yaml")
+    state = SlaState(policy)
+    _, changed = state.on_ticket(make_ticket_event("opened", 1, priority="P1"), T0)
+    await store.save([state.timers[i] for i in changed], {"tkt_1": 1})
+    restarted = SlaState(policy)
+    await store.load(restarted)
+    assert {t.metric for t in restarted.timers.values()} == {"first_response", "resolution"}
+    assert restarted.on_ticket(make_ticket_event("opened", 1, priority="P1"), T0) == ([], set())
+    fired, _ = restarted.fire_due(T0 + timedelta(seconds=61))
+    assert [(e.event, e.metric) for e in fired] == [
+        ("warning", "first_response"),
+        ("breached", "first_response"),
+    ]
+
+
+async def test_identities_seen_together_are_one_customer(db: Any) -> None:
+    store = MongoCustomerStore(db)
+    await store.ensure_indexes()
+    visitor = Identity(kind="chat_visitor", value="v-9")
+    email = Identity(kind="email", value="mei@example.com")
+    [first] = await store.resolve_many([(visitor,)], T0)
+    [linked] = await store.resolve_many([(visitor, email)], T0)
+    [by_email] = await store.resolve_many([(email,)], T0)
+    assert first.new and not linked.new
+    assert first.customer_id == linked.customer_id == by_email.customer_id
+    assert await db["customers"].count_documents({}) == 1
+
+
+async def test_two_replicas_resolving_one_new_sender_agree(db: Any) -> None:
+    store_a, store_b = MongoCustomerStore(db), MongoCustomerStore(db)
+    await store_a.ensure_indexes()
+    who = (Identity(kind="telegram", value="42"),)
+    a, b = await asyncio.gather(store_a.resolve_many([who], T0), store_b.resolve_many([who], T0))
+    assert a[0].customer_id == b[0].customer_id
+    assert await db["customers"].count_documents({}) == 1
