@@ -37,14 +37,15 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def running_system(data_dir: Path | None) -> Iterator[LocalSystem]:
+def running_system(data_dir: Path | None, default_ports: bool = False) -> Iterator[LocalSystem]:
     """Stack and services up; everything stopped on exit, Ctrl-C and SIGTERM included."""
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     stack = EmbeddedStack(data_dir=data_dir)
     system: LocalSystem | None = None
     try:
         stack.start()
-        system = LocalSystem(stack, log_dir=stack.root / "logs").start()
+        system = LocalSystem(stack, log_dir=stack.root / "logs", default_ports=default_ports)
+        system.start()
         system.wait_ready(timeout_s=90)
         yield system
     finally:
@@ -149,13 +150,15 @@ def render_view(snap: dict[str, Any], sent: int, started: float) -> Group:
     return Group(head, states, agents, recent)
 
 
-def run_dev(agents: int, rate: float, data_dir: str, live: bool) -> int:
-    path = Path(data_dir)
-    path.mkdir(parents=True, exist_ok=True)
+def run_dev(agents: int, rate: float, data_dir: str | None, live: bool) -> int:
+    path = Path(data_dir) if data_dir else None
     console.print("[bold]omniroute dev[/]: starting Tansu, SecantusDB and four services…")
     started = time.monotonic()
     try:
-        with running_system(path) as system, httpx.Client(timeout=5) as client:
+        with (
+            running_system(path, default_ports=True) as system,
+            httpx.Client(timeout=5) as client,
+        ):
             db: Any = MongoClient(system.stack.mongo_uri, tz_aware=True)["omniroute"]
             add_agents(client, system, agents)
             console.print(
@@ -176,7 +179,7 @@ def run_dev(agents: int, rate: float, data_dir: str, live: bool) -> int:
                         sent += 1
                         next_send = now + 1 / rate
                     if now >= next_view:
-                        simulate_agents(client, system, db, work_s=8)
+                        simulate_agents(client, system, db, work_s=3)
                         snap = snapshot(db)
                         if view is not None:
                             view.update(render_view(snap, sent, started), refresh=True)
@@ -222,9 +225,16 @@ def run_demo(data_dir: str | None) -> int:
                 post_chat(client, system, body)
             wait_for(lambda: db.tickets.count_documents({}) == len(bodies), 30, "tickets")
             wait_for(lambda: db.notifications.count_documents({}) == len(bodies), 30, "acks")
+            # The agent works the P1: accept, reply (SLA met), resolve; the queue drains.
+            p1 = db.tickets.find_one({"priority": "P1"})
+            base = f"{system.url('router')}/v1/tickets/{p1['_id']}"
+            for action in ("accept", "reply", "resolve"):
+                client.post(f"{base}/{action}", json={"agent_id": "agent-1"}, headers=AUTH)
+            wait_for(lambda: db.tickets.count_documents({"state": "queued"}) < 2, 30, "drain")
+            wait_for(lambda: db.sla_timers.count_documents({"state": "met"}) >= 2, 30, "met")
             table = Table(title=f"omniroute demo ({time.monotonic() - started:.1f}s)")
             for col in ("ticket", "priority", "category", "language", "state", "agent", "why"):
-                table.add_column(col)
+                table.add_column(col, no_wrap=True, overflow="ellipsis")
             for t in db.tickets.find({}).sort([("priority", 1), ("opened_at", 1)]):
                 table.add_row(
                     t["_id"],
@@ -238,7 +248,8 @@ def run_demo(data_dir: str | None) -> int:
             console.print(table)
             console.print(
                 f"{len(bodies) + 1} webhooks (one retry) → {db.tickets.count_documents({})} "
-                f"tickets, {db.sla_timers.count_documents({})} SLA timers, "
+                f"tickets, {db.sla_timers.count_documents({})} SLA timers "
+                f"({db.sla_timers.count_documents({'state': 'met'})} met), "
                 f"{db.notifications.count_documents({})} acknowledgements"
             )
     except (KeyboardInterrupt, Stop):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,9 +18,20 @@ import httpx
 from shared.embedded import EmbeddedStack, free_port, spawn, stop_process
 
 SERVICES = ("ingest", "router", "sla", "notify")
+DEFAULT_PORTS = {"ingest": 8081, "router": 8082, "sla": 8083, "notify": 8084}
 # The development defaults of shared.settings; production refuses them.
 DEV_TOKEN = "dev-token"  # noqa: S105
 DEV_SECRET = "dev-secret"  # noqa: S105
+
+
+def preferred_port(port: int) -> int:
+    """`port` if nothing listens there, else any free one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
 
 
 @dataclass
@@ -40,6 +52,7 @@ class LocalSystem:
     log_dir: Path
     env_overrides: dict[str, str] = field(default_factory=dict)
     fast_rebalance: bool = True
+    default_ports: bool = False
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def env_for(self, svc: ServiceProcess) -> dict[str, str]:
@@ -62,8 +75,9 @@ class LocalSystem:
     def start(self, names: tuple[str, ...] = SERVICES) -> LocalSystem:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in names:
+            port = preferred_port(DEFAULT_PORTS[name]) if self.default_ports else free_port()
             svc = self.services.get(name) or ServiceProcess(
-                name, free_port(), self.log_dir / f"{name}.log"
+                name, port, self.log_dir / f"{name}.log"
             )
             self.services[name] = svc
             self.start_service(name)

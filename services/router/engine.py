@@ -79,6 +79,9 @@ class RouterState:
     ticket_by_message: dict[str, str] = field(default_factory=dict)
     last_agent_by_customer: dict[str, str] = field(default_factory=dict)
     applied_agent_events: set[str] = field(default_factory=set)
+    # New tickets of the current batch, routed together in priority order at its end, so a
+    # batch spanning partitions never offers a P3 before a P2 that came in the same batch.
+    unrouted: dict[str, str | None] = field(default_factory=dict)
 
     # -- loading -----------------------------------------------------------------
 
@@ -131,7 +134,8 @@ class RouterState:
 
     # -- messages ----------------------------------------------------------------
 
-    def on_message(self, msg: MessageReceived, now: datetime) -> Changes:
+    def on_message(self, msg: MessageReceived, now: datetime, *, defer: bool = False) -> Changes:
+        """Apply one message. With `defer`, routing waits for `route_deferred`."""
         ch = Changes()
         if msg.message_id in self.ticket_by_message:
             return ch  # redelivered: already applied
@@ -160,7 +164,7 @@ class RouterState:
             last.waiting_since = now
             self.open_by_conversation[msg.conversation_id] = last.ticket_id
             self._emit(ch, last, "reopened", now, message_id=msg.message_id)
-            self._route(ch, last, now, message_id=msg.message_id)
+            self._route_or_defer(ch, last, now, msg.message_id, defer)
             return ch
         priority, reasons = prioritize(msg.category, msg.customer_tier, self.policy)
         t = Ticket(
@@ -182,7 +186,30 @@ class RouterState:
         self.open_by_conversation[msg.conversation_id] = t.ticket_id
         self.last_by_conversation[msg.conversation_id] = t.ticket_id
         self._emit(ch, t, "opened", now, message_id=msg.message_id)
-        self._route(ch, t, now, message_id=msg.message_id)
+        self._route_or_defer(ch, t, now, msg.message_id, defer)
+        return ch
+
+    def _route_or_defer(
+        self, ch: Changes, t: Ticket, now: datetime, message_id: str, defer: bool
+    ) -> None:
+        if defer:
+            self.unrouted[t.ticket_id] = message_id
+        else:
+            self._route(ch, t, now, message_id=message_id)
+
+    def route_deferred(self, now: datetime) -> Changes:
+        """Route the batch's new tickets, best first (priority, tier, longest waiting)."""
+        ch = Changes()
+        pending = [self.tickets[tid] for tid in self.unrouted]
+        pending.sort(
+            key=lambda t: queue_key(
+                t.priority, t.customer_tier, t.waiting_since.timestamp(), self.policy
+            )
+        )
+        for t in pending:
+            if t.state == "queued" and t.agent_id is None:
+                self._route(ch, t, now, message_id=self.unrouted[t.ticket_id])
+        self.unrouted.clear()
         return ch
 
     def _join(self, t: Ticket, msg: MessageReceived) -> None:

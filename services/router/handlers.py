@@ -72,7 +72,8 @@ class RouterEngine:
         value = record.value or b""
         try:
             if ce_type == MESSAGE_RECEIVED:
-                return self.state.on_message(MessageReceived.model_validate_json(value), now)
+                message = MessageReceived.model_validate_json(value)
+                return self.state.on_message(message, now, defer=True)
             if ce_type == AGENT_PROFILE_UPDATED:
                 self._batch_agent_events.append(ce_id)
                 ev = AgentProfileUpdated.model_validate_json(value)
@@ -104,6 +105,7 @@ class RouterEngine:
                 extra.append(result)
             else:
                 changes.merge(result)
+        changes.merge(self.state.route_deferred(now))
         events = [ticket_event(e) for e in changes.events] + extra
         await self.store.save(
             changes.tickets.values(), changes.agents.values(), self._batch_agent_events, events

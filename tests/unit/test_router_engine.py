@@ -159,3 +159,15 @@ def test_message_after_resolve_reopens_within_window(policy: RoutingPolicy) -> N
     fresh = state.on_message(message(3, conversation_id="cnv_1"), much_later)
     assert fresh.events[0].event == "opened"
     assert fresh.events[0].ticket_id != tid
+
+
+def test_a_batch_is_routed_best_first_whatever_its_arrival_order(policy: RoutingPolicy) -> None:
+    state = RouterState(policy)
+    agent(state, "a1", chat=1)
+    # Records of one batch come partition by partition: the P4 may come before the P1.
+    low = state.on_message(message(1, category="trading"), T0, defer=True)
+    high = state.on_message(message(2, category="stolen_funds"), T0, defer=True)
+    assert [e.event for e in low.events + high.events] == ["opened", "opened"]
+    routed = state.route_deferred(T0)
+    assert [(e.event, e.priority) for e in routed.events] == [("assigned", "P1"), ("queued", "P4")]
+    assert state.route_deferred(T0).events == []

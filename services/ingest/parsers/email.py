@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 from itertools import islice
@@ -58,6 +58,7 @@ SKIP_REPORT = "email: report"
 SKIP_OWN_ADDRESS = "email: own address"
 
 _PARSER = BytesParser(policy=policy.default)
+_LENIENT_PARSER = BytesParser(policy=policy.compat32)
 
 # Text and markup are cut to this many times max_text_chars before conversion and
 # quote stripping: enough for the new text plus a long quoted history, while a
@@ -142,16 +143,30 @@ _HTML_TAG = re.compile(r"<[^>]*>")
 def parse_email(raw: bytes, config: ParserConfig) -> ParseResult:
     if not raw.strip():
         raise ParseError(ERROR_EMPTY)
+    return [_parse(_parse_mime(raw), raw, config)]
+
+
+def _parse_mime(raw: bytes) -> Message:
     try:
-        message = _PARSER.parsebytes(raw)
-    # The stdlib parser meets hostile input with IndexError, ValueError, RecursionError
-    # (thousands of nested multiparts), ...; none of them is worth more than a reason.
+        return _PARSER.parsebytes(raw)
+    except RecursionError as exc:
+        # Thousands of nested multiparts exhaust the stack; the old parser recurses too.
+        raise ParseError(ERROR_MALFORMED) from exc
+    # CPython's modern header parser raises IndexError, ValueError, ... on some garbled
+    # parameters (`Content-Type: text/plain; charset*`): the compat32 parser reads
+    # them the old, lenient way, and the customer's text survives.
+    except Exception:
+        return _parse_mime_leniently(raw)
+
+
+def _parse_mime_leniently(raw: bytes) -> Message:
+    try:
+        return _LENIENT_PARSER.parsebytes(raw)
     except Exception as exc:
         raise ParseError(ERROR_MALFORMED) from exc
-    return [_parse(message, raw, config)]
 
 
-def _parse(message: EmailMessage, raw: bytes, config: ParserConfig) -> ParsedMessage | Skipped:
+def _parse(message: Message, raw: bytes, config: ParserConfig) -> ParsedMessage | Skipped:
     headers = _first_headers(message)
     subject = _subject(headers.get("subject"))
     sender_name, sender_address = _first_address(headers.get("from"))
@@ -216,7 +231,7 @@ def _first_headers(message: Message) -> dict[str, str]:
 
 
 def _skip_reason(
-    message: EmailMessage, headers: dict[str, str], subject: str | None, sender_address: str
+    message: Message, headers: dict[str, str], subject: str | None, sender_address: str
 ) -> str | None:
     # Bounces first: they often carry Auto-Submitted too, and "bounce" says more.
     content_type = _content_type(message)
