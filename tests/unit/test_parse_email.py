@@ -147,6 +147,30 @@ def test_in_reply_to_alone_still_threads() -> None:
     )
 
 
+def test_long_thread_keeps_its_root_and_the_latest_references() -> None:
+    ids = [f"<m{n}@mail.example.cn>" for n in range(30)]
+    raw = mail(HEADERS + "\nReferences: " + "\n ".join(ids), "Thirty mails later: still stuck.")
+
+    parsed = parse_one(raw)
+
+    assert parsed.conversation_key == "m0@mail.example.cn"
+    assert parsed.email_thread is not None
+    assert parsed.email_thread.references == (
+        "m0@mail.example.cn",
+        *(f"m{n}@mail.example.cn" for n in range(11, 30)),
+        "CAF=1a2b3c@mail.example.cn",
+    )
+
+
+def test_overlong_ids_are_hashed_the_same_way_everywhere() -> None:
+    long_id = "x" * 300 + "@mail.example.cn"
+    first = parse_one(mail(HEADERS.replace("CAF=1a2b3c@mail.example.cn", long_id), "Hi"))
+    reply = parse_one(mail(HEADERS + f"\nReferences: <{long_id}>", "Hi again"))
+
+    assert first.provider_message_id == "sha256:" + hashlib.sha256(long_id.encode()).hexdigest()
+    assert reply.conversation_key == first.conversation_key == first.provider_message_id
+
+
 def test_missing_message_id_falls_back_to_a_stable_hash_of_the_bytes() -> None:
     raw = mail(HEADERS.replace("Message-ID: <CAF=1a2b3c@mail.example.cn>\n", ""), "Hi")
 
@@ -743,6 +767,64 @@ def test_thousands_of_nested_multiparts_raise_parse_error() -> None:
 # --- robustness --------------------------------------------------------------------------
 
 
+def test_truncated_related_part_does_not_lose_the_text() -> None:
+    # A multipart/related cut off before its first boundary: the stdlib's get_body()
+    # raises AttributeError on it.
+    raw = mail(
+        HEADERS + "\nContent-Type: multipart/alternative; boundary=a",
+        """--a
+Content-Type: multipart/related; boundary=r
+
+<p>cut off here
+--a
+Content-Type: text/plain
+
+My withdrawal is stuck.
+--a--
+""",
+    )
+
+    parsed = parse_one(raw)
+
+    assert (parsed.text, parsed.attachments) == ("My withdrawal is stuck.", ())
+
+
+def test_garbled_content_type_parameter_keeps_the_text() -> None:
+    # The modern header parser raises IndexError on a parameter cut after its "*".
+    raw = mail(HEADERS + "\nContent-Type: text/plain; charset*", "Header cut off, text intact.")
+
+    parsed = parse_one(raw)
+
+    assert (parsed.text, parsed.subject) == (
+        "Header cut off, text intact.",
+        "Withdrawal pending for 6 hours",
+    )
+
+
+def test_unreadable_attachment_headers_list_an_opaque_file() -> None:
+    raw = mail(
+        HEADERS + "\nContent-Type: multipart/mixed; boundary=m",
+        """--m
+Content-Type: text/plain
+
+See attached.
+--m
+Content-Type: image/png
+Content-Disposition: attachment; filename*
+
+iVBORw0KGgo=
+--m--
+""",
+    )
+
+    parsed = parse_one(raw)
+
+    assert parsed.text == "See attached."
+    assert parsed.attachments == (
+        Attachment(name="", content_type="application/octet-stream", size_bytes=0),
+    )
+
+
 def check_contract(raw: bytes) -> None:
     """Whatever the bytes: one result, or a ParseError with a known reason."""
     error: str | None = None
@@ -867,6 +949,7 @@ def test_mutated_messages_only_raise_parse_error(raw: bytes) -> None:
 # reach code paths in CPython's header parser that raise IndexError and friends.
 MIME_ATOMS = [
     *("name", "filename", "charset", "boundary", "report-type", "attachment", "inline"),
+    *("filename*", "charset*", "name*0*", "; x*"),
     *("=", ";", '"', "'", "''", "*", "*0*", "*1", "%E4%B8", "(", ")", "<", ">", ",", "@"),
     *(" ", "\t", "\r\n ", "\\", "/", ":", "--", "\udcff", "张"),
     *("text/plain", "text/html", "multipart/mixed", "message/rfc822", "image/png"),

@@ -386,7 +386,7 @@ def _decode_bytes(data: bytes, declared: str | None) -> str:
             text = data.decode(candidate)
         except (LookupError, UnicodeError):
             continue
-        # UTF-7 and UTF-16 can decode to lone surrogates, which cannot be published.
+        # UTF-7 can decode to lone surrogates, which cannot be published as UTF-8.
         if not _SURROGATES.search(text):
             return text
     if codec:
