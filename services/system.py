@@ -53,6 +53,7 @@ class LocalSystem:
     env_overrides: dict[str, str] = field(default_factory=dict)
     fast_rebalance: bool = True
     default_ports: bool = False
+    mongo_db: str = "omniroute"
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def env_for(self, svc: ServiceProcess) -> dict[str, str]:
@@ -63,6 +64,7 @@ class LocalSystem:
                 "OMNIROUTE_HTTP_PORT": str(svc.port),
                 "OMNIROUTE_API_TOKEN": DEV_TOKEN,
                 "OMNIROUTE_KAFKA_CREATE_TOPICS": "false",
+                "OMNIROUTE_MONGO_DB": self.mongo_db,
             }
         )
         if self.fast_rebalance:

@@ -10,9 +10,12 @@ from services.system import LocalSystem
 from shared.embedded import EmbeddedStack
 
 
-@pytest.fixture(scope="session")
-def system(stack: EmbeddedStack) -> Iterator[LocalSystem]:
-    running = LocalSystem(stack, log_dir=stack.root / "logs")
+@pytest.fixture(scope="module")
+def system(stack: EmbeddedStack, request: pytest.FixtureRequest) -> Iterator[LocalSystem]:
+    # A system per test module, each with its own database: one module's queued tickets
+    # are never another module's agents' work.
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    running = LocalSystem(stack, log_dir=stack.root / "logs" / name, mongo_db=f"e2e_{name}")
     try:
         running.start()
         running.wait_ready(timeout_s=90)

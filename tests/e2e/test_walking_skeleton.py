@@ -27,7 +27,7 @@ AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}
 @pytest.fixture(scope="module")
 def db(system: LocalSystem) -> Any:
     client: MongoClient[dict[str, Any]] = MongoClient(system.stack.mongo_uri, tz_aware=True)
-    yield client["omniroute"]
+    yield client[system.mongo_db]
     client.close()
 
 
