@@ -6,7 +6,23 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck unit integration e2e clean
 
-$(STAMP): pyproject.toml
+# Debian packages the checks need (browser tests, promtool). Installed only when run as
+# root (CI, fresh machines); elsewhere the tests that need them say so and skip.
+DEBS := chromium fonts-wqy-zenhei prometheus
+APT_STAMP := $(VENV)/.debs
+
+$(APT_STAMP):
+	@mkdir -p $(VENV)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+		if [ -n "$$missing" ]; then \
+			DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		fi; \
+	fi
+	touch $(APT_STAMP)
+
+$(STAMP): pyproject.toml $(APT_STAMP)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

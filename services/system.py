@@ -40,6 +40,10 @@ class ServiceProcess:
     port: int
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    service: str = ""  # which service it runs; `name` may be a replica like "router#2"
+
+    def __post_init__(self) -> None:
+        self.service = self.service or self.name.split("#", 1)[0]
 
     @property
     def url(self) -> str:
@@ -88,10 +92,20 @@ class LocalSystem:
     def start_service(self, name: str) -> None:
         svc = self.services[name]
         svc.proc = spawn(
-            [sys.executable, "-m", "services.cli", name],
+            [sys.executable, "-m", "services.cli", svc.service],
             log_path=svc.log_path,
             env=self.env_for(svc),
         )
+
+    def add_replica(self, service: str) -> str:
+        """Start one more process of `service` (e.g. a standby engine); returns its name."""
+        n = 2
+        while f"{service}#{n}" in self.services:
+            n += 1
+        name = f"{service}#{n}"
+        self.services[name] = ServiceProcess(name, free_port(), self.log_dir / f"{name}.log")
+        self.start_service(name)
+        return name
 
     def wait_ready(self, timeout_s: float = 60.0, names: tuple[str, ...] | None = None) -> None:
         deadline = time.monotonic() + timeout_s

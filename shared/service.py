@@ -16,17 +16,19 @@ from typing import Any
 import uvicorn
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
 from prometheus_client import (
+    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Gauge,
     PlatformCollector,
     ProcessCollector,
-    make_asgi_app,
+    generate_latest,
 )
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from shared.settings import ServiceSettings
@@ -90,10 +92,13 @@ def health_routes(registry: CollectorRegistry, readiness: Readiness) -> list[Bas
             status_code=200 if ok else 503,
         )
 
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     return [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Mount("/metrics", app=make_asgi_app(registry)),
+        Route("/metrics", metrics),
     ]
 
 
@@ -118,9 +123,11 @@ class ServiceApp(AsgiFastStream):
         after_startup: Sequence[Callable[..., Any]] = (),
         on_shutdown: Sequence[Callable[..., Any]] = (),
         title: str = "omniroute",
+        specification: AsyncAPI | None = None,
     ) -> None:
         super().__init__(
             broker,
+            specification=specification or AsyncAPI(title=title),
             on_startup=on_startup,
             after_startup=after_startup,
             on_shutdown=on_shutdown,

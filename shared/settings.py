@@ -67,11 +67,13 @@ class IngestSettings(ServiceSettings):
 class RouterSettings(ServiceSettings):
     service_name: str = "router"
     http_port: int = 8082
+    lease_ttl_s: float = 6.0
 
 
 class SlaSettings(ServiceSettings):
     service_name: str = "sla"
     http_port: int = 8083
+    lease_ttl_s: float = 6.0
     tick_interval_s: float = 0.05
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from prometheus_client import CollectorRegistry
+from faststream.specification import AsyncAPI
+from prometheus_client import CollectorRegistry, Gauge
 from pymongo import AsyncMongoClient
 
 from services.router.engine import RouterState
@@ -16,6 +17,7 @@ from services.router.priority import load_policy
 from services.router.store import MongoRouterStore, RouterStore
 from shared.broker import ensure_topics, make_broker
 from shared.events import records_of
+from shared.lease import EngineHost, Lease
 from shared.logging import configure_logging
 from shared.mongo import Document, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
@@ -29,24 +31,34 @@ def build_app(
     settings: RouterSettings | None = None,
     *,
     broker: KafkaBroker | None = None,
+    inputs: KafkaBroker | None = None,
     mongo: AsyncMongoClient[Document] | None = None,
     registry: CollectorRegistry | None = None,
+    lease: Lease | None = None,
     store: RouterStore | None = None,
 ) -> ServiceApp:
     settings = settings or RouterSettings()
     registry = registry or make_registry("router")
+    # Two brokers: `broker` publishes (and serves the API) on every replica; `inputs`
+    # consumes, and only on the replica that holds the lease.
     broker = broker or make_broker(settings, registry)
+    inputs = inputs or make_broker(
+        settings.model_copy(update={"service_name": "router_engine"}), registry
+    )
     mongo = mongo or make_mongo_client(settings)
     db = mongo[settings.mongo_db]
     store = store or MongoRouterStore(db)
+    policy = load_policy(settings.policy_dir / "routing.yaml")
+    lease = lease or Lease(db, "router", ttl_s=settings.lease_ttl_s)
     engine = RouterEngine(
-        state=RouterState(policy=load_policy(settings.policy_dir / "routing.yaml")),
+        state=RouterState(policy=policy),
         store=store,
         broker=broker,
         metrics=RouterMetrics.create(registry),
+        lease=lease,
     )
 
-    @broker.subscriber(
+    @inputs.subscriber(
         MESSAGES,
         AGENTS,
         SLA,
@@ -61,33 +73,46 @@ def build_app(
         description="Customer messages, agent actions and SLA events, applied in order",
     )
     async def on_inputs(msg: KafkaMessage) -> None:
-        records = records_of(msg.raw_message)
         # State and events are stored, then published, before the ack policy commits.
-        await engine.process(records)
+        await engine.process(records_of(msg.raw_message))
+
+    host = EngineHost(
+        lease=lease,
+        inputs=inputs,
+        load_state=engine.load,
+        holder_gauge=Gauge(
+            "omniroute_router_lease_holder",
+            "1 while this replica holds the router lease and consumes.",
+            registry=registry,
+        ),
+    )
 
     async def startup() -> None:
         configure_logging("router", settings.log_level)
         if settings.kafka_create_topics:
             await ensure_topics(settings.kafka_bootstrap)
         await store.ensure_indexes()
-        # Load state before the subscriber starts; the outbox replay needs a producer.
-        await broker.connect()
-        await engine.load()
+
+    async def after_startup() -> None:
+        host.start()
 
     async def shutdown() -> None:
+        await host.stop()
         await mongo.close()
 
-    async def loaded() -> None:
-        if not engine.loaded:
+    async def engine_check() -> None:
+        if host.active and not engine.loaded:
             raise RuntimeError("state not loaded")
 
     readiness = Readiness(
-        {"kafka": broker_check(broker), "mongodb": lambda: ping(db), "state": loaded}
+        {"kafka": broker_check(broker), "mongodb": lambda: ping(db), "engine": engine_check}
     )
     return ServiceApp(
         broker,
         routes=[*health_routes(registry, readiness), *make_routes(settings, broker, store)],
         on_startup=[startup],
+        after_startup=[after_startup],
         on_shutdown=[shutdown],
         title="omniroute router",
+        specification=AsyncAPI(inputs, title="omniroute router"),
     )

@@ -27,6 +27,7 @@ from shared.contracts.tickets import TicketEvent, ticket_event_type
 from shared.deadletter import dead_letter
 from shared.events import OutboundEvent, header, make_event, publish_all
 from shared.ids import event_id
+from shared.lease import Lease
 from shared.topics import TICKETS
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,15 @@ class RouterEngine:
     store: RouterStore
     broker: KafkaBroker
     metrics: RouterMetrics
+    lease: Lease | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     loaded: bool = False
     _batch_agent_events: list[str] = field(default_factory=list)
 
     async def load(self) -> None:
+        """(Re)build the state from MongoDB: at start and on every lease takeover."""
+        self.loaded = False
+        self.state = RouterState(policy=self.state.policy)
         pending = await self.store.load(self.state, self.clock() - timedelta(days=8))
         if pending:
             await publish_all(self.broker, pending)
@@ -95,6 +100,17 @@ class RouterEngine:
         return dead_letter(service="router", reason=reason, payload=value, now=now, record=record)
 
     async def process(self, records: Sequence[Any]) -> int:
+        if not self.loaded:
+            await self.load()
+        try:
+            return await self._process(records)
+        except BaseException:
+            # The batch changed memory but maybe not MongoDB: the batch will be redelivered
+            # (NACK) and must be applied to the stored state, not skipped as already seen.
+            self.loaded = False
+            raise
+
+    async def _process(self, records: Sequence[Any]) -> int:
         now = self.clock()
         changes = Changes()
         extra: list[OutboundEvent] = []
@@ -107,6 +123,8 @@ class RouterEngine:
                 changes.merge(result)
         changes.merge(self.state.route_deferred(now))
         events = [ticket_event(e) for e in changes.events] + extra
+        if self.lease is not None:
+            self.lease.check()  # a replica that lost its lease must not write
         await self.store.save(
             changes.tickets.values(), changes.agents.values(), self._batch_agent_events, events
         )

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from prometheus_client import CollectorRegistry
+from faststream.specification import AsyncAPI
+from prometheus_client import CollectorRegistry, Gauge
 from pymongo import AsyncMongoClient
 
 from services.sla.deadlines import SlaState, load_policy
-from services.sla.handlers import Clock, SlaEngine
+from services.sla.handlers import SlaEngine
 from services.sla.metrics import SlaMetrics
 from services.sla.store import MongoSlaStore, SlaStore
 from shared.broker import ensure_topics, make_broker
 from shared.events import records_of
+from shared.lease import EngineHost, Lease
 from shared.logging import configure_logging
 from shared.mongo import Document, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
@@ -27,25 +32,32 @@ def build_app(
     settings: SlaSettings | None = None,
     *,
     broker: KafkaBroker | None = None,
+    inputs: KafkaBroker | None = None,
     mongo: AsyncMongoClient[Document] | None = None,
     registry: CollectorRegistry | None = None,
+    lease: Lease | None = None,
     store: SlaStore | None = None,
 ) -> ServiceApp:
     settings = settings or SlaSettings()
     registry = registry or make_registry("sla")
+    # `broker` publishes on every replica; `inputs` consumes only on the lease holder.
     broker = broker or make_broker(settings, registry)
+    inputs = inputs or make_broker(
+        settings.model_copy(update={"service_name": "sla_engine"}), registry
+    )
     mongo = mongo or make_mongo_client(settings)
     db = mongo[settings.mongo_db]
     store = store or MongoSlaStore(db)
+    lease = lease or Lease(db, "sla", ttl_s=settings.lease_ttl_s)
     engine = SlaEngine(
         state=SlaState(policy=load_policy(settings.policy_dir / "sla.yaml")),
         store=store,
         broker=broker,
         metrics=SlaMetrics.create(registry),
+        lease=lease,
     )
-    clock = Clock(engine, settings.tick_interval_s)
 
-    @broker.subscriber(
+    @inputs.subscriber(
         TICKETS,
         group_id=GROUP_ID,
         batch=True,
@@ -58,29 +70,54 @@ def build_app(
         description="Ticket events drive first-response, next-response and resolution timers",
     )
     async def on_ticket_events(msg: KafkaMessage) -> None:
-        records = records_of(msg.raw_message)
-        await engine.process(records)
+        await engine.process(records_of(msg.raw_message))
+
+    host = EngineHost(
+        lease=lease,
+        inputs=inputs,
+        load_state=engine.load,
+        holder_gauge=Gauge(
+            "omniroute_sla_lease_holder",
+            "1 while this replica holds the sla lease, consumes and fires timers.",
+            registry=registry,
+        ),
+    )
+    clock_task: list[asyncio.Task[None]] = []
+
+    async def run_clock() -> None:
+        # Only the lease holder fires timers; a standby's clock idles.
+        while True:
+            if host.active and lease.valid():
+                try:
+                    await engine.tick()
+                except Exception:
+                    await asyncio.sleep(1.0)
+            await asyncio.sleep(settings.tick_interval_s)
 
     async def startup() -> None:
         configure_logging("sla", settings.log_level)
         if settings.kafka_create_topics:
             await ensure_topics(settings.kafka_bootstrap)
         await store.ensure_indexes()
-        await engine.load()
 
     async def after_startup() -> None:
-        clock.start()
+        host.start()
+        clock_task.append(asyncio.create_task(run_clock()))
 
     async def shutdown() -> None:
-        await clock.stop()
+        for task in clock_task:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await host.stop()
         await mongo.close()
 
-    async def loaded() -> None:
-        if not engine.loaded:
+    async def engine_check() -> None:
+        if host.active and not engine.loaded:
             raise RuntimeError("state not loaded")
 
     readiness = Readiness(
-        {"kafka": broker_check(broker), "mongodb": lambda: ping(db), "state": loaded}
+        {"kafka": broker_check(broker), "mongodb": lambda: ping(db), "engine": engine_check}
     )
     return ServiceApp(
         broker,
@@ -89,4 +126,5 @@ def build_app(
         after_startup=[after_startup],
         on_shutdown=[shutdown],
         title="omniroute sla",
+        specification=AsyncAPI(inputs, title="omniroute sla"),
     )

@@ -21,7 +21,7 @@ from shared.events import make_event, publish_all
 from shared.settings import RouterSettings
 from shared.topics import AGENTS, DEADLETTER, MESSAGES, TICKETS
 from tests.support.factories import T0, message
-from tests.support.fakes import FakeRouterStore
+from tests.support.fakes import FakeRouterStore, HeldLease
 
 
 async def test_message_in_ticket_events_out() -> None:
@@ -29,7 +29,14 @@ async def test_message_in_ticket_events_out() -> None:
     broker = KafkaBroker(settings.kafka_bootstrap)
     store = FakeRouterStore()
     # The client never connects: the fake store stands in for MongoDB.
-    build_app(settings, broker=broker, mongo=AsyncMongoClient(connect=False), store=store)
+    build_app(
+        settings,
+        broker=broker,
+        inputs=broker,
+        mongo=AsyncMongoClient(connect=False),
+        store=store,
+        lease=HeldLease(),  # type: ignore[arg-type]
+    )
     seen: list[dict[str, Any]] = []
     dead: list[dict[str, Any]] = []
 

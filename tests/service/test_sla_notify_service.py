@@ -16,7 +16,7 @@ from shared.events import publish_all
 from shared.settings import NotifySettings, SlaSettings
 from shared.topics import DEADLETTER, NOTIFICATIONS, SLA, TICKETS
 from tests.support.factories import ticket_event as make_ticket_event
-from tests.support.fakes import FakeNotificationStore, FakeSlaStore
+from tests.support.fakes import FakeNotificationStore, FakeSlaStore, HeldLease
 
 
 async def test_opened_ticket_starts_timers_and_redelivery_does_not() -> None:
@@ -25,6 +25,8 @@ async def test_opened_ticket_starts_timers_and_redelivery_does_not() -> None:
     sla_app(
         SlaSettings(kafka_create_topics=False),
         broker=broker,
+        inputs=broker,
+        lease=HeldLease(),  # type: ignore[arg-type]
         mongo=AsyncMongoClient(connect=False),
         store=store,
     )

@@ -157,3 +157,24 @@ def record_of(event: OutboundEvent, offset: int = 0) -> Record:
         key=event.key.encode() if event.key else None,
         offset=offset,
     )
+
+
+class HeldLease:
+    """A lease this process always holds (in-memory tests have a single engine)."""
+
+    name = "test"
+    holder = "test"
+    ttl_s = 6.0
+    renew_every_s = 2.0
+
+    async def acquire_or_renew(self) -> bool:
+        return True
+
+    def valid(self) -> bool:
+        return True
+
+    def check(self) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None

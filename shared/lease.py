@@ -1,0 +1,148 @@
+"""Single-writer engines with hot standby: a lease in MongoDB decides who consumes.
+
+The lease is one document per engine: {"_id": name, "holder", "expires_at", "epoch"}.
+The holder renews it every `ttl_s / 3`; a standby takes it once it has expired, so a
+dead holder is replaced within `ttl_s` plus one renew interval. Only the holder runs the
+engine's input consumer; it stops consuming as soon as it cannot prove it still holds the
+lease (`valid()` counts from the last successful renewal, on the local monotonic clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from faststream.kafka import KafkaBroker
+from prometheus_client import Gauge
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from shared.mongo import Database
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(RuntimeError):
+    """Raised inside a handler when this replica can no longer prove it holds the lease."""
+
+
+def replica_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Lease:
+    db: Database
+    name: str
+    holder: str = field(default_factory=replica_id)
+    ttl_s: float = 6.0
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    _valid_until: float = 0.0
+
+    @property
+    def renew_every_s(self) -> float:
+        return self.ttl_s / 3
+
+    async def acquire_or_renew(self) -> bool:
+        """True if this replica holds the lease for the next `ttl_s` seconds."""
+        started = time.monotonic()
+        now = self.clock()
+        try:
+            result = await self.db["leases"].update_one(
+                {"_id": self.name, "$or": [{"holder": self.holder}, {"expires_at": {"$lt": now}}]},
+                {
+                    "$set": {
+                        "holder": self.holder,
+                        "expires_at": now + timedelta(seconds=self.ttl_s),
+                        "renewed_at": now,
+                    }
+                },
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False  # the document exists and someone else holds it
+        except PyMongoError:
+            log.warning("lease renewal failed", extra={"lease": self.name})
+            return False
+        held = result.matched_count > 0 or result.upserted_id is not None
+        if held:
+            # Count from before the round trip: the document may have been written early.
+            self._valid_until = started + self.ttl_s * 0.8
+        return held
+
+    def valid(self) -> bool:
+        return time.monotonic() < self._valid_until
+
+    async def release(self) -> None:
+        self._valid_until = 0.0
+        with contextlib.suppress(PyMongoError):
+            await self.db["leases"].update_one(
+                {"_id": self.name, "holder": self.holder},
+                {"$set": {"expires_at": self.clock() - timedelta(seconds=1)}},
+            )
+
+    def check(self) -> None:
+        if not self.valid():
+            raise LeaseLost(self.name)
+
+
+@dataclass
+class EngineHost:
+    """Runs an engine's input broker only while this replica holds the lease."""
+
+    lease: Lease
+    inputs: KafkaBroker
+    load_state: Callable[[], Awaitable[None]]
+    holder_gauge: Gauge
+    active: bool = False
+    task: asyncio.Task[None] | None = None
+
+    async def _activate(self) -> None:
+        await self.load_state()  # everything the previous holder stored
+        await self.inputs.start()
+        self.active = True
+        self.holder_gauge.set(1)
+        log.info("lease acquired: consuming", extra={"lease": self.lease.name})
+
+    async def _deactivate(self) -> None:
+        self.active = False
+        self.holder_gauge.set(0)
+        with contextlib.suppress(Exception):
+            await self.inputs.stop()
+        log.warning("lease lost: stopped consuming", extra={"lease": self.lease.name})
+
+    async def step(self) -> None:
+        held = await self.lease.acquire_or_renew()
+        if held and not self.active:
+            await self._activate()
+        elif self.active and not self.lease.valid():
+            await self._deactivate()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except Exception:  # keep competing; a failed activation is retried
+                log.exception("engine host step failed", extra={"lease": self.lease.name})
+                if self.active:
+                    await self._deactivate()
+            await asyncio.sleep(self.lease.renew_every_s)
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.run())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        if self.active:
+            await self._deactivate()
+        await self.lease.release()

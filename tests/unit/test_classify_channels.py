@@ -1,0 +1,128 @@
+"""Classification through every channel's parser: what the customer wrote decides, not how.
+
+Each message goes through `prepare` (parse + redact) and `finish` (classify) exactly as
+the ingest handler runs them, in the provider's own payload shape, with and without the
+`provider` header (sniffed).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.ingest.classify import ClassifyRules, load_rules
+from services.ingest.pipeline import IngestPolicy, Prepared, finish, load_policy, prepare
+from services.ingest.store import CustomerRef
+from shared.contracts.messages import MessageReceived
+from shared.settings import REPO_POLICY_DIR
+from tests.support.payloads import SHAPES, SHAPES_BY_NAME, Shape, email_gbk
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+CUSTOMER = CustomerRef("cus_test", tier="vip1")
+
+STOLEN = [
+    ("en", "Someone withdrew all my USDT and I did not make this withdrawal! Please freeze it."),
+    ("en", "There was an unauthorized withdrawal of 1,200 USDT from my account"),
+    ("en", "my wallet was drained an hour ago, the withdrawal wasn't me"),
+    ("en", "A hacker transferred everything out of my spot wallet"),
+    ("zh", "我的账户被盗了，资产被转走，请马上帮我冻结账户"),
+    ("zh", "有一笔未经我授权的提现，2000 USDT没了"),
+    ("zh", "提现不是我操作的，钱全部没了"),
+    ("zh", "资产被盗，未授权提现"),
+]
+
+# How-to questions about withdrawing: information, not a withdrawal problem.
+HOWTO = [
+    "how do I withdraw to my bank?",
+    "怎么提现？",
+    "Can I withdraw to a Binance address?",
+    "可以提现到银行卡吗？",
+    "How do I cash out to my bank card?",
+    "如何提币到我的钱包？",
+    "Is it possible to withdraw USDT on TRC20?",
+    "提现要怎么操作？",
+    "Hi,\n\nhow can I withdraw my BTC to a hardware wallet?\n\nThanks,\nAnn",
+]
+
+
+@pytest.fixture(scope="module")
+def rules() -> ClassifyRules:
+    return load_rules(REPO_POLICY_DIR / "classify.yaml")
+
+
+@pytest.fixture(scope="module")
+def policy() -> IngestPolicy:
+    return load_policy(REPO_POLICY_DIR / "ingest.yaml")
+
+
+def through_ingest(
+    raw: bytes, shape: Shape, provider: str | None, rules: ClassifyRules, policy: IngestPolicy
+) -> MessageReceived:
+    results = prepare(shape.channel, provider, raw, policy.parser)
+    assert len(results) == 1
+    [prepared] = results
+    assert isinstance(prepared, Prepared), prepared
+    message = finish(prepared, CUSTOMER, rules, policy.languages, NOW)
+    assert (message.channel, message.provider) == (shape.channel, shape.provider)
+    return message
+
+
+@pytest.mark.parametrize("sniffed", [False, True], ids=["header", "sniffed"])
+@pytest.mark.parametrize(("language", "text"), STOLEN, ids=[t[:24] for _, t in STOLEN])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_stolen_funds_from_every_channel(
+    shape: Shape,
+    language: str,
+    text: str,
+    sniffed: bool,
+    rules: ClassifyRules,
+    policy: IngestPolicy,
+) -> None:
+    raw = shape.build(41, text)
+    message = through_ingest(raw, shape, None if sniffed else shape.provider, rules, policy)
+
+    assert message.category == "stolen_funds"
+    assert message.language == language
+    assert any(r.startswith(f"matched {language}:stolen_funds") for r in message.reasons)
+    assert message.customer_id == CUSTOMER.customer_id
+    assert message.customer_tier == "vip1"
+    assert message.redactions == ()
+
+
+def test_gbk_email_carries_the_chinese_text_intact(
+    rules: ClassifyRules, policy: IngestPolicy
+) -> None:
+    # GBK bytes on the wire, nothing a UTF-8 decoder could read.
+    raw = email_gbk(42, "资产被盗，未授权提现，请冻结账户", subject="紧急：账户被盗")
+    assert "资产被盗".encode() not in raw
+    assert "资产被盗".encode("gbk") in raw
+
+    message = through_ingest(raw, SHAPES_BY_NAME["email-gbk"], "smtp", rules, policy)
+
+    assert message.text == "资产被盗，未授权提现，请冻结账户"
+    assert message.subject == "紧急：账户被盗"
+    assert message.category == "stolen_funds"
+    assert message.language == "zh"
+
+
+@pytest.mark.parametrize("text", HOWTO, ids=[t[:24] for t in HOWTO])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_how_to_withdraw_questions_are_not_withdrawals(
+    shape: Shape, text: str, rules: ClassifyRules, policy: IngestPolicy
+) -> None:
+    message = through_ingest(shape.build(43, text), shape, shape.provider, rules, policy)
+
+    assert message.category == "general"
+    assert "question: how-to withdrawal → general" in message.reasons
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_a_withdrawal_problem_still_is_one(
+    shape: Shape, rules: ClassifyRules, policy: IngestPolicy
+) -> None:
+    # The control for the how-to case: the same topic with a problem cue.
+    text = "my withdrawal has been stuck for 6 hours, 提现一直卡住"
+    message = through_ingest(shape.build(44, text), shape, shape.provider, rules, policy)
+
+    assert message.category == "withdrawal"
