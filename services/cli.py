@@ -62,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="a short scripted scenario end to end, then a summary")
     demo.add_argument("--data-dir", default=None, help="keep data here (default: temporary)")
     sub.add_parser("stack", help="only the embedded broker and store, until Ctrl-C")
+    customers = sub.add_parser("customers", help="load customers (JSON lines) into MongoDB")
+    customers.add_argument("action", choices=["import"])
+    customers.add_argument("file", help="one JSON customer per line")
     spec = sub.add_parser("asyncapi", help="print a service's AsyncAPI document (JSON)")
     spec.add_argument("service", choices=SERVICES)
     args = parser.parse_args(argv)
@@ -74,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         serve(factory(), settings)
         return 0
+    if args.command == "customers":
+        from services.ingest.customers_import import main as import_main
+
+        return import_main(args.file)
     if args.command == "asyncapi":
         print(asyncapi_json(args.service))
         return 0

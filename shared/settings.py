@@ -80,3 +80,36 @@ class SlaSettings(ServiceSettings):
 class NotifySettings(ServiceSettings):
     service_name: str = "notify"
     http_port: int = 8084
+    # Email: replies go out over SMTP in the customer's thread. No host: email not sent.
+    notify_smtp_host: str | None = None
+    notify_smtp_port: int = 587
+    notify_smtp_starttls: bool = True
+    notify_smtp_username: str | None = None
+    notify_smtp_password: SecretStr | None = None
+    notify_smtp_from: str = "Support <support@omniroute.invalid>"
+    notify_smtp_timeout_s: float = Field(default=10.0, gt=0)
+    # Chat, social and phone: a signed JSON POST to the exchange's adapter for the provider.
+    notify_webhook_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description='"provider" or "channel/provider" -> URL, e.g. {"telegram": "http://…",'
+        ' "phone/generic": "http://…"}; a provider left out gets no messages',
+    )
+    notify_webhook_timeout_s: float = Field(default=5.0, gt=0)
+    # Outbox: retries with exponential backoff, then a dead letter.
+    notify_retry_base_s: float = Field(default=2.0, gt=0)
+    notify_retry_max_s: float = Field(default=300.0, gt=0)
+    notify_max_attempts: int = Field(default=6, ge=1)
+    notify_claim_lease_s: float = Field(default=30.0, gt=0)
+    notify_poll_interval_s: float = Field(default=0.2, gt=0)
+    notify_batch_size: int = Field(default=100, ge=1)
+    notify_send_concurrency: int = Field(default=16, ge=1)
+    # A notification waits this long for its conversation's route, then is given up.
+    notify_route_wait_s: float = Field(default=3600.0, gt=0)
+    # Per customer: at most this many messages per window; the rest wait (or are merged).
+    notify_rate_limit_count: int = Field(default=3, ge=1)
+    notify_rate_limit_window_s: float = Field(default=60.0, gt=0)
+    # Expected first response: the SLA target, or longer when the queue ahead is longer.
+    notify_queue_seconds_per_ticket: float = Field(default=60.0, ge=0)
+    notify_metrics_interval_s: float = Field(default=5.0, gt=0)
+    notify_status_recent_days: int = Field(default=7, ge=0)
+    notify_retention_days: int = Field(default=90, ge=1)

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from faststream.kafka import KafkaBroker
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from services.ingest.customers_import import CustomerLine
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError, Skipped
 from services.ingest.pipeline import IngestPolicy, prepare
 from services.ingest.store import CustomerRecord, CustomerStore
 from shared.contracts.common import PROVIDERS_BY_CHANNEL, Channel
-from shared.contracts.messages import Identity
 from shared.service import require_token
 from shared.settings import IngestSettings
 from shared.topics import INBOUND_BY_CHANNEL
 
 SIGNATURE_HEADER = "x-omniroute-signature"
+ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
 class TooLarge(Exception):
@@ -52,14 +54,6 @@ def signature_ok(secret: str | None, body: bytes, supplied: str | None) -> bool:
     if not secret or not supplied:
         return False
     return hmac.compare_digest(sign(secret, body).encode(), supplied.strip().encode())
-
-
-class CustomerIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    identities: tuple[Identity, ...] = Field(min_length=1, max_length=50)
-    tier: str = Field(default="standard", pattern=r"^(standard|vip[1-9])$")
-    anti_phishing_code: str | None = Field(default=None, min_length=4, max_length=32)
 
 
 def make_routes(
@@ -117,7 +111,7 @@ def make_routes(
             return denied
         try:
             body = await read_limited(request, 65_536)
-            data = CustomerIn.model_validate_json(body)
+            data = CustomerLine.model_validate_json(body)
         except TooLarge:
             return JSONResponse({"error": "body too large"}, status_code=413)
         except ValidationError as exc:
@@ -126,6 +120,8 @@ def make_routes(
                 status_code=422,
             )
         cid = str(request.path_params["customer_id"])
+        if not ID_RE.match(cid):
+            return JSONResponse({"error": "invalid customer id"}, status_code=400)
         await customers.upsert(
             CustomerRecord(cid, data.identities, data.tier, data.anti_phishing_code)
         )

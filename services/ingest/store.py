@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from pymongo import ASCENDING, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -156,17 +156,42 @@ class MongoCustomerStore:
         return refs
 
     async def upsert(self, customer: CustomerRecord) -> None:
-        ids = customer.identities
-        cid = customer.customer_id or customer_id(
-            primary_identity(ids).kind, primary_identity(ids).value
-        )
-        await self.customers.update_one(
-            {"_id": cid},
-            {
-                "$set": {"tier": customer.tier, "anti_phishing_code": customer.anti_phishing_code},
+        await self.upsert_many([customer])
+
+    async def upsert_many(self, records: Sequence[CustomerRecord]) -> list[str]:
+        """Load customers from the exchange's records; returns their ids.
+
+        An identity that ingest already gave an automatic customer (someone wrote in before
+        the import) moves to the imported customer, who keeps a `merged_from` trail.
+        """
+        ids: list[str] = []
+        for record in records:
+            primary = primary_identity(record.identities)
+            cid = record.customer_id or customer_id(primary.kind, primary.value)
+            keys = {_key(i) for i in record.identities}
+            owners = await self._lookup(keys)
+            others = sorted({str(d["_id"]) for d in owners.values()} - {cid})
+            for other in others:
+                await self.customers.update_one(
+                    {"_id": other},
+                    {
+                        "$pull": {
+                            "identities": {
+                                "$in": [{"kind": k, "value": v} for k, v in sorted(keys)]
+                            }
+                        }
+                    },
+                )
+            update: dict[str, Any] = {
+                "$set": {"tier": record.tier, "anti_phishing_code": record.anti_phishing_code},
                 "$addToSet": {
-                    "identities": {"$each": [{"kind": i.kind, "value": i.value} for i in ids]}
+                    "identities": {
+                        "$each": [{"kind": i.kind, "value": i.value} for i in record.identities]
+                    }
                 },
-            },
-            upsert=True,
-        )
+            }
+            if others:
+                update["$addToSet"]["merged_from"] = {"$each": others}
+            await self.customers.update_one({"_id": cid}, update, upsert=True)
+            ids.append(cid)
+        return ids

@@ -1,27 +1,68 @@
-"""Rendering customer notifications from templates as data. Pure functions."""
+"""Customer messages from templates as data (policy/templates.yaml). Pure functions.
+
+A message is: the template's text, any incident notices, the customer's anti-phishing
+code when they set one, and always, last, the anti-scam line — in the customer's
+language, or English when a text has no translation.
+"""
 
 from __future__ import annotations
 
+import math
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from shared.contracts.incidents import language_key
 from shared.contracts.tickets import TicketEvent
 
 DEFAULT_LANGUAGE = "en"
+TEMPLATE_FIELDS = frozenset({"ticket_ref", "expected", "incident_title", "incident_body"})
+LABEL_FIELDS: Mapping[str, frozenset[str]] = {
+    "anti_phishing_code": frozenset({"code"}),
+    "subject": frozenset({"ticket_ref"}),
+    "incident_notice": frozenset({"incident_title", "incident_body"}),
+}
+DURATION_UNITS = ("minutes", "hours")
+
+Texts = dict[str, str]  # language -> text
+
+
+def _fields(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
 
 
 class Templates(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    anti_scam: dict[str, str]
-    templates: dict[str, dict[str, str]]
+    anti_scam: Texts
+    labels: dict[str, Texts]
+    durations: dict[str, Texts]
+    templates: dict[str, Texts]
 
     @model_validator(mode="after")
-    def _every_template_has_default_language(self) -> Templates:
-        missing = [n for n, t in self.templates.items() if DEFAULT_LANGUAGE not in t]
-        if DEFAULT_LANGUAGE not in self.anti_scam or missing:
-            raise ValueError(f"templates without an '{DEFAULT_LANGUAGE}' text: {missing}")
+    def _complete_and_known_placeholders(self) -> Templates:
+        groups: list[tuple[str, Texts, frozenset[str]]] = [
+            ("anti_scam", self.anti_scam, frozenset())
+        ]
+        groups += [(f"templates.{n}", t, TEMPLATE_FIELDS) for n, t in self.templates.items()]
+        groups += [
+            (f"durations.{u}", self.durations.get(u, {}), frozenset({"n"})) for u in DURATION_UNITS
+        ]
+        groups += [(f"labels.{n}", self.labels.get(n, {}), f) for n, f in LABEL_FIELDS.items()]
+        problems = []
+        for where, texts, allowed in groups:
+            if DEFAULT_LANGUAGE not in texts:
+                problems.append(f"{where}: no '{DEFAULT_LANGUAGE}' text")
+            for lang, text in texts.items():
+                if unknown := _fields(text) - allowed:
+                    problems.append(f"{where}.{lang}: unknown placeholders {sorted(unknown)}")
+                if lang not in self.anti_scam:
+                    problems.append(f"{where}.{lang}: no anti-scam line in that language")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -37,22 +78,74 @@ def acknowledgement_template(ev: TicketEvent) -> str:
     return "acknowledgement"
 
 
+def pick(texts: Mapping[str, str], language: str) -> tuple[str, str]:
+    """(language used, text): the customer's language, else English, else any."""
+    lang = language_key(language)
+    if lang in texts:
+        return lang, texts[lang]
+    if DEFAULT_LANGUAGE in texts:
+        return DEFAULT_LANGUAGE, texts[DEFAULT_LANGUAGE]
+    first = next(iter(texts.items()), (DEFAULT_LANGUAGE, ""))
+    return first
+
+
+def format_duration(templates: Templates, seconds: float, language: str) -> str:
+    """ "within about 5 minutes" / "约 5 分钟内": minutes up to two hours, then hours."""
+    minutes = max(1, math.ceil(seconds / 60))
+    if minutes < 120:
+        return pick(templates.durations["minutes"], language)[1].format(n=minutes)
+    return pick(templates.durations["hours"], language)[1].format(n=math.ceil(minutes / 60))
+
+
+@dataclass(frozen=True)
+class IncidentText:
+    """An incident's title and body, in every language ops wrote them in."""
+
+    title: Mapping[str, str]
+    body: Mapping[str, str]
+
+    def localised(self, language: str) -> tuple[str, str]:
+        # Title and body in the same language when possible.
+        lang, title = pick(self.title, language)
+        body = self.body.get(lang) or (pick(self.body, language)[1] if self.body else "")
+        return title.strip(), body.strip()
+
+
+@dataclass(frozen=True)
+class Rendered:
+    language: str
+    subject: str
+    text: str
+
+
 def render(
     templates: Templates,
     name: str,
     language: str,
     *,
     ticket_ref: str,
+    expected_s: float | None = None,
+    incident: IncidentText | None = None,
+    notices: Sequence[IncidentText] = (),
     anti_phishing_code: str | None = None,
-) -> tuple[str, str]:
-    """(language used, text) — falls back to English when a translation is missing."""
-    variants = templates.templates[name]
-    lang = language if language in variants else DEFAULT_LANGUAGE
-    body = variants[lang].format(ticket_ref=ticket_ref)
-    anti_scam = templates.anti_scam.get(lang, templates.anti_scam[DEFAULT_LANGUAGE])
-    parts = [body]
+) -> Rendered:
+    """The message `name` for one customer; falls back to English per text."""
+    lang, body = pick(templates.templates[name], language)
+    title, incident_body = incident.localised(lang) if incident else ("", "")
+    values = {
+        "ticket_ref": ticket_ref,
+        "expected": format_duration(templates, expected_s, lang) if expected_s else "",
+        "incident_title": title,
+        "incident_body": incident_body,
+    }
+    parts = [" ".join(body.format(**values).split())]
+    for notice in notices:
+        n_title, n_body = notice.localised(lang)
+        label = pick(templates.labels["incident_notice"], lang)[1]
+        parts.append(label.format(incident_title=n_title, incident_body=n_body).strip())
     if anti_phishing_code:
-        label = "防钓鱼码" if lang == "zh" else "Your anti-phishing code"
-        parts.append(f"{label}: {anti_phishing_code}")
-    parts.append(anti_scam)
-    return lang, "\n\n".join(parts)
+        label = pick(templates.labels["anti_phishing_code"], lang)[1]
+        parts.append(label.format(code=anti_phishing_code))
+    parts.append(" ".join(pick(templates.anti_scam, lang)[1].split()))
+    subject = pick(templates.labels["subject"], lang)[1].format(ticket_ref=ticket_ref)
+    return Rendered(language=lang, subject=subject, text="\n\n".join(parts))

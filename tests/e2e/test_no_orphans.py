@@ -55,3 +55,66 @@ def test_failing_run_leaves_no_process() -> None:
     assert len(pids) == 6
     assert proc.wait(timeout=60) != 0
     assert not any(alive(p) for p in pids)
+
+
+INNER_TEST = """
+import json, os, time
+
+pytest_plugins = ["tests.conftest", "tests.e2e.conftest"]
+
+
+def test_inner(system):
+    with open(os.environ["OMNIROUTE_TEST_PIDS"], "w") as out:
+        json.dump(system.stack.pids + system.pids, out)
+    if os.environ["OMNIROUTE_TEST_MODE"] == "fail":
+        raise AssertionError("failing on purpose")
+    while True:
+        time.sleep(0.2)
+"""
+
+
+@pytest.mark.parametrize("mode", ["fail", "interrupt"])
+def test_a_pytest_run_that_fails_or_is_interrupted_leaves_nothing(
+    tmp_path: Path, mode: str
+) -> None:
+    # A real pytest run of the suite's own fixtures, failing or interrupted with Ctrl-C.
+    test_file = tmp_path / "test_inner_run.py"
+    test_file.write_text(INNER_TEST)
+    pids_file = tmp_path / "pids.json"
+    env = {
+        **os.environ,
+        "OMNIROUTE_TEST_PIDS": str(pids_file),
+        "OMNIROUTE_TEST_MODE": mode,
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(ROOT),
+            "--basetemp",
+            str(tmp_path / "inner"),
+            str(test_file),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    pids = wait_until(
+        lambda: pids_file.exists() and pids_file.read_text() and json.loads(pids_file.read_text()),
+        60,
+        "inner run started the system",
+    )
+    assert len(pids) == 6 and all(alive(p) for p in pids)
+    if mode == "interrupt":
+        proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=90)
+    assert proc.returncode != 0, out
+    assert not any(alive(p) for p in pids), out

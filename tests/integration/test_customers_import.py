@@ -1,0 +1,69 @@
+"""Loading the exchange's customers: bulk import and the API, on real SecantusDB."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from services.ingest.customers_import import import_customers, parse_lines
+from services.ingest.store import MongoCustomerStore
+from shared.contracts.messages import Identity
+from shared.settings import IngestSettings
+from tests.support.factories import T0
+
+pytestmark = pytest.mark.integration
+
+
+def line(**fields: Any) -> str:
+    return json.dumps(fields)
+
+
+def test_invalid_lines_are_reported_by_number_without_content() -> None:
+    lines = [
+        line(customer_id="uid-1", identities=[{"kind": "email", "value": "A@Example.com"}]),
+        line(identities=[]),
+        "{not json",
+        line(identities=[{"kind": "email", "value": "x@y.z"}], tier="platinum"),
+        line(identities=[{"kind": "email", "value": "x@y.z"}], **{"$where": "1"}),
+        "",
+    ]
+    records, rejected = parse_lines(lines)
+    assert [r.customer_id for r in records] == ["uid-1"]
+    assert records[0].identities[0].value == "a@example.com"
+    assert [n for n, _ in rejected] == [2, 3, 4, 5]
+    assert all("Example" not in reason and "x@y.z" not in reason for _, reason in rejected)
+
+
+async def test_import_takes_over_identities_ingest_saw_first(db: Any, stack: Any) -> None:
+    store = MongoCustomerStore(db)
+    await store.ensure_indexes()
+    # Someone wrote in before the exchange loaded its customers: an automatic customer.
+    email = Identity(kind="email", value="mei@example.com")
+    [auto] = await store.resolve_many([(email, Identity(kind="chat_visitor", value="v1"))], T0)
+    records, _ = parse_lines(
+        [
+            line(
+                customer_id="uid-1001",
+                tier="vip2",
+                anti_phishing_code="Kx7pQ",
+                identities=[
+                    {"kind": "email", "value": "mei@example.com"},
+                    {"kind": "account_uid", "value": "1001"},
+                ],
+            ),
+        ]
+    )
+    settings = IngestSettings(mongo_uri=stack.mongo_uri, mongo_db=db.name)
+    assert await import_customers(records, settings) == 1
+    [after] = await store.resolve_many([(email,)], T0)
+    assert after.customer_id == "uid-1001"
+    assert (after.tier, after.anti_phishing_code) == ("vip2", "Kx7pQ")
+    imported = await db["customers"].find_one({"_id": "uid-1001"})
+    assert imported["merged_from"] == [auto.customer_id]
+    old = await db["customers"].find_one({"_id": auto.customer_id})
+    assert old["identities"] == [{"kind": "chat_visitor", "value": "v1"}]
+    # Importing again changes nothing.
+    await import_customers(records, settings)
+    assert await db["customers"].count_documents({}) == 2
