@@ -1,0 +1,521 @@
+"""`omniroute bench`: the real pipeline (four services as processes on the embedded stack)
+under a generated multichannel load, next to the raw broker on the same machine.
+
+Reports, as a table and as JSON: the broker baseline (batched produce and consume,
+produce→consume round trip), sustained pipeline throughput (raw inbound → first routing
+event), latency at a fixed offered rate, P1 time-to-offer behind 10,000 queued tickets,
+SLA firing lag with 10,000 timers, peak RSS per service, and throughput at 1,000 vs
+100,000 open tickets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pymongo import MongoClient
+
+from services.bench.load import Payload, generate
+from services.system import DEV_SECRET, DEV_TOKEN, LocalSystem
+from shared.embedded import EmbeddedStack
+from shared.topics import TICKETS
+
+AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}
+ROUTED = {"offered", "assigned", "queued"}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def ms(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(pct(values, 50) * 1000, 2),
+        "p95_ms": round(pct(values, 95) * 1000, 2),
+        "p99_ms": round(pct(values, 99) * 1000, 2),
+        "max_ms": round(max(values) * 1000, 2) if values else float("nan"),
+        "samples": len(values),
+    }
+
+
+# -- raw broker ---------------------------------------------------------------------------
+
+
+async def broker_baseline(bootstrap: str, count: int = 50_000, size: int = 900) -> dict[str, Any]:
+    topic = f"bench.raw.{uuid.uuid4().hex[:6]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 4, 1)])
+    await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    value = b"x" * size
+    started = time.perf_counter()
+    futures = [await producer.send(topic, value, key=str(i % 64).encode()) for i in range(count)]
+    await asyncio.gather(*futures)
+    produce_s = time.perf_counter() - started
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    parts = [TopicPartition(topic, p) for p in range(4)]
+    consumer.assign(parts)
+    await consumer.seek_to_beginning(*parts)
+    got = 0
+    started = time.perf_counter()
+    while got < count:
+        batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+        got += sum(len(v) for v in batch.values())
+    consume_s = time.perf_counter() - started
+    # Round trip, one record at a time.
+    await consumer.seek_to_end(*parts)
+    trips: list[float] = []
+    for i in range(1000):
+        sent = time.perf_counter()
+        await producer.send_and_wait(topic, value, key=str(i).encode())
+        while not await consumer.getmany(timeout_ms=1000, max_records=1):
+            pass
+        trips.append(time.perf_counter() - sent)
+    await consumer.stop()
+    await producer.stop()
+    return {
+        "produce_msgs_per_s": round(count / produce_s),
+        "consume_msgs_per_s": round(count / consume_s),
+        "round_trip": ms(trips),
+        "record_bytes": size,
+    }
+
+
+# -- pipeline helpers ---------------------------------------------------------------------
+
+
+@dataclass
+class TicketWatcher:
+    """Follows support.tickets from its current end; notes when each message is routed."""
+
+    bootstrap: str
+    routed_at: dict[str, float] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    keep_events: bool = False
+    _consumer: AIOKafkaConsumer | None = None
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False
+        )
+        await self._consumer.start()
+        parts = [
+            TopicPartition(TICKETS, p)
+            for p in sorted(self._consumer.partitions_for_topic(TICKETS) or range(4))
+        ]
+        self._consumer.assign(parts)
+        await self._consumer.seek_to_end(*parts)
+        for tp in parts:
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            now = time.perf_counter()
+            for records in batch.values():
+                for r in records:
+                    ev = json.loads(r.value)
+                    if self.keep_events:
+                        self.events.append(ev)
+                    mid = ev.get("message_id")
+                    if ev["event"] in ROUTED and mid and mid not in self.routed_at:
+                        self.routed_at[mid] = now
+
+    async def wait_for(self, ids: Iterable[str], timeout_s: float) -> float:
+        wanted = set(ids)
+        deadline = time.perf_counter() + timeout_s
+        while not wanted <= self.routed_at.keys():
+            if time.perf_counter() > deadline:
+                missing = len(wanted - self.routed_at.keys())
+                raise TimeoutError(f"{missing} of {len(wanted)} messages not routed")
+            await asyncio.sleep(0.01)
+        return max(self.routed_at[i] for i in wanted)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        if self._consumer:
+            await self._consumer.stop()
+
+
+async def produce(
+    bootstrap: str, payloads: list[Payload], rate: float | None = None
+) -> dict[str, float]:
+    """Publish raw payloads as adapters would; returns send time per message id."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=2, acks="all", max_request_size=4_194_304
+    )
+    await producer.start()
+    sent: dict[str, float] = {}
+    futures = []
+    started = time.perf_counter()
+    for i, p in enumerate(payloads):
+        if rate:
+            due = started + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        sent[p.message_id] = time.perf_counter()
+        futures.append(
+            await producer.send(
+                p.topic, p.raw, key=p.key, headers=[("provider", p.provider.encode())]
+            )
+        )
+    await asyncio.gather(*futures)
+    await producer.stop()
+    return sent
+
+
+def add_agents(router_url: str, count: int, online: bool = True, capacity: int = 5) -> list[str]:
+    ids = []
+    with httpx.Client(timeout=10) as client:
+        for i in range(count):
+            aid = f"bench-agent-{i}"
+            client.put(
+                f"{router_url}/v1/agents/{aid}",
+                headers=AUTH,
+                json={
+                    "name": f"Agent {i}",
+                    "languages": ["en", "zh"],
+                    "auto_accept": True,
+                    "capacity": {
+                        "chat": capacity,
+                        "email": capacity,
+                        "social": capacity,
+                        "phone": 1,
+                    },
+                },
+            )
+            client.post(
+                f"{router_url}/v1/agents/{aid}/presence",
+                headers=AUTH,
+                json={"status": "online" if online else "offline"},
+            )
+            ids.append(aid)
+    return ids
+
+
+def peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except FileNotFoundError:
+        pass
+    return float("nan")
+
+
+SERVICES_UNDER_TEST: tuple[str, ...] = ("ingest", "router", "sla", "notify")
+
+
+def new_system(stack: EmbeddedStack, name: str, work: Path) -> LocalSystem:
+    system = LocalSystem(stack, log_dir=work / name, mongo_db=f"bench_{name}")
+    system.start(SERVICES_UNDER_TEST)
+    system.wait_ready(timeout_s=120)
+    return system
+
+
+# -- scenarios ----------------------------------------------------------------------------
+
+
+async def pipeline(
+    stack: EmbeddedStack, work: Path, count: int, rate: float, rate_seconds: float
+) -> dict[str, Any]:
+    system = new_system(stack, "pipeline", work)
+    try:
+        add_agents(system.url("router"), 6)
+        watcher = TicketWatcher(stack.kafka_bootstrap)
+        await watcher.start()
+        # Warm-up (first batches pay for connections and JIT-less imports).
+        warm = generate(200, f"warm{uuid.uuid4().hex[:4]}")
+        await produce(stack.kafka_bootstrap, warm)
+        await watcher.wait_for([p.message_id for p in warm], 120)
+
+        load = generate(count, f"tp{uuid.uuid4().hex[:4]}")
+        started = time.perf_counter()
+        await produce(stack.kafka_bootstrap, load)
+        done = await watcher.wait_for([p.message_id for p in load], 600)
+        throughput = count / (done - started)
+
+        paced = generate(int(rate * rate_seconds), f"lat{uuid.uuid4().hex[:4]}", seed=11)
+        sent = await produce(stack.kafka_bootstrap, paced, rate=rate)
+        await watcher.wait_for(sent, 300)
+        latencies = [watcher.routed_at[m] - t for m, t in sent.items()]
+        await watcher.stop()
+        rss = {n: peak_rss_mb(s.proc.pid) for n, s in system.services.items() if s.proc}
+        return {
+            "throughput_msgs_per_s": round(throughput),
+            "messages": count,
+            "latency_at_rate": {"rate_msgs_per_s": rate, **ms(latencies)},
+            "peak_rss_mb": rss,
+        }
+    finally:
+        system.stop()
+
+
+async def p1_behind_backlog(
+    stack: EmbeddedStack, work: Path, backlog: int, samples: int
+) -> dict[str, Any]:
+    """An agent frees while 10,000 lower tickets wait: how fast is the waiting P1 offered?"""
+    system = new_system(stack, "p1", work)
+    db: Any = MongoClient(stack.mongo_uri, tz_aware=True)[system.mongo_db]
+    try:
+        router = system.url("router")
+        watcher = TicketWatcher(stack.kafka_bootstrap, keep_events=True)
+        await watcher.start()
+        low = generate(backlog, f"bk{uuid.uuid4().hex[:4]}", seed=3)
+        await produce(stack.kafka_bootstrap, low)
+        await watcher.wait_for([p.message_id for p in low], 900)
+        # One agent, capacity one chat, already busy with one ticket.
+        [agent] = add_agents(router, 1, capacity=1)
+        deadline = time.perf_counter() + 60
+        while not db.agents.find_one({"_id": agent, "load.chat": 1}):
+            if time.perf_counter() > deadline:
+                raise TimeoutError("agent never got a first ticket")
+            await asyncio.sleep(0.05)
+        lags: list[float] = []
+        client = httpx.AsyncClient(timeout=10)
+        for i in range(samples):
+            body = json.dumps(
+                {
+                    "session_id": f"p1-{uuid.uuid4().hex}",
+                    "message_id": "m1",
+                    "visitor": {"id": f"p1v{i}"},
+                    "text": "Someone stole all my BTC, unauthorized withdrawal!",
+                }
+            ).encode()
+            from services.ingest.http import SIGNATURE_HEADER, sign
+
+            reply = await client.post(
+                f"{system.url('ingest')}/v1/inbound/chat/generic",
+                content=body,
+                headers={SIGNATURE_HEADER: sign(DEV_SECRET, body)},
+            )
+            [mid] = reply.json()["message_ids"]
+            await watcher.wait_for([mid], 60)  # queued: the agent is busy
+            busy = db.agents.find_one({"_id": agent})["tickets"][0]
+            freed = time.perf_counter()
+            await client.post(
+                f"{router}/v1/tickets/{busy}/resolve", headers=AUTH, json={"agent_id": agent}
+            )
+            deadline = time.perf_counter() + 30
+            offered = None
+            while offered is None:
+                for ev in reversed(watcher.events[-50:]):
+                    if (
+                        ev["event"] in ("assigned", "offered")
+                        and ev["priority"] == "P1"
+                        and ev["agent_id"] == agent
+                        and ev["sequence"] > 2
+                    ):
+                        offered = ev
+                        break
+                if time.perf_counter() > deadline:
+                    raise TimeoutError("P1 never offered")
+                await asyncio.sleep(0.001)
+            lags.append(time.perf_counter() - freed)
+            watcher.events.clear()
+        await client.aclose()
+        await watcher.stop()
+        return {
+            "backlog": backlog,
+            "time_to_offer_after_agent_frees": ms(lags),
+            "note": "from the resolve API call to the P1 offer event on support.tickets",
+        }
+    finally:
+        system.stop()
+
+
+async def open_ticket_scaling(
+    stack: EmbeddedStack, work: Path, sizes: tuple[int, ...], count: int
+) -> dict[str, Any]:
+    """Throughput with 1,000 vs 100,000 tickets open in the router's state."""
+    from services.router.engine import Ticket
+    from services.router.store import ticket_doc
+
+    out: dict[str, Any] = {}
+    for size in sizes:
+        name = f"open{size}"
+        client: Any = MongoClient(stack.mongo_uri, tz_aware=True)
+        db = client[f"bench_{name}"]
+        now = datetime.now(UTC)
+        docs = []
+        for i in range(size):
+            t = Ticket(
+                ticket_id=f"tkt_pre{i}",
+                customer_id=f"cus_pre{i}",
+                customer_tier="standard",
+                channel="email",
+                category="general",
+                priority="P4",
+                language="en",
+                state="queued",
+                opened_at=now,
+                updated_at=now,
+                waiting_since=now,
+                conversation_ids=[f"cnv_pre{i}"],
+                message_ids=[f"msg_pre{i}"],
+                sequence=2,
+            )
+            docs.append(ticket_doc(t))
+            if len(docs) == 5000:
+                db.tickets.insert_many(docs)
+                docs = []
+        if docs:
+            db.tickets.insert_many(docs)
+        system = new_system(stack, name, work)
+        try:
+            watcher = TicketWatcher(stack.kafka_bootstrap)
+            await watcher.start()
+            load = generate(count, f"sc{size}{uuid.uuid4().hex[:4]}", seed=size)
+            started = time.perf_counter()
+            await produce(stack.kafka_bootstrap, load)
+            done = await watcher.wait_for([p.message_id for p in load], 900)
+            await watcher.stop()
+            out[str(size)] = round(count / (done - started))
+        finally:
+            system.stop()
+            client.close()
+    return {"throughput_msgs_per_s_by_open_tickets": out, "messages": count}
+
+
+def machine() -> dict[str, Any]:
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(mem) / 1024**2, 1),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "date": datetime.now(UTC).date().isoformat(),
+    }
+
+
+async def run_all(args: Any, stack: EmbeddedStack, work: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine()}
+    if stack:
+        results["broker"] = await broker_baseline(stack.kafka_bootstrap, count=args.broker_records)
+        results["pipeline"] = await pipeline(
+            stack, work, args.messages, args.rate, args.rate_seconds
+        )
+        results["p1"] = await p1_behind_backlog(stack, work, args.backlog, args.p1_samples)
+        try:
+            from services.bench.sla_lag import measure_firing_lag
+
+            results["sla"] = await measure_firing_lag(stack, timers=args.timers)
+        except ImportError:
+            results["sla"] = {"skipped": "sla benchmark not available"}
+        results["scaling"] = await open_ticket_scaling(
+            stack, work, tuple(int(s) for s in args.open_tickets.split(",")), args.scale_messages
+        )
+    return results
+
+
+def render(results: dict[str, Any]) -> str:
+    b, p, p1 = results["broker"], results["pipeline"], results["p1"]
+    sla, sc = results.get("sla", {}), results["scaling"]
+    m = results["machine"]
+    lat = p["latency_at_rate"]
+    rows = [
+        (
+            "machine",
+            f"{m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
+            f"Python {m['python']}, {m['date']}",
+        ),
+        ("broker: batched produce", f"{b['produce_msgs_per_s']:,} msg/s ({b['record_bytes']} B)"),
+        ("broker: batched consume", f"{b['consume_msgs_per_s']:,} msg/s"),
+        (
+            "broker: produce→consume round trip",
+            f"p50 {b['round_trip']['p50_ms']} ms, p99 {b['round_trip']['p99_ms']} ms",
+        ),
+        (
+            "pipeline: raw inbound → routed (sustained)",
+            f"{p['throughput_msgs_per_s']:,} msg/s over {p['messages']:,} messages",
+        ),
+        (
+            f"pipeline: latency at {lat['rate_msgs_per_s']:.0f} msg/s",
+            f"p50 {lat['p50_ms']} ms, p95 {lat['p95_ms']} ms, p99 {lat['p99_ms']} ms",
+        ),
+        (
+            f"P1 time-to-offer behind {p1['backlog']:,} queued",
+            f"p50 {p1['time_to_offer_after_agent_frees']['p50_ms']} ms, "
+            f"p99 {p1['time_to_offer_after_agent_frees']['p99_ms']} ms",
+        ),
+        ("SLA firing lag", ", ".join(f"{k} {v}" for k, v in sla.items())),
+        (
+            "throughput by open tickets",
+            ", ".join(
+                f"{k}: {v:,} msg/s" for k, v in sc["throughput_msgs_per_s_by_open_tickets"].items()
+            ),
+        ),
+        ("peak RSS (MiB)", ", ".join(f"{k} {v}" for k, v in p["peak_rss_mb"].items())),
+    ]
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="omniroute bench", description=__doc__)
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--rate-seconds", type=float, default=10.0)
+    parser.add_argument("--backlog", type=int, default=10_000)
+    parser.add_argument("--p1-samples", type=int, default=50)
+    parser.add_argument("--timers", type=int, default=10_000)
+    parser.add_argument("--open-tickets", default="1000,100000")
+    parser.add_argument("--scale-messages", type=int, default=3000)
+    parser.add_argument("--broker-records", type=int, default=50_000)
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--work-dir", default=None)
+    parser.add_argument(
+        "--services",
+        default="ingest,router,sla,notify",
+        help="which services run (all four by default)",
+    )
+    args = parser.parse_args(argv)
+    global SERVICES_UNDER_TEST
+    SERVICES_UNDER_TEST = tuple(args.services.split(","))
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))  # noqa: S108 - the user's temp dir
+    work = Path(args.work_dir) if args.work_dir else tmp / f"omniroute-bench-{uuid.uuid4().hex[:6]}"
+    # The stack starts outside the event loop (its readiness probes run their own loops).
+    with EmbeddedStack(data_dir=work / "stack") as stack:
+        results = asyncio.run(run_all(args, stack, work))
+    print(render(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
