@@ -31,10 +31,11 @@ def dead_letter(
     poison record dead-letters it under the same id.
     """
     text = payload.decode("utf-8", "replace")
+    if scrub is not None:
+        # Before truncating: a secret cut at the limit would no longer be recognised.
+        text = scrub(text)
     truncated = len(text) > MAX_PAYLOAD_CHARS
     text = text[:MAX_PAYLOAD_CHARS]
-    if scrub is not None:
-        text = scrub(text)
     topic = getattr(record, "topic", None)
     partition = getattr(record, "partition", None)
     offset = getattr(record, "offset", None)

@@ -49,7 +49,7 @@ POLICY = load_policy(REPO_POLICY_DIR / "ingest.yaml")
 RULES = load_rules(REPO_POLICY_DIR / "classify.yaml")
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 PROPERTY = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -345,6 +345,7 @@ def requests(draw: st.DrawFn) -> tuple[str, str, bytes, str | None, bool]:
     channel, provider = draw(
         st.one_of(
             st.sampled_from(PATHS),
+            st.sampled_from(PATHS),
             st.tuples(st.sampled_from(list(PROVIDERS_BY_CHANNEL)), SEGMENT),
             st.tuples(SEGMENT, st.sampled_from([p for _, p in PATHS])),
         )
@@ -360,19 +361,24 @@ def requests(draw: st.DrawFn) -> tuple[str, str, bytes, str | None, bool]:
             st.integers(MAX_BODY - 2, MAX_BODY + 64).map(lambda size: b"{" * size),
         )
     )
-    other = draw(st.binary(max_size=20))
-    signature = draw(
-        st.sampled_from(["valid", "missing", "empty", "wrong secret", "other body", "cut", "junk"])
+    # Mostly a valid signature: what happens after the signature check is the interesting part.
+    kind = draw(
+        st.sampled_from(["valid"] * 4 + ["missing", "empty", "secret", "body", "cut", "junk"])
     )
-    supplied = {
-        "valid": sign(SECRET, body),
-        "missing": None,
-        "empty": "",
-        "wrong secret": sign("not-the-secret", body),
-        "other body": sign(SECRET, body + other + b"!"),
-        "cut": sign(SECRET, body)[:-1],
-        "junk": draw(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=80)),
-    }[signature]
+    if kind == "valid":
+        supplied: str | None = sign(SECRET, body)
+    elif kind == "missing":
+        supplied = None
+    elif kind == "empty":
+        supplied = ""
+    elif kind == "secret":
+        supplied = sign("not-the-secret", body)
+    elif kind == "body":
+        supplied = sign(SECRET, body + draw(st.binary(max_size=20)) + b"!")
+    elif kind == "cut":
+        supplied = sign(SECRET, body)[:-1]
+    else:
+        supplied = draw(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=80))
     return channel, provider, body, supplied, draw(st.booleans())
 
 
@@ -421,7 +427,7 @@ async def post(
     return reply, broker
 
 
-@settings(PROPERTY, max_examples=300)
+@settings(PROPERTY, max_examples=200)
 @given(request=requests())
 def test_any_webhook_gets_a_4xx_or_202_and_only_a_202_publishes(
     request: tuple[str, str, bytes, str | None, bool],
