@@ -44,7 +44,13 @@ def running_system(data_dir: Path | None, default_ports: bool = False) -> Iterat
     system: LocalSystem | None = None
     try:
         stack.start()
-        system = LocalSystem(stack, log_dir=stack.root / "logs", default_ports=default_ports)
+        system = LocalSystem(
+            stack,
+            log_dir=stack.root / "logs",
+            default_ports=default_ports,
+            # No SMTP server or adapters here: deliveries are logged, not dead-lettered.
+            env_overrides={"OMNIROUTE_NOTIFY_LOG_UNROUTED": "true"},
+        )
         system.start()
         system.wait_ready(timeout_s=90)
         yield system
@@ -110,7 +116,7 @@ def snapshot(db: Any) -> dict[str, Any]:
         "recent": list(db.tickets.find({}).sort("updated_at", -1).limit(8)),
         "customers": db.customers.count_documents({}),
         "timers": db.sla_timers.count_documents({"state": "running"}),
-        "notifications": db.notifications.count_documents({}),
+        "notifications": db.notifications.count_documents({"cause": "acknowledgement"}),
     }
 
 
@@ -224,7 +230,13 @@ def run_demo(data_dir: str | None) -> int:
             for body in [*bodies, bodies[1]]:  # the last one is a webhook retry
                 post_chat(client, system, body)
             wait_for(lambda: db.tickets.count_documents({}) == len(bodies), 30, "tickets")
-            wait_for(lambda: db.notifications.count_documents({}) == len(bodies), 30, "acks")
+            wait_for(
+                lambda: (
+                    db.notifications.count_documents({"cause": "acknowledgement"}) == len(bodies)
+                ),
+                30,
+                "acks",
+            )
             # The agent works the P1: accept, reply (SLA met), resolve; the queue drains.
             p1 = db.tickets.find_one({"priority": "P1"})
             base = f"{system.url('router')}/v1/tickets/{p1['_id']}"
@@ -250,7 +262,7 @@ def run_demo(data_dir: str | None) -> int:
                 f"{len(bodies) + 1} webhooks (one retry) → {db.tickets.count_documents({})} "
                 f"tickets, {db.sla_timers.count_documents({})} SLA timers "
                 f"({db.sla_timers.count_documents({'state': 'met'})} met), "
-                f"{db.notifications.count_documents({})} acknowledgements"
+                f"{db.notifications.count_documents({'cause': 'acknowledgement'})} acknowledgements"
             )
     except (KeyboardInterrupt, Stop):
         return 130

@@ -105,8 +105,16 @@ class EngineHost:
     task: asyncio.Task[None] | None = None
 
     async def _activate(self) -> None:
-        await self.load_state()  # everything the previous holder stored
-        await self.inputs.start()
+        # Loading the state and joining the consumer group can take longer than the lease:
+        # keep renewing meanwhile, or a standby would take it while we start.
+        renewing = asyncio.create_task(self._keep_renewing())
+        try:
+            await self.load_state()  # everything the previous holder stored
+            await self.inputs.start()
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
         self.active = True
         self.holder_gauge.set(1)
         log.info("lease acquired: consuming", extra={"lease": self.lease.name})
@@ -117,6 +125,11 @@ class EngineHost:
         with contextlib.suppress(Exception):
             await self.inputs.stop()
         log.warning("lease lost: stopped consuming", extra={"lease": self.lease.name})
+
+    async def _keep_renewing(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease.renew_every_s)
+            await self.lease.acquire_or_renew()
 
     async def step(self) -> None:
         held = await self.lease.acquire_or_renew()

@@ -68,13 +68,23 @@ class RouterSettings(ServiceSettings):
     service_name: str = "router"
     http_port: int = 8082
     lease_ttl_s: float = 6.0
+    # How often the lease holder's clock looks for expired offers and away agents' work.
+    tick_interval_s: float = 0.05
 
 
 class SlaSettings(ServiceSettings):
     service_name: str = "sla"
     http_port: int = 8083
     lease_ttl_s: float = 6.0
-    tick_interval_s: float = 0.05
+    # The clock sleeps until the next threshold falls due (or a batch changes the timers);
+    # this is only the longest it sleeps between checks.
+    tick_interval_s: float = 0.5
+    # Finished timers stay in memory this long, so redelivered ticket events are skipped.
+    dedupe_window_s: float = 86_400.0
+    # Thresholds fired per journal step; more due at once go in the next step at once.
+    max_fire_per_step: int = 1000
+    # Published journal entries are folded into sla_timers at most this often.
+    compact_interval_s: float = 0.25
 
 
 class NotifySettings(ServiceSettings):
@@ -82,6 +92,9 @@ class NotifySettings(ServiceSettings):
     http_port: int = 8084
     # Email: replies go out over SMTP in the customer's thread. No host: email not sent.
     notify_smtp_host: str | None = None
+    # Development: a notification with no configured transport is logged as delivered
+    # instead of dead-lettered (`omniroute dev`). Refused in production.
+    notify_log_unrouted: bool = False
     notify_smtp_port: int = 587
     notify_smtp_starttls: bool = True
     notify_smtp_username: str | None = None
@@ -113,3 +126,9 @@ class NotifySettings(ServiceSettings):
     notify_metrics_interval_s: float = Field(default=5.0, gt=0)
     notify_status_recent_days: int = Field(default=7, ge=0)
     notify_retention_days: int = Field(default=90, ge=1)
+
+    @model_validator(mode="after")
+    def _no_log_transport_in_production(self) -> NotifySettings:
+        if self.environment == "production" and self.notify_log_unrouted:
+            raise ValueError("OMNIROUTE_NOTIFY_LOG_UNROUTED is for development only")
+        return self

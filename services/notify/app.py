@@ -2,24 +2,69 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import httpx
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
-from services.notify.handlers import Notifier
+from services.notify.delivery import Delivery, DeliveryConfig
+from services.notify.handlers import Notifier, announce
+from services.notify.http import make_routes
+from services.notify.metrics import NotifyMetrics
+from services.notify.outbox import RateRule
 from services.notify.render import load_templates
-from services.notify.store import MongoNotificationStore, NotificationStore
+from services.notify.senders import SmtpTransport, Transports
+from services.notify.store import MongoNotifyStore, NotifyStore
+from services.sla.deadlines import load_policy as load_sla_policy
 from shared.broker import ensure_topics, make_broker
-from shared.events import publish_all, records_of
+from shared.events import OutboundEvent, publish_all, records_of
 from shared.logging import configure_logging
 from shared.mongo import Document, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import NotifySettings
-from shared.topics import TICKETS
+from shared.topics import INCIDENTS, MESSAGES, SLA, TICKETS
 
 GROUP_ID = "omniroute-notify"
+
+
+def make_transports(settings: NotifySettings, client: httpx.AsyncClient) -> Transports:
+    smtp = None
+    if settings.notify_smtp_host:
+        smtp = SmtpTransport(
+            host=settings.notify_smtp_host,
+            port=settings.notify_smtp_port,
+            from_addr=settings.notify_smtp_from,
+            starttls=settings.notify_smtp_starttls,
+            timeout_s=settings.notify_smtp_timeout_s,
+            username=settings.notify_smtp_username,
+            password=settings.notify_smtp_password,
+        )
+    return Transports(
+        smtp=smtp,
+        urls=settings.notify_webhook_urls,
+        secrets=settings.webhook_secrets,
+        client=client,
+        log_unrouted=settings.notify_log_unrouted,
+    )
+
+
+def delivery_config(settings: NotifySettings) -> DeliveryConfig:
+    return DeliveryConfig(
+        retry_base_s=settings.notify_retry_base_s,
+        retry_max_s=settings.notify_retry_max_s,
+        max_attempts=settings.notify_max_attempts,
+        lease_s=settings.notify_claim_lease_s,
+        batch_size=settings.notify_batch_size,
+        concurrency=settings.notify_send_concurrency,
+        route_wait_s=settings.notify_route_wait_s,
+        rate=RateRule(settings.notify_rate_limit_count, settings.notify_rate_limit_window_s),
+        poll_interval_s=settings.notify_poll_interval_s,
+        metrics_interval_s=settings.notify_metrics_interval_s,
+    )
 
 
 def build_app(
@@ -28,28 +73,46 @@ def build_app(
     broker: KafkaBroker | None = None,
     mongo: AsyncMongoClient[Document] | None = None,
     registry: CollectorRegistry | None = None,
-    store: NotificationStore | None = None,
+    store: NotifyStore | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    start_sender: bool = True,
 ) -> ServiceApp:
     settings = settings or NotifySettings()
     registry = registry or make_registry("notify")
     broker = broker or make_broker(settings, registry)
     mongo = mongo or make_mongo_client(settings)
     db = mongo[settings.mongo_db]
-    store = store or MongoNotificationStore(db)
+    retention_s = settings.notify_retention_days * 86400.0
+    store = store or MongoNotifyStore(db, retention_s)
+    metrics = NotifyMetrics.create(registry)
+    templates = load_templates(settings.policy_dir / "templates.yaml")
     notifier = Notifier(
         store=store,
-        db=db,
-        templates=load_templates(settings.policy_dir / "templates.yaml"),
-        notifications=Counter(
-            "omniroute_notify_notifications_total",
-            "Notifications by channel, template and outcome.",
-            ["channel", "template", "outcome"],
-            registry=registry,
-        ),
+        templates=templates,
+        sla_policy=load_sla_policy(settings.policy_dir / "sla.yaml"),
+        metrics=metrics,
+        queue_seconds_per_ticket=settings.notify_queue_seconds_per_ticket,
+        retention_s=retention_s,
+    )
+    client = http_client or httpx.AsyncClient(timeout=settings.notify_webhook_timeout_s)
+
+    async def publish(events: Sequence[OutboundEvent]) -> int:
+        return await publish_all(broker, events)
+
+    delivery = Delivery(
+        store=store,
+        transports=make_transports(settings, client),
+        publish=publish,
+        announce=announce,
+        metrics=metrics,
+        config=delivery_config(settings),
     )
 
     @broker.subscriber(
+        MESSAGES,
         TICKETS,
+        SLA,
+        INCIDENTS,
         group_id=GROUP_ID,
         batch=True,
         max_records=settings.kafka_max_batch,
@@ -58,11 +121,14 @@ def build_app(
         auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-        description="Ticket events that customers are told about",
+        description="Messages (routes and facts), ticket changes, SLA breaches and incidents"
+        " that customers are told about",
     )
-    async def on_ticket_events(msg: KafkaMessage) -> None:
+    async def on_inputs(msg: KafkaMessage) -> None:
         records = records_of(msg.raw_message)
+        # Notifications are stored (the outbox) before the ack policy commits the offsets.
         await publish_all(broker, await notifier.process(records))
+        delivery.wake()
 
     async def startup() -> None:
         configure_logging("notify", settings.log_level)
@@ -70,14 +136,26 @@ def build_app(
             await ensure_topics(settings.kafka_bootstrap)
         await store.ensure_indexes()
 
+    async def after_startup() -> None:
+        if start_sender:
+            delivery.start()
+
     async def shutdown() -> None:
+        await delivery.stop()
+        await client.aclose()
         await mongo.close()
 
     readiness = Readiness({"kafka": broker_check(broker), "mongodb": lambda: ping(db)})
+    if start_sender:
+        readiness.checks["sender"] = delivery.check
     return ServiceApp(
         broker,
-        routes=health_routes(registry, readiness),
+        routes=[
+            *health_routes(registry, readiness),
+            *make_routes(settings, broker, store, templates),
+        ],
         on_startup=[startup],
+        after_startup=[after_startup],
         on_shutdown=[shutdown],
         title="omniroute notify",
     )

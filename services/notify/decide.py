@@ -149,7 +149,9 @@ def on_ticket_event(
     )
     specs: list[Spec] = []
     if ev.event == "opened":
-        specs.append(spec_for(after, "acknowledgement", acknowledgement_template(ev), cause_event_id))
+        specs.append(
+            spec_for(after, "acknowledgement", acknowledgement_template(ev), cause_event_id)
+        )
     elif ev.event in AGENT_EVENTS and after.agent_told < after.cycle:
         after = replace(after, agent_told=after.cycle)
         specs.append(
@@ -254,15 +256,15 @@ def incident_specs(
         ]
         return specs, [v.ticket_id for v in matched]
     specs = [
-        spec_for(v, f"incident:{iid}:resolved", "incident_resolved", cause_event_id, incident_id=iid)
+        spec_for(
+            v, f"incident:{iid}:resolved", "incident_resolved", cause_event_id, incident_id=iid
+        )
         for v in linked
     ]
     return specs, []
 
 
-def notices_for(
-    incidents: Iterable[Incident], category: str, facts: Facts
-) -> tuple[str, ...]:
+def notices_for(incidents: Iterable[Incident], category: str, facts: Facts) -> tuple[str, ...]:
     """Open incidents a new ticket's acknowledgement mentions."""
     return tuple(i.incident_id for i in incidents if matches(i, category, facts))
 
@@ -272,7 +274,8 @@ def facts_of(doc: Mapping[str, object] | None) -> Facts:
         return Facts()
     assets = doc.get("assets") or []
     networks = doc.get("networks") or []
-    assert isinstance(assets, list) and isinstance(networks, list)
+    assert isinstance(assets, list)
+    assert isinstance(networks, list)
     return Facts(frozenset(str(a) for a in assets), frozenset(str(n) for n in networks))
 
 

@@ -27,12 +27,12 @@ def backoff_s(failures: int, base_s: float, max_s: float, key: str = "") -> floa
     With a key (the notification id) up to 20 % is taken off, the same for the same
     key and attempt, so retries after an outage spread out instead of arriving at once.
     """
-    raw = min(max_s, base_s * 2 ** max(0, failures - 1))
+    raw = float(min(max_s, base_s * 2.0 ** max(0, failures - 1)))
     if not key:
         return raw
     digest = hashlib.sha256(f"{key}\x00{failures}".encode()).digest()
     fraction = int.from_bytes(digest[:4], "big") / 0xFFFFFFFF
-    return raw * (1 - JITTER * fraction)
+    return float(raw * (1 - JITTER * fraction))
 
 
 def schedule(base_s: float, max_s: float, attempts: int) -> list[float]:

@@ -41,6 +41,7 @@ class Templates(BaseModel):
     labels: dict[str, Texts]
     durations: dict[str, Texts]
     templates: dict[str, Texts]
+    status_page: dict[str, Texts] = {}
 
     @model_validator(mode="after")
     def _complete_and_known_placeholders(self) -> Templates:
@@ -52,6 +53,7 @@ class Templates(BaseModel):
             (f"durations.{u}", self.durations.get(u, {}), frozenset({"n"})) for u in DURATION_UNITS
         ]
         groups += [(f"labels.{n}", self.labels.get(n, {}), f) for n, f in LABEL_FIELDS.items()]
+        groups += [(f"status_page.{n}", t, frozenset()) for n, t in self.status_page.items()]
         problems = []
         for where, texts, allowed in groups:
             if DEFAULT_LANGUAGE not in texts:
@@ -64,6 +66,11 @@ class Templates(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def label(self, name: str, language: str) -> str:
+        """A status page / banner label in the language (English fallback, else the name)."""
+        texts = self.status_page.get(name)
+        return pick(texts, language)[1] if texts else name
 
 
 def load_templates(path: Path) -> Templates:
@@ -85,8 +92,7 @@ def pick(texts: Mapping[str, str], language: str) -> tuple[str, str]:
         return lang, texts[lang]
     if DEFAULT_LANGUAGE in texts:
         return DEFAULT_LANGUAGE, texts[DEFAULT_LANGUAGE]
-    first = next(iter(texts.items()), (DEFAULT_LANGUAGE, ""))
-    return first
+    return next(iter(texts.items()), (DEFAULT_LANGUAGE, ""))
 
 
 def format_duration(templates: Templates, seconds: float, language: str) -> str:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -25,6 +29,7 @@ from shared.settings import RouterSettings
 from shared.topics import AGENTS, MESSAGES, SLA
 
 GROUP_ID = "omniroute-router"
+log = logging.getLogger(__name__)
 
 
 def build_app(
@@ -87,6 +92,19 @@ def build_app(
         ),
     )
 
+    clock_task: list[asyncio.Task[None]] = []
+
+    async def run_clock() -> None:
+        # Only the lease holder fires timers; a standby's clock idles.
+        while True:
+            if host.active and lease.valid() and engine.due():
+                try:
+                    await engine.tick()
+                except Exception:
+                    log.exception("router clock tick failed")
+                    await asyncio.sleep(1.0)
+            await asyncio.sleep(settings.tick_interval_s)
+
     async def startup() -> None:
         configure_logging("router", settings.log_level)
         if settings.kafka_create_topics:
@@ -95,8 +113,13 @@ def build_app(
 
     async def after_startup() -> None:
         host.start()
+        clock_task.append(asyncio.create_task(run_clock()))
 
     async def shutdown() -> None:
+        for task in clock_task:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await host.stop()
         await mongo.close()
 

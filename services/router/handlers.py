@@ -1,7 +1,11 @@
-"""Router's Kafka edge: a batch of messages / agent events in; state stored; ticket events out."""
+"""Router's Kafka edge and clock: a batch of messages / agent / SLA events in, or the clock's
+tick; state stored (outbox first); ticket events out. One lock: ticks and batches never
+interleave, so every decision sees one consistent state.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +27,7 @@ from shared.contracts.agents import (
     AgentProfileUpdated,
 )
 from shared.contracts.messages import MESSAGE_RECEIVED, MessageReceived
+from shared.contracts.sla import SlaEvent
 from shared.contracts.tickets import TicketEvent, ticket_event_type
 from shared.deadletter import dead_letter
 from shared.events import OutboundEvent, header, make_event, publish_all
@@ -58,6 +63,7 @@ class RouterEngine:
     lease: Lease | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     loaded: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _batch_agent_events: list[str] = field(default_factory=list)
 
     async def load(self) -> None:
@@ -68,8 +74,13 @@ class RouterEngine:
         if pending:
             await publish_all(self.broker, pending)
             await self.store.clear_outbox(pending)
+        fixed = self.state.reconcile_loads()
+        if fixed:
+            # Loads follow the tickets (e.g. documents written before transactions were used).
+            log.warning("agent loads corrected", extra={"agents": sorted(fixed)})
+            await self.store.save([], fixed.values(), [], [], self.state.position)
         self.loaded = True
-        self.metrics.observe_state(self.state)
+        self.metrics.observe_state(self.state, self.clock())
 
     def _apply(self, record: Any, now: datetime) -> Changes | OutboundEvent:
         ce_type = header(record.headers or [], "ce_type")
@@ -92,7 +103,8 @@ class RouterEngine:
                 aev = AgentActionTaken.model_validate_json(value)
                 return self.state.on_action(aev, ce_id, now)
             if ce_type is not None and ce_type.startswith("omniroute.sla."):
-                return Changes()  # escalation on breach arrives with the router issue
+                sev = SlaEvent.model_validate_json(value)
+                return self.state.on_sla(sev, now)
             reason = "unknown event type"
         except ValidationError as exc:
             reason = f"invalid {ce_type}: {exc.error_count()} errors"
@@ -100,15 +112,40 @@ class RouterEngine:
         return dead_letter(service="router", reason=reason, payload=value, now=now, record=record)
 
     async def process(self, records: Sequence[Any]) -> int:
-        if not self.loaded:
-            await self.load()
-        try:
-            return await self._process(records)
-        except BaseException:
-            # The batch changed memory but maybe not MongoDB: the batch will be redelivered
-            # (NACK) and must be applied to the stored state, not skipped as already seen.
-            self.loaded = False
-            raise
+        async with self.lock:
+            if not self.loaded:
+                await self.load()
+            try:
+                return await self._process(records)
+            except BaseException:
+                # The batch changed memory but maybe not MongoDB: the batch will be redelivered
+                # (NACK) and must be applied to the stored state, not skipped as already seen.
+                self.loaded = False
+                raise
+
+    def due(self) -> bool:
+        """Whether the clock has something to fire (cheap: the top of the timer heap)."""
+        at = self.state.next_due()
+        return self.loaded and at is not None and at <= self.clock()
+
+    async def tick(self) -> int:
+        """Fire due offers and requeues through the same path as inputs: store, then publish.
+
+        Event ids are the ticket's (id, sequence): a tick repeated after a crash before the
+        store decides again from the stored state and publishes the same ids.
+        """
+        async with self.lock:
+            if not self.loaded:
+                await self.load()
+            try:
+                now = self.clock()
+                changes = self.state.tick(now)
+                if not changes:
+                    return 0
+                return await self._commit(changes, [], now)
+            except BaseException:
+                self.loaded = False  # fired in memory only: reload and fire again
+                raise
 
     async def _process(self, records: Sequence[Any]) -> int:
         now = self.clock()
@@ -122,12 +159,20 @@ class RouterEngine:
             else:
                 changes.merge(result)
         changes.merge(self.state.route_deferred(now))
+        return await self._commit(changes, extra, now)
+
+    async def _commit(self, changes: Changes, extra: list[OutboundEvent], now: datetime) -> int:
         events = [ticket_event(e) for e in changes.events] + extra
         if self.lease is not None:
             self.lease.check()  # a replica that lost its lease must not write
         await self.store.save(
-            changes.tickets.values(), changes.agents.values(), self._batch_agent_events, events
+            changes.tickets.values(),
+            changes.agents.values(),
+            self._batch_agent_events,
+            events,
+            self.state.position,
         )
+        self._batch_agent_events = []
         await publish_all(self.broker, events)
         await self.store.clear_outbox(events)
         self.metrics.observe(changes, self.state, now)

@@ -1,14 +1,24 @@
-"""Router's Prometheus metrics (omniroute_router_<what>_<unit>)."""
+"""Router's Prometheus metrics (omniroute_router_<what>_<unit>).
+
+Nothing here scans the tickets: counts by state and priority, queue depth and the oldest
+waiting ticket come from structures the engine keeps as it goes; per-agent figures loop
+over the agents only.
+"""
 
 from __future__ import annotations
 
-from collections import Counter as Tally
 from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.router.engine import Changes, RouterState
+from services.router.priority import PRIORITIES
+from shared.contracts.common import CHANNELS
+
+STATES = ("queued", "offered", "assigned", "waiting_on_customer", "resolved")
+PRESENCES = ("online", "away", "offline")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
 
 
 @dataclass(frozen=True)
@@ -18,7 +28,10 @@ class RouterMetrics:
     queue_depth: Gauge
     oldest_waiting: Gauge
     time_to_offer: Histogram
+    time_to_accept: Histogram
+    offers_expired: Counter
     agents: Gauge
+    capacity_utilisation: Gauge
     deadletters: Counter
 
     @classmethod
@@ -32,7 +45,7 @@ class RouterMetrics:
             ),
             tickets=Gauge(
                 "omniroute_router_tickets",
-                "Tickets in memory by state and priority.",
+                "Tickets in memory by state and priority (resolved: the last 8 days).",
                 ["state", "priority"],
                 registry=registry,
             ),
@@ -50,15 +63,36 @@ class RouterMetrics:
             ),
             time_to_offer=Histogram(
                 "omniroute_router_time_to_offer_seconds",
-                "From ticket opened to first offer or assignment.",
+                "From the customer's message (received by ingest) to the first offer or "
+                "assignment of the opening.",
                 ["priority", "channel"],
-                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 1800),
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            time_to_accept=Histogram(
+                "omniroute_router_time_to_accept_seconds",
+                "From the customer's message to an agent accepting (or auto-accepting) it.",
+                ["priority", "channel"],
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
+            offers_expired=Counter(
+                "omniroute_router_offers_expired_total",
+                "Offers taken back: timeout, declined, agent_away, escalated.",
+                ["channel", "reason"],
                 registry=registry,
             ),
             agents=Gauge(
                 "omniroute_router_agents",
                 "Agents by presence.",
                 ["presence"],
+                registry=registry,
+            ),
+            capacity_utilisation=Gauge(
+                "omniroute_router_capacity_utilisation_ratio",
+                "Share of online agents' capacity in use, by channel (emergency slots "
+                "beyond capacity count as full).",
+                ["channel"],
                 registry=registry,
             ),
             deadletters=Counter(
@@ -71,25 +105,36 @@ class RouterMetrics:
     def observe(self, changes: Changes, state: RouterState, now: datetime) -> None:
         for e in changes.events:
             self.ticket_events.labels(e.event, e.priority).inc()
-            if e.event in ("offered", "assigned") and e.sequence <= 3:
-                self.time_to_offer.labels(e.priority, e.channel).observe(
-                    (now - e.opened_at).total_seconds()
-                )
+        for what, priority, channel, seconds in changes.timings:
+            hist = self.time_to_offer if what == "offer" else self.time_to_accept
+            hist.labels(priority, channel).observe(seconds)
+        for channel, reason in changes.expired:
+            self.offers_expired.labels(channel, reason).inc()
         if changes.events or changes.agents:
             self.observe_state(state, now)
 
-    def observe_state(self, state: RouterState, now: datetime | None = None) -> None:
-        by_state = Tally((t.state, t.priority) for t in state.tickets.values())
-        self.tickets.clear()
-        for (s, p), n in by_state.items():
-            self.tickets.labels(s, p).set(n)
-        for p in ("P1", "P2", "P3", "P4"):
-            waiting = [t for t in state.tickets.values() if t.state == "queued" and t.priority == p]
-            self.queue_depth.labels(p).set(len(waiting))
-            oldest = min((t.waiting_since for t in waiting), default=None)
+    def observe_state(self, state: RouterState, now: datetime) -> None:
+        for s in STATES:
+            for p in PRIORITIES:
+                self.tickets.labels(s, p).set(state.counts.get((s, p), 0))
+        for p in PRIORITIES:
+            self.queue_depth.labels(p).set(state.queue.depth[p])
+            since = state.queue.oldest_since(p)
             self.oldest_waiting.labels(p).set(
-                (now - oldest).total_seconds() if now and oldest else 0
+                max(0.0, now.timestamp() - since) if since is not None else 0
             )
-        presence: Tally[str] = Tally(a.presence for a in state.agents.values())
-        for s in ("online", "away", "offline"):
-            self.agents.labels(s).set(presence.get(s, 0))
+        presence = dict.fromkeys(PRESENCES, 0)
+        used = dict.fromkeys(CHANNELS, 0)
+        capacity = dict.fromkeys(CHANNELS, 0)
+        for a in state.agents.values():
+            presence[a.presence] = presence.get(a.presence, 0) + 1
+            if a.presence != "online":
+                continue
+            for ch in CHANNELS:
+                cap = a.profile.capacity.get(ch, 0)
+                capacity[ch] += cap
+                used[ch] += min(cap, a.load.get(ch, 0))
+        for s, n in presence.items():
+            self.agents.labels(s).set(n)
+        for ch in CHANNELS:
+            self.capacity_utilisation.labels(ch).set(used[ch] / capacity[ch] if capacity[ch] else 0)

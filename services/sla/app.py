@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -13,9 +14,16 @@ from prometheus_client import CollectorRegistry, Gauge
 from pymongo import AsyncMongoClient
 
 from services.sla.deadlines import SlaState, load_policy
-from services.sla.handlers import SlaEngine
+from services.sla.handlers import BrokerOutput, GcPause, Output, ProducerOutput, SlaEngine
 from services.sla.metrics import SlaMetrics
-from services.sla.store import MongoSlaStore, SlaStore
+from services.sla.published import KafkaPublishedLog, NoPublishedLog, PublishedLog
+from services.sla.store import (
+    MongoSlaJournal,
+    MongoSlaStore,
+    SlaJournal,
+    SlaStore,
+    WriteThroughJournal,
+)
 from shared.broker import ensure_topics, make_broker
 from shared.events import records_of
 from shared.lease import EngineHost, Lease
@@ -23,7 +31,7 @@ from shared.logging import configure_logging
 from shared.mongo import Document, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import SlaSettings
-from shared.topics import TICKETS
+from shared.topics import DEADLETTER, SLA, TICKETS
 
 GROUP_ID = "omniroute-sla"
 
@@ -37,24 +45,55 @@ def build_app(
     registry: CollectorRegistry | None = None,
     lease: Lease | None = None,
     store: SlaStore | None = None,
+    journal: SlaJournal | None = None,
+    published: PublishedLog | None = None,
 ) -> ServiceApp:
     settings = settings or SlaSettings()
     registry = registry or make_registry("sla")
-    # `broker` publishes on every replica; `inputs` consumes only on the lease holder.
-    broker = broker or make_broker(settings, registry)
+    # The engine's events leave through its own producer; a broker given by a test (the
+    # in-memory one) carries them instead, with nothing to look up on recovery.
+    producer: ProducerOutput | None = None
+    output: Output
+    if broker is None:
+        producer = ProducerOutput(
+            {
+                "bootstrap_servers": settings.kafka_bootstrap,
+                "client_id": "omniroute-sla-output",
+                "acks": "all",
+                "enable_idempotence": settings.kafka_idempotent_producer,
+                "linger_ms": 0,  # a threshold's event leaves at once; a batch's batch anyway
+            }
+        )
+        output = producer
+        published = published or KafkaPublishedLog(settings.kafka_bootstrap, (SLA, DEADLETTER))
+        broker = make_broker(settings, registry)
+    else:
+        output = BrokerOutput(broker)
+        published = published or NoPublishedLog()
+    # `inputs` consumes only on the lease holder.
     inputs = inputs or make_broker(
         settings.model_copy(update={"service_name": "sla_engine"}), registry
     )
     mongo = mongo or make_mongo_client(settings)
     db = mongo[settings.mongo_db]
+    journal = journal or (MongoSlaJournal(db) if store is None else WriteThroughJournal(store))
     store = store or MongoSlaStore(db)
     lease = lease or Lease(db, "sla", ttl_s=settings.lease_ttl_s)
     engine = SlaEngine(
-        state=SlaState(policy=load_policy(settings.policy_dir / "sla.yaml")),
+        state=SlaState(
+            policy=load_policy(settings.policy_dir / "sla.yaml"),
+            dedupe_window_s=settings.dedupe_window_s,
+        ),
         store=store,
-        broker=broker,
+        output=output,
         metrics=SlaMetrics.create(registry),
+        journal=journal,
+        published=published,
         lease=lease,
+        max_fire=settings.max_fire_per_step,
+        compact_interval_s=settings.compact_interval_s,
+        # A process of its own (not an in-memory test): keep full collections off firing.
+        gc=GcPause() if producer is not None else None,
     )
 
     @inputs.subscriber(
@@ -84,21 +123,17 @@ def build_app(
     )
     clock_task: list[asyncio.Task[None]] = []
 
-    async def run_clock() -> None:
+    def run_clock() -> Coroutine[None, None, None]:
         # Only the lease holder fires timers; a standby's clock idles.
-        while True:
-            if host.active and lease.valid():
-                try:
-                    await engine.tick()
-                except Exception:
-                    await asyncio.sleep(1.0)
-            await asyncio.sleep(settings.tick_interval_s)
+        return engine.run_clock(lambda: host.active and lease.valid(), settings.tick_interval_s)
 
     async def startup() -> None:
         configure_logging("sla", settings.log_level)
         if settings.kafka_create_topics:
             await ensure_topics(settings.kafka_bootstrap)
         await store.ensure_indexes()
+        if producer is not None:
+            await producer.start()
 
     async def after_startup() -> None:
         host.start()
@@ -110,6 +145,9 @@ def build_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await host.stop()
+        await engine.compactor.stop()
+        if producer is not None:
+            await producer.stop()
         await mongo.close()
 
     async def engine_check() -> None:

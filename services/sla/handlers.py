@@ -1,39 +1,89 @@
-"""SLA's Kafka edge and its clock: ticket events in, timer events out; due timers fired."""
+"""SLA's Kafka edge and its clock: ticket events in, timer events out; due thresholds fired.
+
+Both paths — a batch of ticket events, and a firing of due thresholds — take one step:
+decide in memory, append one journal entry (the durable record of the step, see store.py),
+hand the events to the producer, and only then let go. Input offsets are committed after
+the batch's events are acknowledged. A failure anywhere marks the state for reloading;
+the reload publishes whatever journaled events the topic lacks, so every warning and
+breach leaves exactly once across crashes and lease takeovers.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 
+from services.sla.compactor import Compactor
 from services.sla.deadlines import SlaState
 from services.sla.metrics import SlaMetrics
-from services.sla.store import SlaStore
+from services.sla.published import NoPublishedLog, PublishedLog
+from services.sla.store import JournalEntry, Marks, SlaJournal, SlaStore, merge_timers
 from shared.contracts.sla import SlaEvent, sla_event_type
 from shared.contracts.tickets import TicketEvent
 from shared.deadletter import dead_letter
-from shared.events import OutboundEvent, header, make_event, publish_all
+from shared.events import OutboundEvent, header, make_event
 from shared.ids import event_id
 from shared.lease import Lease
 from shared.topics import SLA
 
 log = logging.getLogger(__name__)
 SOURCE = "omniroute/sla"
+# Items (timers + events) per journal entry: keeps each document far below 16 MB.
+MAX_ENTRY_ITEMS = 2000
+# Compaction writes only when no threshold falls due within this many seconds.
+QUIET_S = 0.05
+# Shortest pause between two firings (the clock otherwise wakes exactly at each threshold).
+TICK_GAP_S = 0.003
+# A full garbage collection may run when nothing falls due for this long.
+GC_IDLE_S = 0.5
+
+
+@dataclass
+class GcPause:
+    """Keeps Python's full garbage collections off the firing path.
+
+    With tens of thousands of timers in memory a full (generation 2) collection takes
+    ~100 ms here: long enough to make thresholds late. After a load, and at idle moments
+    at most once a minute, everything alive is collected once and then frozen (moved out
+    of the collector's view: it still frees by reference counting), so the automatic
+    collections only ever scan what was created since."""
+
+    every_s: float = 60.0
+    last: float = 0.0
+
+    def freeze(self) -> None:
+        gc.collect()
+        gc.freeze()
+        self.last = time.monotonic()
+
+    def maintain(self) -> None:
+        if time.monotonic() - self.last >= self.every_s:
+            gc.unfreeze()
+            self.freeze()
 
 
 def sla_event(ev: SlaEvent) -> OutboundEvent:
+    # One id per cause: (timer, threshold) for warnings and breaches — each fires once —
+    # and (timer, what, ticket event) for the rest. A replay produces the same ids.
+    parts = [ev.timer_id, ev.event]
+    if ev.ticket_sequence is not None:
+        parts.append(str(ev.ticket_sequence))
     return make_event(
         ev,
         topic=SLA,
         event_type=sla_event_type(ev.event),
-        # One id per (timer, what happened): a re-fire after a crash is the same event.
-        event_id=event_id("sla", ev.timer_id, ev.event, ev.due_at.isoformat()),
+        event_id=event_id("sla", *parts),
         source=SOURCE,
         key=ev.ticket_id,
         time=ev.at,
@@ -41,45 +91,258 @@ def sla_event(ev: SlaEvent) -> OutboundEvent:
     )
 
 
+class Output(Protocol):
+    async def send(self, events: Iterable[OutboundEvent]) -> list[asyncio.Future[Any]]:
+        """Hand events to the producer in order; the futures resolve when Kafka has them."""
+        ...
+
+
+@dataclass
+class BrokerOutput:
+    """Through a FastStream broker (the in-memory test broker delivers at once)."""
+
+    broker: KafkaBroker
+
+    async def send(self, events: Iterable[OutboundEvent]) -> list[asyncio.Future[Any]]:
+        futures: list[asyncio.Future[Any]] = []
+        for event in events:
+            fut = await self.broker.publish(
+                event.value,
+                event.topic,
+                key=event.key.encode() if event.key is not None else None,
+                headers=event.headers,
+                no_confirm=True,
+            )
+            if isinstance(fut, asyncio.Future):
+                futures.append(fut)
+        return futures
+
+
+@dataclass
+class ProducerOutput:
+    """Straight to an aiokafka producer: a threshold's event leaves without FastStream's
+    per-message middleware (~150 µs each here), and a batch's events go out batched."""
+
+    config: dict[str, Any]  # AIOKafkaProducer keyword arguments
+    producer: Any = None  # created in start(): aiokafka wants a running loop
+
+    async def start(self) -> None:
+        self.producer = AIOKafkaProducer(**self.config)
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
+
+    async def send(self, events: Iterable[OutboundEvent]) -> list[asyncio.Future[Any]]:
+        if self.producer is None:
+            raise RuntimeError("output producer not started")
+        return [
+            await self.producer.send(
+                event.topic,
+                event.value,
+                key=event.key.encode() if event.key is not None else None,
+                headers=[(k, v.encode()) for k, v in event.headers.items()],
+            )
+            for event in events
+        ]
+
+
+@dataclass
+class Step:
+    """What one step changed, grouped by ticket so a journal entry never splits a ticket."""
+
+    tickets: dict[str, tuple[dict[str, Any], list[OutboundEvent]]] = field(default_factory=dict)
+    progress: dict[str, int] = field(default_factory=dict)
+    other: list[OutboundEvent] = field(default_factory=list)  # dead letters
+    decided: list[SlaEvent] = field(default_factory=list)
+
+    def add(self, ticket_id: str, timers: Iterable[Any], events: Iterable[OutboundEvent]) -> None:
+        changed, evs = self.tickets.setdefault(ticket_id, ({}, []))
+        for t in timers:
+            changed[t.timer_id] = t
+        evs.extend(events)
+
+    @property
+    def events(self) -> list[OutboundEvent]:
+        return [e for _, evs in self.tickets.values() for e in evs] + self.other
+
+    def __bool__(self) -> bool:
+        return bool(self.tickets or self.other)
+
+
 @dataclass
 class SlaEngine:
     state: SlaState
     store: SlaStore
-    broker: KafkaBroker
+    output: Output
     metrics: SlaMetrics
+    journal: SlaJournal
+    published: PublishedLog = field(default_factory=NoPublishedLog)
     lease: Lease | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    max_fire: int = 1000
+    compact_interval_s: float = 0.25
     loaded: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    marks: Marks = field(default_factory=dict)
+    gc: GcPause | None = None  # the service process sets one; tests share theirs
+    compactor: Compactor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.compactor = Compactor(
+            self.store,
+            self.journal,
+            may_write=self._may_write,
+            on_stored=self._stored,
+            quiet=self._quiet,
+            interval_s=self.compact_interval_s,
+        )
+
+    def _quiet(self) -> bool:
+        """Nothing falls due in the next moment (compaction may use MongoDB)."""
+        if self.lock.locked():
+            return False
+        until = self.seconds_until_due(self.clock())
+        return until is None or until > QUIET_S
+
+    def _stored(self, timer_ids: list[str]) -> None:
+        for tid in timer_ids:
+            t = self.state.timers.get(tid)
+            if t is not None:
+                t.stored = True
+
+    def _may_write(self) -> bool:
+        return self.lease is None or self.lease.valid()
+
+    # -- loading and recovery ------------------------------------------------------
 
     async def load(self) -> None:
-        """(Re)build the timers from MongoDB: at start, on takeover, after a failed batch."""
+        """(Re)build the state: at start, on takeover, after any failed step."""
+        async with self.lock:
+            await self._load()
+
+    async def _load(self) -> None:
         self.loaded = False
-        self.state = SlaState(policy=self.state.policy)
-        await self.store.load(self.state)
+        await self.compactor.stop()
+        state = SlaState(policy=self.state.policy, dedupe_window_s=self.state.dedupe_window_s)
+        await self.store.load(state)
+        pending = await self.journal.pending()
+        if pending:
+            await self._recover(pending)
+            timers, _ = merge_timers(pending)
+            for t in timers:  # the journal is newer than the compacted timers
+                state.add(t.snapshot())
+        self.marks = await self.published.end_offsets()
+        self.state = state
+        for entry in pending:
+            self.compactor.offer(entry)
+            self.compactor.mark_published(entry.entry_id)
+        self.compactor.start()
+        if self.gc is not None:
+            self.gc.freeze()
         self.loaded = True
+        self.metrics.observe_state(self.state, self.compactor.backlog)
+        self.wake.set()
+
+    async def _recover(self, pending: list[JournalEntry]) -> None:
+        """Publish the journaled events the output topics do not hold yet."""
+        since: Marks = {}
+        for entry in pending:
+            for key, offset in entry.marks.items():
+                since[key] = min(since.get(key, offset), offset)
+        already = await self.published.ids_since(since) if since else set()
+        missing = [e for entry in pending for e in entry.events if e.id not in already]
+        if missing:
+            log.warning(
+                "republishing journaled events",
+                extra={"events": len(missing), "entries": len(pending)},
+            )
+            await asyncio.gather(*await self.output.send(missing))
+        self.metrics.recovered.inc(len(missing))
+
+    # -- one step ----------------------------------------------------------------------
+
+    def _entries(self, step: Step) -> list[JournalEntry]:
+        entries: list[JournalEntry] = []
+        timers: list[Any] = []
+        events: list[OutboundEvent] = []
+        progress: dict[str, int] = {}
+
+        def close() -> None:
+            nonlocal timers, events, progress
+            if timers or events:
+                entries.append(
+                    JournalEntry(self.journal.next_id(), timers, events, progress, dict(self.marks))
+                )
+            timers, events, progress = [], [], {}
+
+        for ticket_id, (changed, evs) in step.tickets.items():
+            if len(timers) + len(events) + len(changed) + len(evs) > MAX_ENTRY_ITEMS:
+                close()
+            timers += [t.snapshot() for t in changed.values()]
+            events += evs
+            if ticket_id in step.progress:
+                progress[ticket_id] = step.progress[ticket_id]
+        events += step.other
+        close()
+        return entries
+
+    async def _commit(self, step: Step) -> list[tuple[JournalEntry, list[asyncio.Future[Any]]]]:
+        """Journal the step, then hand its events to the producer (under the lock)."""
+        if self.lease is not None:
+            self.lease.check()  # a replica that lost its lease must not write
+        sent = []
+        for entry in self._entries(step):
+            await self.journal.append(entry)
+            if self.journal.needs_compaction:
+                self.compactor.offer(entry)
+            sent.append((entry, await self.output.send(entry.events)))
+        return sent
+
+    async def _acknowledged(
+        self, sent: list[tuple[JournalEntry, list[asyncio.Future[Any]]]]
+    ) -> None:
+        """Wait for Kafka (outside the lock); then the entries may be compacted."""
+        try:
+            for entry, futures in sent:
+                for meta in await asyncio.gather(*futures):
+                    key = (getattr(meta, "topic", None), getattr(meta, "partition", None))
+                    if isinstance(key[0], str) and isinstance(key[1], int):
+                        mark = (key[0], key[1])
+                        self.marks[mark] = max(self.marks.get(mark, 0), int(meta.offset) + 1)
+                self.compactor.mark_published(entry.entry_id)
+        except BaseException:
+            self.loaded = False  # the reload publishes what did not arrive
+            raise
 
     async def process(self, records: Sequence[Any]) -> int:
         async with self.lock:
             if not self.loaded:
-                await self.load()
+                await self._load()
             try:
-                return await self._process(records)
+                step = self._apply(records)
+                sent = await self._commit(step) if step else []
             except BaseException:
                 # Memory may be ahead of MongoDB: reload before the redelivered batch.
                 self.loaded = False
                 raise
+            self.wake.set()  # the clock recomputes its next wake-up
+        await self._acknowledged(sent)
+        self.metrics.observe(step.decided)
+        self.metrics.observe_state(self.state, self.compactor.backlog)
+        return len(step.events)
 
-    async def _process(self, records: Sequence[Any]) -> int:
+    def _apply(self, records: Sequence[Any]) -> Step:
         now = self.clock()
-        events: list[OutboundEvent] = []
-        changed: set[str] = set()
-        progress: dict[str, int] = {}
+        step = Step()
         for record in records:
             value = record.value or b""
             ce_type = header(record.headers or [], "ce_type") or ""
             if not ce_type.startswith("omniroute.ticket."):
-                events.append(
+                step.other.append(
                     dead_letter(
                         service="sla",
                         reason="unknown event type",
@@ -92,7 +355,7 @@ class SlaEngine:
             try:
                 ev = TicketEvent.model_validate_json(value)
             except ValidationError as exc:
-                events.append(
+                step.other.append(
                     dead_letter(
                         service="sla",
                         reason="invalid ticket event",
@@ -105,31 +368,65 @@ class SlaEngine:
                 continue
             out, ids = self.state.on_ticket(ev, now)
             if ids or out:
-                progress[ev.ticket_id] = self.state.applied_seq[ev.ticket_id]
-            changed |= ids
-            events += [sla_event(e) for e in out]
-            self.metrics.observe(out)
-        if self.lease is not None:
-            self.lease.check()  # a replica that lost its lease must not write
-        await self.store.save([self.state.timers[i] for i in changed], progress)
-        await publish_all(self.broker, events)
-        self.metrics.observe_state(self.state)
-        return len(events)
+                step.progress[ev.ticket_id] = self.state.applied_seq.get(ev.ticket_id, ev.sequence)
+                step.add(
+                    ev.ticket_id,
+                    (self.state.timers[i] for i in ids),
+                    (sla_event(e) for e in out),
+                )
+                step.decided += out
+        self.state.evict(now)
+        return step
 
     async def tick(self) -> int:
-        """Fire what is due: publish first, then store, so a crash re-fires the same ids."""
+        """Fire what is due: journal the fired flags, then publish. Returns events fired."""
         async with self.lock:
             if not self.loaded:
-                await self.load()
+                await self._load()
             now = self.clock()
-            fired, changed = self.state.fire_due(now)
-            if not fired:
-                return 0
             try:
-                await publish_all(self.broker, [sla_event(e) for e in fired])
-                await self.store.save([self.state.timers[i] for i in changed], {})
+                fired, _ = self.state.fire_due(now, limit=self.max_fire)
+                if not fired:
+                    return 0
+                step = Step()
+                for e in fired:
+                    step.add(e.ticket_id, (self.state.timers[e.timer_id],), (sla_event(e),))
+                sent = await self._commit(step)
             except BaseException:
                 self.loaded = False  # fired in memory only: reload and fire again
                 raise
-            self.metrics.observe(fired, lag_from=now)
-            return len(fired)
+            left = self.clock()
+            armed = {e.timer_id: self.state.timers[e.timer_id].armed_at for e in fired}
+        self.metrics.observe_firing(fired, left, armed)
+        await self._acknowledged(sent)
+        return len(fired)
+
+    def seconds_until_due(self, now: datetime) -> float | None:
+        due = self.state.next_due() if self.loaded else None
+        return None if due is None else max(0.0, (due - now).total_seconds())
+
+    async def run_clock(self, active: Callable[[], bool], idle_s: float) -> None:
+        """Fire thresholds as they fall due; sleep until the next one (or a change).
+
+        Firings at least `TICK_GAP_S` apart: thresholds due within a few milliseconds of
+        each other leave in one journal entry instead of one entry each."""
+        while True:
+            self.wake.clear()
+            delay = idle_s
+            if active():
+                try:
+                    fired = await self.tick()
+                except Exception:
+                    log.exception("firing due timers failed; reloading")
+                    await asyncio.sleep(min(1.0, idle_s))
+                    continue
+                if fired >= self.max_fire:
+                    continue  # more are due right now
+                until = self.seconds_until_due(self.clock())
+                if until is not None:
+                    delay = min(delay, max(until, TICK_GAP_S if fired else 0.0))
+                if self.gc is not None and (until is None or until > GC_IDLE_S):
+                    self.gc.maintain()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), delay)

@@ -1,8 +1,9 @@
-"""SLA's Prometheus metrics (omniroute_sla_<what>_<unit>)."""
+"""SLA's Prometheus metrics (omniroute_sla_<what>_<unit>). Nothing here scans the timers:
+the state keeps its counts as it changes."""
 
 from __future__ import annotations
 
-from collections import Counter as Tally
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,6 +12,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from services.sla.deadlines import SlaState
 from shared.contracts.sla import SlaEvent
 
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+RESPONSE_BUCKETS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 28800, 86400)
+RESOLUTION_BUCKETS = (300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800, 604800)
+
 
 @dataclass(frozen=True)
 class SlaMetrics:
@@ -18,10 +23,15 @@ class SlaMetrics:
     breaches: Counter
     timers: Gauge
     firing_lag: Histogram
-    achieved: Histogram
+    first_response: Histogram
+    next_response: Histogram
+    resolution: Histogram
+    recovered: Counter
+    journal_backlog: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> SlaMetrics:
+        by_ticket = ["priority", "channel"]
         return cls(
             events=Counter(
                 "omniroute_sla_events_total",
@@ -37,38 +47,79 @@ class SlaMetrics:
             ),
             timers=Gauge(
                 "omniroute_sla_timers",
-                "Timers by state (running, paused).",
+                "Active timers by state: running, or paused while waiting on the customer.",
                 ["state"],
                 registry=registry,
             ),
             firing_lag=Histogram(
                 "omniroute_sla_firing_lag_seconds",
-                "Seconds between a threshold's due time and its event leaving.",
-                buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+                "Seconds from a threshold (warning or breach) to its event leaving the engine.",
+                ["event"],
+                buckets=LAG_BUCKETS,
                 registry=registry,
             ),
-            achieved=Histogram(
-                "omniroute_sla_achieved_seconds",
-                "Time to meet a target, by metric, priority and channel.",
-                ["metric", "priority", "channel"],
-                buckets=(10, 30, 60, 120, 300, 600, 1800, 3600, 14400, 86400),
+            first_response=Histogram(
+                "omniroute_sla_first_response_seconds",
+                "Business seconds to the first agent reply, by priority and channel.",
+                by_ticket,
+                buckets=RESPONSE_BUCKETS,
+                registry=registry,
+            ),
+            next_response=Histogram(
+                "omniroute_sla_next_response_seconds",
+                "Business seconds from a customer message to the agent's reply.",
+                by_ticket,
+                buckets=RESPONSE_BUCKETS,
+                registry=registry,
+            ),
+            resolution=Histogram(
+                "omniroute_sla_resolution_seconds",
+                "Business seconds from (re)opening to resolved, by priority and channel.",
+                by_ticket,
+                buckets=RESOLUTION_BUCKETS,
+                registry=registry,
+            ),
+            recovered=Counter(
+                "omniroute_sla_recovered_events_total",
+                "Journaled events a (new) lease holder published because the topic lacked them.",
+                registry=registry,
+            ),
+            journal_backlog=Gauge(
+                "omniroute_sla_journal_backlog",
+                "Journal entries not yet folded into sla_timers.",
                 registry=registry,
             ),
         )
 
-    def observe(self, events: list[SlaEvent], lag_from: datetime | None = None) -> None:
+    def observe(self, events: list[SlaEvent]) -> None:
         for e in events:
             self.events.labels(e.event, e.metric).inc()
             if e.event == "breached":
                 self.breaches.labels(e.metric, e.priority, e.channel).inc()
-            if e.event == "met":
-                self.achieved.labels(e.metric, e.priority, e.channel).observe(e.elapsed_s)
-            if lag_from is not None and e.event in ("warning", "breached"):
-                threshold = e.due_at if e.event == "breached" else None
-                if threshold is not None:
-                    self.firing_lag.observe(max(0.0, (lag_from - threshold).total_seconds()))
+            elif e.event == "met" and e.achieved_s is not None:
+                achieved = {
+                    "first_response": self.first_response,
+                    "next_response": self.next_response,
+                    "resolution": self.resolution,
+                }[e.metric]
+                achieved.labels(e.priority, e.channel).observe(e.achieved_s)
 
-    def observe_state(self, state: SlaState) -> None:
-        tally = Tally(t.state for t in state.timers.values())
+    def observe_firing(
+        self, events: list[SlaEvent], left_at: datetime, armed_at: Mapping[str, datetime | None]
+    ) -> None:
+        """Lag counts from the threshold, or from when it became known if that was later
+        (an escalation can move a deadline into the past: that is not the engine's lag)."""
+        self.observe(events)
+        for e in events:
+            if e.threshold_at is None:
+                continue
+            since = e.threshold_at
+            armed = armed_at.get(e.timer_id)
+            if armed is not None and armed > since:
+                since = armed
+            self.firing_lag.labels(e.event).observe(max(0.0, (left_at - since).total_seconds()))
+
+    def observe_state(self, state: SlaState, journal_backlog: int = 0) -> None:
         for s in ("running", "paused"):
-            self.timers.labels(s).set(tally.get(s, 0))
+            self.timers.labels(s).set(state.counts.get(s, 0))
+        self.journal_backlog.set(journal_backlog)

@@ -27,7 +27,12 @@ class AgentProfile(Contract):
         description="Concurrent tickets per channel",
     )
     auto_accept: bool = False
-    security: bool = Field(default=False, description="May take P1 work beyond capacity")
+    security: bool = Field(
+        default=False, description="Security skill: may take P1 work in an emergency slot"
+    )
+    supervisor: bool = Field(
+        default=False, description="Takes escalated work moved to the supervisor pool"
+    )
 
 
 class AgentProfileUpdated(Contract):

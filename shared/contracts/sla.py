@@ -9,7 +9,9 @@ from pydantic import Field
 from shared.contracts.common import Channel, Contract, Priority, UtcDatetime
 
 SlaMetric = Literal["first_response", "next_response", "resolution"]
-SlaEventName = Literal["started", "warning", "breached", "met", "paused", "resumed", "cancelled"]
+SlaEventName = Literal[
+    "started", "warning", "breached", "met", "paused", "resumed", "cancelled", "retargeted"
+]
 
 
 def sla_event_type(event: SlaEventName) -> str:
@@ -21,11 +23,30 @@ class SlaEvent(Contract):
     ticket_id: str
     event: SlaEventName
     metric: SlaMetric
-    due_at: UtcDatetime
-    elapsed_s: float = Field(ge=0, description="Business seconds elapsed when emitted")
-    target_s: float = Field(gt=0)
+    due_at: UtcDatetime = Field(description="When the target is (or was) due")
+    elapsed_s: float = Field(
+        ge=0, description="Business seconds counted when emitted (paused time excluded)"
+    )
+    target_s: float = Field(gt=0, description="Target in business seconds")
     priority: Priority
     channel: Channel
     agent_id: str | None = None
     customer_id: str
-    at: UtcDatetime
+    at: UtcDatetime = Field(description="When the SLA service emitted the event")
+    # Added compatibly (defaults keep older events valid):
+    threshold_at: UtcDatetime | None = Field(
+        default=None,
+        description="warning: when the warning threshold was reached; breached: the due time",
+    )
+    warn_at: UtcDatetime | None = Field(default=None, description="When the warning is due")
+    achieved_s: float | None = Field(
+        default=None, ge=0, description="met: business seconds it took to meet the target"
+    )
+    breached: bool = Field(default=False, description="The target was missed before this event")
+    customer_tier: str = "standard"
+    policy: str = Field(default="default", description="The sla.yaml rule that set the target")
+    calendar: str | None = Field(default=None, description="Business calendar; none: 24/7")
+    ticket_sequence: int | None = Field(
+        default=None,
+        description="The ticket event that caused it; none for warnings and breaches",
+    )

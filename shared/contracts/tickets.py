@@ -64,3 +64,21 @@ class TicketEvent(Contract):
     state: str = Field(description="Ticket state after the change")
     opened_at: UtcDatetime
     sequence: int = Field(ge=1, description="Per-ticket event number, 1-based, gap-free")
+    position: int | None = Field(
+        default=None,
+        ge=1,
+        description="Router-wide event number, gap-free: replaying events by position "
+        "reproduces the order in which the router decided",
+    )
+    conversation_ids: tuple[str, ...] = Field(
+        default=(), description="Every conversation linked to the ticket (one case)"
+    )
+    pool: Literal["general", "supervisor"] = Field(
+        default="general", description="Who may take it: any agent, or supervisors only"
+    )
+    emergency: bool = Field(
+        default=False, description="Held in an emergency slot beyond the agent's capacity"
+    )
+    offer_expires_at: UtcDatetime | None = Field(
+        default=None, description="On `offered`: when the offer goes to the next agent"
+    )

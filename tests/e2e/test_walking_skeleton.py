@@ -106,7 +106,11 @@ def test_chat_message_is_routed_timed_and_acknowledged(system: LocalSystem, db: 
         "timer",
     )
     assert timer["state"] == "running"
-    ack = wait_until(lambda: db.notifications.find_one({"ticket_id": ticket["_id"]}), 20, "ack")
+    ack = wait_until(
+        lambda: db.notifications.find_one({"ticket_id": ticket["_id"], "cause": "acknowledgement"}),
+        20,
+        "ack",
+    )
     assert ack["template"] == "acknowledgement_stolen_funds"
     assert "never ask for your password" in ack["text"]
 

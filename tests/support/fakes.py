@@ -10,7 +10,7 @@ from typing import Any
 from services.ingest.store import CustomerRecord, CustomerRef, primary_identity
 from services.router.engine import RouterState, Ticket
 from services.router.selection import AgentState
-from services.router.store import agent_doc, ticket_doc
+from services.router.store import agent_doc, agent_from_doc, ticket_doc, ticket_from_doc
 from services.sla.deadlines import SlaState, Timer
 from shared.contracts.messages import Identity
 from shared.events import OutboundEvent
@@ -65,15 +65,27 @@ class FakeCustomerStore:
 
 @dataclass
 class FakeRouterStore:
+    """Keeps documents as MongoDB would, so a `load` rebuilds the state like a takeover."""
+
     tickets: dict[str, dict[str, Any]] = field(default_factory=dict)
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
     outbox: list[OutboundEvent] = field(default_factory=list)
+    applied: set[str] = field(default_factory=set)
+    position: int = 0
     saves: int = 0
+    fail_next_save: bool = False
 
     async def ensure_indexes(self) -> None:
         return None
 
     async def load(self, state: RouterState, recent_since: datetime) -> list[OutboundEvent]:
+        state.position = self.position
+        for a in self.agents.values():
+            state.add_agent(agent_from_doc(a))
+        for d in self.tickets.values():
+            if d["state"] != "resolved" or d["resolved_at"] >= recent_since:
+                state.add_ticket(ticket_from_doc(d))
+        state.applied_agent_events.update(self.applied)
         return list(self.outbox)
 
     async def save(
@@ -82,13 +94,20 @@ class FakeRouterStore:
         agents: Iterable[AgentState],
         applied_agent_events: Iterable[str],
         outbox: list[OutboundEvent],
+        position: int = 0,
     ) -> None:
+        if self.fail_next_save:
+            self.fail_next_save = False
+            raise ConnectionError("store unavailable")  # nothing written, like a transaction
         self.saves += 1
         self.outbox.extend(outbox)
         for t in tickets:
             self.tickets[t.ticket_id] = ticket_doc(t)
         for a in agents:
             self.agents[a.agent_id] = agent_doc(a)
+        self.applied.update(applied_agent_events)
+        if outbox:
+            self.position = position
 
     async def clear_outbox(self, events: list[OutboundEvent]) -> None:
         ids = {e.id for e in events}

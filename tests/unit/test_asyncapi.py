@@ -17,7 +17,7 @@ EXPECTED = {
     },
     "router": {"support.messages", "support.agents", "support.sla"},
     "sla": {"support.tickets"},
-    "notify": {"support.tickets"},
+    "notify": {"support.messages", "support.tickets", "support.sla", "support.incidents"},
 }
 
 

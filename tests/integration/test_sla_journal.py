@@ -1,0 +1,224 @@
+"""The SLA journal, timer store and output-topic reader on real SecantusDB and Tansu, and a
+crash mid-publish recovered by a second engine without a duplicate on the topic."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from services.router.handlers import ticket_event
+from services.sla.deadlines import SlaState, Timer, load_policy
+from services.sla.handlers import ProducerOutput, SlaEngine
+from services.sla.metrics import SlaMetrics
+from services.sla.published import KafkaPublishedLog
+from services.sla.store import JournalEntry, MongoSlaJournal, MongoSlaStore
+from shared.embedded import EmbeddedStack
+from shared.events import OutboundEvent, header
+from shared.settings import REPO_POLICY_DIR
+from shared.topics import DEADLETTER, SLA
+from tests.support.factories import T0
+from tests.support.factories import ticket_event as make_ticket_event
+from tests.support.fakes import record_of
+from tests.support.kafka import read_all
+
+pytestmark = pytest.mark.integration
+S = timedelta(seconds=1)
+
+
+def timer(timer_id: str, **over: Any) -> Timer:
+    fields: dict[str, Any] = {
+        "timer_id": timer_id,
+        "ticket_id": f"tkt_{timer_id}",
+        "metric": "first_response",
+        "priority": "P1",
+        "channel": "chat",
+        "customer_id": "cus_1",
+        "started_at": T0,
+        "due_at": T0 + 60 * S,
+        "warn_at": T0 + 45 * S,
+        "target_s": 60.0,
+        "running_since": T0,
+        "seq": 1,
+    }
+    fields.update(over)
+    return Timer(**fields)
+
+
+def event(n: int) -> OutboundEvent:
+    return OutboundEvent(
+        SLA, f"tkt_{n}", b'{"n": %d}' % n, {"ce_id": f"evt_{uuid.uuid4().hex}", "ce_type": "x"}
+    )
+
+
+async def test_journal_entries_round_trip_in_order(db: Any) -> None:
+    journal = MongoSlaJournal(db)
+    first = JournalEntry(
+        journal.next_id(),
+        [timer("a", warned=True)],
+        [event(1), event(2)],
+        {"tkt_a": 3},
+        {(SLA, 0): 5, (SLA, 1): 9, (DEADLETTER, 0): 0},
+    )
+    second = JournalEntry(journal.next_id(), [timer("b")], [event(3)], {}, {(SLA, 0): 7})
+    await journal.append(second)
+    await journal.append(first)
+    pending = await journal.pending()
+    assert [e.entry_id for e in pending] == [first.entry_id, second.entry_id]  # in order
+    got = pending[0]
+    assert [(e.id, e.value, e.key) for e in got.events] == [
+        (e.id, e.value, e.key) for e in first.events
+    ]
+    assert got.progress == {"tkt_a": 3} and got.marks == first.marks
+    assert got.timers[0].warned and got.timers[0].due_at == T0 + 60 * S
+    assert not got.timers[0].stored  # replayed timers may or may not be in sla_timers
+    # A new journal object (a new process) numbers after what it found.
+    again = MongoSlaJournal(db)
+    await again.pending()
+    assert again.next_id() > second.entry_id
+    await journal.discard([first.entry_id])
+    assert [e.entry_id for e in await journal.pending()] == [second.entry_id]
+
+
+async def test_timer_store_inserts_then_replaces_and_loads_what_matters(db: Any) -> None:
+    store = MongoSlaStore(db)
+    await store.ensure_indexes()
+    now = datetime.now(UTC)
+    await store.save([timer("run"), timer("old", state="met", finished_at=now - 3 * 86400 * S)])
+    # Saved again as if never stored (a journal replay): the insert falls back to replace.
+    await store.save([timer("run", warned=True)], {"tkt_run": 4})
+    recent = timer("done", state="met", finished_at=now - 60 * S, running_since=None, seq=2)
+    await store.save([recent])
+    # A timer document from before timers banked their time (paused, 24/7).
+    await db.sla_timers.insert_one(
+        {
+            "_id": "legacy",
+            "ticket_id": "tkt_legacy",
+            "metric": "resolution",
+            "priority": "P2",
+            "channel": "email",
+            "customer_id": "cus_1",
+            "started_at": T0,
+            "due_at": T0 + 1000 * S,
+            "target_s": 900.0,
+            "state": "paused",
+            "paused_at": T0 + 400 * S,
+            "warned": False,
+            "breached": False,
+        }
+    )
+    state = SlaState(load_policy(REPO_POLICY_DIR / "sla.yaml"), dedupe_window_s=86400)
+    await store.load(state)
+    assert sorted(state.timers) == ["done", "legacy", "run"]  # not the long-finished one
+    assert state.timers["run"].warned and state.timers["run"].seq == 4
+    assert state.timers["run"].stored
+    assert state.applied_seq == {"tkt_run": 4, "tkt_done": 2, "tkt_legacy": 0}
+    legacy = state.timers["legacy"]
+    assert legacy.banked_us == 300 * 10**6  # 900 s target, 600 s left when paused
+    assert state.counts == {"running": 1, "paused": 1}
+
+
+async def test_the_published_log_finds_what_was_sent_after_the_marks(
+    stack: EmbeddedStack,
+) -> None:
+    log = KafkaPublishedLog(stack.kafka_bootstrap, (SLA, DEADLETTER))
+    output = ProducerOutput({"bootstrap_servers": stack.kafka_bootstrap, "acks": "all"})
+    await output.start()
+    try:
+        before = [event(n) for n in range(3)]
+        await asyncio.gather(*await output.send(before))
+        marks = await log.end_offsets()
+        assert {(t, p) for t, p in marks} >= {(SLA, 0), (SLA, 1), (DEADLETTER, 0)}
+        after = [event(n) for n in range(3, 8)]
+        await asyncio.gather(*await output.send(after))
+        # Everything sent after the marks is found. (Tansu reports a partition's end as its
+        # last batch's first offset + 1, so a little from before may come along: the
+        # marks stay lower bounds, which is all recovery needs.)
+        found = await log.ids_since(marks)
+        assert {e.id for e in after} <= found <= {e.id for e in before + after}
+    finally:
+        await output.stop()
+
+
+@dataclass
+class CrashingOutput:
+    """The real producer, but the process "dies" after handing over `crash_after` events."""
+
+    real: ProducerOutput
+    crash_after: int | None = None
+    handed: int = 0
+    ids: list[str] = field(default_factory=list)
+
+    async def send(self, events: Iterable[OutboundEvent]) -> list[asyncio.Future[Any]]:
+        futures: list[asyncio.Future[Any]] = []
+        for e in events:
+            if self.crash_after is not None and self.handed >= self.crash_after:
+                await asyncio.gather(*futures)  # what left before the crash did arrive
+                raise RuntimeError("killed")
+            futures += await self.real.send([e])
+            self.handed += 1
+            self.ids.append(e.id)
+        return futures
+
+
+async def test_an_engine_killed_mid_publish_is_finished_by_the_next_without_duplicates(
+    stack: EmbeddedStack, db: Any
+) -> None:
+    policy = load_policy(REPO_POLICY_DIR / "sla.yaml")
+    output = ProducerOutput({"bootstrap_servers": stack.kafka_bootstrap, "acks": "all"})
+    await output.start()
+    run = uuid.uuid4().hex[:8]
+    tickets = [f"tkt_{run}_{i}" for i in range(6)]
+
+    registry = CollectorRegistry()
+
+    def engine(out: Any, now: datetime, registry: CollectorRegistry) -> SlaEngine:
+        return SlaEngine(
+            state=SlaState(policy),
+            store=MongoSlaStore(db),
+            output=out,
+            metrics=SlaMetrics.create(registry),
+            journal=MongoSlaJournal(db),
+            published=KafkaPublishedLog(stack.kafka_bootstrap, (SLA, DEADLETTER)),
+            clock=lambda: now,
+        )
+
+    try:
+        start = datetime.now(UTC)
+        first_out = CrashingOutput(output)
+        first = engine(first_out, start + 50 * S, CollectorRegistry())
+        await first.load()
+        opened = [
+            make_ticket_event("opened", 1, ticket_id=t, priority="P1", at=start, opened_at=start)
+            for t in tickets
+        ]
+        await first.process([record_of(ticket_event(e)) for e in opened])
+        # Six warnings are due; the process dies after handing over two of them.
+        first_out.crash_after = first_out.handed + 2
+        with pytest.raises(RuntimeError, match="killed"):
+            await first.tick()
+        await first.compactor.stop()
+
+        second = engine(output, start + 61 * S, registry)
+        await second.load()  # publishes the four warnings that never left
+        assert await second.tick() == 6  # the breaches; no warning again
+        records = [
+            r
+            for r in await read_all(stack.kafka_bootstrap, [SLA])
+            if r.key is not None and r.key.decode() in tickets
+        ]
+        ids = [header(r.headers, "ce_id") for r in records]
+        kinds = [header(r.headers, "ce_type") for r in records]
+        assert len(ids) == len(set(ids)) == 6 * 4  # 2 started, 1 warning, 1 breach each
+        assert kinds.count("omniroute.sla.warning.v1") == 6
+        assert kinds.count("omniroute.sla.breached.v1") == 6
+        assert registry.get_sample_value("omniroute_sla_recovered_events_total") == 4
+        await second.compactor.stop()
+    finally:
+        await output.stop()

@@ -1,0 +1,305 @@
+"""Notify's Kafka edge in memory (TestKafkaBroker) with an in-memory store: what is recorded
+for ticket, message, SLA and incident events, and what is announced."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pytest
+from faststream.kafka import KafkaBroker, TestKafkaBroker
+from pymongo import AsyncMongoClient
+
+from services.notify.app import build_app
+from services.notify.decide import Facts, TicketView
+from services.notify.route import RouteUpdate
+from services.router.handlers import ticket_event
+from services.sla.handlers import sla_event
+from shared.contracts.incidents import Affected, Incident, incident_event_type
+from shared.contracts.messages import MESSAGE_RECEIVED, Amount, Signals
+from shared.contracts.sla import SlaEvent
+from shared.events import OutboundEvent, make_event, publish_all
+from shared.settings import NotifySettings
+from shared.topics import DEADLETTER, INCIDENTS, MESSAGES, NOTIFICATIONS, TICKETS
+from tests.support.factories import T0, message
+from tests.support.factories import ticket_event as make_ticket_event
+
+
+@dataclass
+class FakeNotifyStore:
+    """The part of the NotifyStore protocol the Kafka edge uses, in memory."""
+
+    docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    views: dict[str, TicketView] = field(default_factory=dict)
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    incidents: dict[str, Incident] = field(default_factory=dict)
+    links: set[tuple[str, str]] = field(default_factory=set)
+    codes: dict[str, str] = field(default_factory=dict)
+
+    async def ensure_indexes(self) -> None:
+        return None
+
+    async def save_routes(self, updates: Sequence[RouteUpdate]) -> None:
+        for u in updates:
+            r = self.routes.setdefault(u.conversation_id, {"assets": set(), "networks": set()})
+            r.update(u.latest)
+            r["assets"] |= u.assets
+            r["networks"] |= u.networks
+
+    async def get_views(self, ticket_ids: Iterable[str]) -> dict[str, TicketView]:
+        return {t: self.views[t] for t in ticket_ids if t in self.views}
+
+    async def save_views(self, views: Iterable[TicketView], now: datetime) -> None:
+        for v in views:
+            if v.ticket_id not in self.views or self.views[v.ticket_id].seq < v.seq:
+                self.views[v.ticket_id] = v
+
+    async def queued_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for v in self.views.values():
+            if v.state == "queued":
+                out[v.priority] = out.get(v.priority, 0) + 1
+        return out
+
+    async def get_facts(self, conversation_ids: Iterable[str | None]) -> dict[str, Facts]:
+        return {
+            c: Facts(frozenset(self.routes[c]["assets"]), frozenset(self.routes[c]["networks"]))
+            for c in conversation_ids
+            if c in self.routes
+        }
+
+    async def anti_phishing_codes(self, customer_ids: Iterable[str]) -> dict[str, str]:
+        return {c: self.codes[c] for c in customer_ids if c in self.codes}
+
+    async def add_notifications(self, docs: Sequence[dict[str, Any]]) -> set[str]:
+        new = {d["_id"] for d in docs if d["_id"] not in self.docs}
+        for d in docs:
+            self.docs.setdefault(d["_id"], d)
+        return new
+
+    async def merge_pending(self, ids: Iterable[str], into: dict[str, str]) -> None:
+        for i in ids:
+            if self.docs[i]["status"] == "pending":
+                self.docs[i]["status"] = "merged"
+
+    async def add_links(self, links: Iterable[tuple[str, str]], now: datetime) -> None:
+        self.links |= set(links)
+
+    async def get_incidents(self, ids: Iterable[str]) -> dict[str, Incident]:
+        return {i: self.incidents[i] for i in ids if i in self.incidents}
+
+    async def open_incidents(self) -> list[Incident]:
+        return [i for i in self.incidents.values() if i.open]
+
+    async def apply_incident(self, incident: Incident) -> Incident:
+        cur = self.incidents.get(incident.incident_id)
+        if cur is None or cur.version < incident.version:
+            self.incidents[incident.incident_id] = incident
+            return incident
+        return cur
+
+    async def open_views(self, categories: Sequence[str]) -> list[TicketView]:
+        return [
+            v
+            for v in self.views.values()
+            if v.open and (not categories or v.category in categories)
+        ]
+
+    async def linked_views(self, incident_id: str) -> list[TicketView]:
+        return [self.views[t] for i, t in sorted(self.links) if i == incident_id]
+
+    def of(self, ticket_id: str) -> dict[str, dict[str, Any]]:
+        return {d["cause"]: d for d in self.docs.values() if d["ticket_id"] == ticket_id}
+
+
+@dataclass
+class Edge:
+    broker: Any
+    store: FakeNotifyStore
+    announced: list[dict[str, Any]]
+    dead: list[dict[str, Any]]
+
+    async def send(self, *events: OutboundEvent) -> None:
+        await publish_all(self.broker, events)
+
+
+@pytest.fixture
+async def edge() -> AsyncIterator[Edge]:
+    broker = KafkaBroker("127.0.0.1:1")
+    store = FakeNotifyStore()
+    # The client never connects: the fake store stands in for MongoDB; no sender loop.
+    build_app(
+        NotifySettings(kafka_create_topics=False),
+        broker=broker,
+        mongo=AsyncMongoClient(connect=False),
+        store=store,  # type: ignore[arg-type]
+        start_sender=False,
+    )
+    announced: list[dict[str, Any]] = []
+    dead: list[dict[str, Any]] = []
+
+    @broker.subscriber(NOTIFICATIONS)
+    async def capture(body: dict[str, Any]) -> None:
+        announced.append(body)
+
+    @broker.subscriber(DEADLETTER)
+    async def capture_dead(body: dict[str, Any]) -> None:
+        dead.append(body)
+
+    async with TestKafkaBroker(broker) as br:
+        yield Edge(br, store, announced, dead)
+
+
+def message_event(n: int, **over: Any) -> OutboundEvent:
+    m = message(n, **over)
+    return make_event(
+        m,
+        topic=MESSAGES,
+        event_type=MESSAGE_RECEIVED,
+        event_id=m.message_id,
+        source="t",
+        key=m.conversation_id,
+        time=T0,
+    )
+
+
+def incident_event(inc: Incident) -> OutboundEvent:
+    return make_event(
+        inc,
+        topic=INCIDENTS,
+        event_type=incident_event_type(inc),
+        event_id=f"inc-{inc.version}",
+        source="t",
+        key=inc.incident_id,
+        time=inc.updated_at,
+    )
+
+
+async def test_acknowledgement_once_per_ticket_and_poison_dead_lettered(edge: Edge) -> None:
+    opened = ticket_event(
+        make_ticket_event("opened", 1, language="zh", category="secret_exposed", priority="P1")
+    )
+    edge.store.codes["cus_1"] = "OWL-7731"
+    await edge.send(opened)
+    await edge.send(opened)  # redelivered
+    await edge.broker.publish(b"[]", TICKETS, headers={"ce_type": "omniroute.ticket.opened.v1"})
+    [doc] = edge.store.docs.values()
+    assert (doc["language"], doc["template"], doc["status"]) == (
+        "zh",
+        "acknowledgement_secret_exposed",
+        "pending",
+    )
+    assert "新钱包" in doc["text"]
+    assert "OWL-7731" in doc["text"]
+    assert doc["text"].endswith("也绝不会在社交媒体上主动联系您。")
+    # P1 chat: the SLA policy's 60 s first-response target.
+    assert "约 1 分钟内" in doc["text"]
+    # Announced each time (same id, consumers dedupe), stored once.
+    assert {a["notification_id"] for a in edge.announced} == {doc["_id"]}
+    assert {a["status"] for a in edge.announced} == {"recorded"}
+    assert [d["reason"] for d in edge.dead] == ["invalid ticket event"]
+
+
+async def test_expected_time_grows_with_the_queue_ahead(edge: Edge) -> None:
+    for n in range(30):
+        await edge.send(
+            ticket_event(make_ticket_event("opened", 1, ticket_id=f"q{n}", priority="P2"))
+        )
+    await edge.send(ticket_event(make_ticket_event("opened", 1, ticket_id="late", priority="P3")))
+    # 30 P2 tickets queued ahead at 60 s each: 30 minutes, more than the P3 chat target.
+    assert "within about 30 minutes" in edge.store.of("late")["acknowledgement"]["text"]
+    assert "within about 3 minutes" in edge.store.of("q0")["acknowledgement"]["text"]
+
+
+async def test_sla_breach_brings_an_apology_with_a_new_estimate(edge: Edge) -> None:
+    await edge.send(ticket_event(make_ticket_event("opened", 1, language="zh")))
+    breach = SlaEvent(
+        timer_id="tmr_1",
+        ticket_id="tkt_1",
+        event="breached",
+        metric="first_response",
+        due_at=T0,
+        elapsed_s=900,
+        target_s=900,
+        priority="P2",
+        channel="chat",
+        customer_id="cus_1",
+        at=T0,
+    )
+    await edge.send(sla_event(breach))
+    await edge.send(sla_event(breach))
+    apology = edge.store.of("tkt_1")["sla_breached:tmr_1"]
+    assert "非常抱歉" in apology["text"]
+    assert "约 8 分钟内" in apology["text"]  # half the 900 s target again, rounded up
+
+
+async def test_incident_updates_matching_open_tickets_once_and_again_at_resolution(
+    edge: Edge,
+) -> None:
+    # Three open tickets: a BTC withdrawal, an ETH withdrawal, a deposit.
+    for n, (category, asset) in enumerate(
+        [("withdrawal", "BTC"), ("withdrawal", "ETH"), ("deposit", "BTC")]
+    ):
+        await edge.send(
+            message_event(
+                n,
+                conversation_id=f"cnv_{n}",
+                category=category,
+                signals=Signals(amounts=(Amount(value=1, asset=asset),)),
+            ),
+            ticket_event(
+                make_ticket_event(
+                    "opened", 1, ticket_id=f"t{n}", conversation_id=f"cnv_{n}", category=category
+                )
+            ),
+        )
+    inc = Incident(
+        incident_id="inc_1",
+        status="investigating",
+        severity="major",
+        title={"en": "BTC withdrawals delayed", "zh": "BTC 提现延迟"},
+        body={"en": "Network congestion."},
+        affected=Affected(categories=("withdrawal",), assets=("BTC",)),
+        version=1,
+        created_at=T0,
+        updated_at=T0,
+    )
+    await edge.send(incident_event(inc))
+    await edge.send(incident_event(inc.model_copy(update={"status": "identified", "version": 2})))
+    assert set(edge.store.of("t0")) == {"acknowledgement", "incident:inc_1:open"}
+    assert "BTC withdrawals delayed" in edge.store.of("t0")["incident:inc_1:open"]["text"]
+    assert set(edge.store.of("t1")) == {"acknowledgement"}
+    assert set(edge.store.of("t2")) == {"acknowledgement"}
+    assert edge.store.links == {("inc_1", "t0")}
+
+    # A new BTC withdrawal ticket hears about the incident in its acknowledgement.
+    await edge.send(
+        message_event(
+            9,
+            conversation_id="cnv_9",
+            signals=Signals(amounts=(Amount(value=2, asset="BTC"),)),
+        ),
+        ticket_event(
+            make_ticket_event(
+                "opened", 1, ticket_id="t9", conversation_id="cnv_9", category="withdrawal"
+            )
+        ),
+    )
+    ack = edge.store.of("t9")["acknowledgement"]
+    assert "Known issue — BTC withdrawals delayed: Network congestion." in ack["text"]
+    assert edge.store.of("t9")["incident:inc_1:open"]["status"] == "merged"
+    assert ("inc_1", "t9") in edge.store.links
+
+    # Resolved: one more update to each linked ticket, and a stale redelivery changes nothing.
+    resolved = inc.model_copy(update={"status": "resolved", "version": 3, "resolved_at": T0})
+    await edge.send(incident_event(resolved))
+    await edge.send(incident_event(inc))
+    resolutions = {
+        d["ticket_id"] for d in edge.store.docs.values() if d["cause"] == "incident:inc_1:resolved"
+    }
+    assert resolutions == {"t0", "t9"}
+    incident_docs = [d for d in edge.store.docs.values() if d["incident_id"] == "inc_1"]
+    assert len(incident_docs) == 4  # t0 and t9: one update (t9's merged) and one resolution
+    assert [a["status"] for a in edge.announced if a["notification_id"] in edge.store.docs]

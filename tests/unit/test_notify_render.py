@@ -1,0 +1,117 @@
+"""Rendering customer messages: every template in every language ends with the anti-scam
+line, shows the anti-phishing code, and falls back to English."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from services.notify.render import (
+    IncidentText,
+    Templates,
+    format_duration,
+    load_templates,
+    render,
+)
+from shared.settings import REPO_POLICY_DIR
+
+TEMPLATES = load_templates(REPO_POLICY_DIR / "templates.yaml")
+LANGUAGES = ("en", "zh")
+INCIDENT = IncidentText(
+    title={"en": "BTC withdrawals delayed", "zh": "BTC 提现延迟"},
+    body={"en": "Network congestion.", "zh": "网络拥堵。"},
+)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("name", sorted(TEMPLATES.templates))
+def test_every_template_and_language_ends_with_the_anti_scam_line(name: str, language: str) -> None:
+    out = render(
+        TEMPLATES,
+        name,
+        language,
+        ticket_ref="tkt_42",
+        expected_s=300,
+        incident=INCIDENT,
+        anti_phishing_code="OWL-7731",
+    )
+    assert out.language == language
+    anti_scam = " ".join(TEMPLATES.anti_scam[language].split())
+    assert out.text.endswith(anti_scam)
+    assert "tkt_42" in out.text
+    assert "OWL-7731" in out.text
+    assert "{" not in out.text  # no placeholder left unfilled
+    assert "tkt_42" in out.subject
+
+
+def test_anti_phishing_code_only_when_the_customer_has_one() -> None:
+    with_code = render(TEMPLATES, "resolved", "zh", ticket_ref="t", anti_phishing_code="OWL-7731")
+    without = render(TEMPLATES, "resolved", "zh", ticket_ref="t")
+    assert "您的防钓鱼码：OWL-7731" in with_code.text
+    assert "防钓鱼码" not in without.text
+
+
+@pytest.mark.parametrize("language", ["fr", "ja", "", "xx-YY"])
+def test_unknown_languages_fall_back_to_english(language: str) -> None:
+    out = render(TEMPLATES, "acknowledgement", language, ticket_ref="t", expected_s=600)
+    assert out.language == "en"
+    assert "within about 10 minutes" in out.text
+    assert out.text.endswith(" ".join(TEMPLATES.anti_scam["en"].split()))
+
+
+@pytest.mark.parametrize("tag", ["zh", "zh-Hans", "zh-CN", "zh_TW"])
+def test_chinese_tags_get_the_chinese_text(tag: str) -> None:
+    out = render(TEMPLATES, "acknowledgement", tag, ticket_ref="t", expected_s=600)
+    assert out.language == "zh"
+    assert "约 10 分钟内" in out.text
+
+
+def test_a_missing_translation_falls_back_per_text(tmp_path: Path) -> None:
+    data = yaml.safe_load((REPO_POLICY_DIR / "templates.yaml").read_text("utf-8"))
+    del data["templates"]["resolved"]["zh"]
+    templates = Templates.model_validate(data)
+    out = render(templates, "resolved", "zh", ticket_ref="t")
+    # The body falls back to English; the anti-scam line stays in the customer's language.
+    assert out.language == "en"
+    assert "has been resolved" in out.text
+
+
+def test_security_acknowledgements_say_what_to_do_now() -> None:
+    exposed = render(
+        TEMPLATES, "acknowledgement_secret_exposed", "en", ticket_ref="t", expected_s=60
+    )
+    stolen = render(TEMPLATES, "acknowledgement_stolen_funds", "zh", ticket_ref="t", expected_s=60)
+    assert "move your funds to a new wallet now" in exposed.text
+    assert "冻结账户" in stolen.text
+
+
+def test_incident_notice_in_an_acknowledgement() -> None:
+    out = render(
+        TEMPLATES, "acknowledgement", "zh", ticket_ref="t", expected_s=60, notices=[INCIDENT]
+    )
+    assert "已知问题 — BTC 提现延迟：网络拥堵。" in out.text
+
+
+def test_durations_are_minutes_then_hours() -> None:
+    assert format_duration(TEMPLATES, 30, "en") == "within about 1 minutes"
+    assert format_duration(TEMPLATES, 900, "en") == "within about 15 minutes"
+    assert format_duration(TEMPLATES, 7200, "en") == "within about 2 hours"
+    assert format_duration(TEMPLATES, 14400, "zh") == "约 4 小时内"
+
+
+def test_templates_with_unknown_placeholders_or_no_english_are_refused() -> None:
+    data = yaml.safe_load((REPO_POLICY_DIR / "templates.yaml").read_text("utf-8"))
+    data["templates"]["resolved"]["en"] = "Done {ticket_ref} {password}"
+    with pytest.raises(ValidationError, match="password"):
+        Templates.model_validate(data)
+    data = yaml.safe_load((REPO_POLICY_DIR / "templates.yaml").read_text("utf-8"))
+    del data["templates"]["resolved"]["en"]
+    with pytest.raises(ValidationError, match="no 'en' text"):
+        Templates.model_validate(data)
+    data = yaml.safe_load((REPO_POLICY_DIR / "templates.yaml").read_text("utf-8"))
+    data["templates"]["resolved"]["fr"] = "Résolu {ticket_ref}"
+    with pytest.raises(ValidationError, match="no anti-scam line"):
+        Templates.model_validate(data)
