@@ -4,9 +4,14 @@ embedded stack.
 N tickets are opened on `support.tickets` (one `opened` event each, keyed by ticket id) under
 a short test policy: every first-response target is `target_s`, the warning at
 `warning_ratio` of it. The tickets' opening times are spread evenly over the `spread_s`
-seconds before they are produced, so their thresholds fall due one after another over
-several seconds — after the engine holds every ticket's two timers (first response and
-resolution: 2N active). For every warning and breach on `support.sla`:
+seconds before they are produced, so their 2N thresholds fall due one after another: the
+warnings over `spread_s` seconds from `warning_ratio * target_s - spread_s` after
+producing, the breaches over the `spread_s` seconds up to `target_s` after it. The default
+target leaves the engine time to take all N tickets in first (it then holds 2N active
+timers: first response and resolution), so the figures are the firing path's, at that
+size; `first_threshold_after_ingest_s` says by how much (negative: firing overlapped the
+intake of the tickets, and the lag includes waiting behind it). For every warning and
+breach on `support.sla`:
 
     lag = Kafka record timestamp (set when the engine hands the event to its producer)
           - the threshold's time (`threshold_at`: the warning time, or the due time)
@@ -107,7 +112,7 @@ async def measure_firing_lag(
     target_s: float = 30.0,
     spread_s: float = 6.0,
     warning_ratio: float = 0.75,
-    work_dir: Path | None = None,
+    work_dir: Path | None = None,  # kept (policy, service log) if given; else temporary
     timeout_s: float = 180.0,
 ) -> dict[str, float]:
     """Open `timers` tickets (2 x `timers` active timers); measure every warning and breach.
@@ -222,6 +227,8 @@ async def measure_firing_lag(
             client.drop_database(system.mongo_db)
         finally:
             client.close()
+        if work_dir is None:  # ours: the policy copy and the service's log
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,7 +66,7 @@ def build_app(
         )
         output = producer
         published = published or KafkaPublishedLog(settings.kafka_bootstrap, (SLA, DEADLETTER))
-        broker = make_broker(settings, registry)
+        broker = make_broker(settings, registry)  # the app's lifecycle and Kafka health check
     else:
         output = BrokerOutput(broker)
         published = published or NoPublishedLog()

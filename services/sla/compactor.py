@@ -29,7 +29,7 @@ class Compactor:
     on_stored: Callable[[list[str]], None] = lambda ids: None
     # False while a threshold is about to fall due: firing goes first on MongoDB.
     quiet: Callable[[], bool] = lambda: True
-    chunk: int = 32
+    chunk: int = 16
     interval_s: float = 0.25
     # Past this many entries waiting, compaction no longer waits for a quiet moment.
     max_backlog: int = 20_000

@@ -42,7 +42,7 @@ SOURCE = "omniroute/sla"
 # Items (timers + events) per journal entry: keeps each document far below 16 MB.
 MAX_ENTRY_ITEMS = 2000
 # Compaction writes only when no threshold falls due within this many seconds.
-QUIET_S = 0.05
+QUIET_S = 0.2
 # Shortest pause between two firings (the clock otherwise wakes exactly at each threshold).
 TICK_GAP_S = 0.003
 # A full garbage collection may run when nothing falls due for this long.
@@ -399,6 +399,7 @@ class SlaEngine:
             armed = {e.timer_id: self.state.timers[e.timer_id].armed_at for e in fired}
         self.metrics.observe_firing(fired, left, armed)
         await self._acknowledged(sent)
+        self.metrics.observe_state(self.state, self.compactor.backlog)
         return len(fired)
 
     def seconds_until_due(self, now: datetime) -> float | None:
