@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,7 +43,7 @@ from shared.contracts.agents import (
     AgentPresenceChanged,
     AgentProfileUpdated,
 )
-from shared.contracts.common import Category, Channel, Priority
+from shared.contracts.common import CHANNELS, Category, Channel, Priority
 from shared.contracts.messages import MessageReceived
 from shared.contracts.sla import SlaEvent
 from shared.contracts.tickets import TicketEvent, TicketEventName
@@ -52,6 +53,7 @@ OPEN_STATES = frozenset({"queued", "offered", "assigned", "waiting_on_customer"}
 HOLDS_CAPACITY = frozenset({"offered", "assigned", "waiting_on_customer"})
 ACCEPTED_WORK = frozenset({"assigned", "waiting_on_customer"})
 PASSED_KEPT = 16
+CANDIDATES_LISTED = 20  # in a decision record; the rest are counted
 
 OFFER = "offer"
 REQUEUE = "requeue"
@@ -147,6 +149,11 @@ class RouterState:
     timers: list[tuple[datetime, str, str]] = field(default_factory=list)
     counts: Counter[tuple[str, Priority]] = field(default_factory=Counter)
     position: int = 0
+    # Who can be offered anything right now, kept as loads and presence change, so routing
+    # looks at agents with room instead of all of them: channel -> online agents with spare
+    # capacity there, and the online agents with the security skill (emergency slots).
+    spare: dict[str, set[str]] = field(default_factory=dict)
+    security: set[str] = field(default_factory=set)
     # New (and re-prioritised) tickets of the current batch, routed together in priority
     # order at its end or before the next agent/SLA input, so a batch spanning partitions
     # never offers a P3 before a P2 that came in the same batch. They wait in `queue`
@@ -158,6 +165,7 @@ class RouterState:
 
     def add_agent(self, a: AgentState) -> None:
         self.agents[a.agent_id] = a
+        self._track(a)
         if a.requeue_due_at is not None:
             heapq.heappush(self.timers, (a.requeue_due_at, REQUEUE, a.agent_id))
 
@@ -213,7 +221,21 @@ class RouterState:
             if {k: v for k, v in agent.load.items() if v} != load or agent.tickets != ids[aid]:
                 agent.load, agent.tickets = load, ids[aid]
                 fixed[aid] = agent
+                self._track(agent)
         return fixed
+
+    def _track(self, agent: AgentState) -> None:
+        online = agent.presence == "online"
+        for ch in CHANNELS:
+            room = self.spare.setdefault(ch, set())
+            if online and agent.spare(ch) > 0:
+                room.add(agent.agent_id)
+            else:
+                room.discard(agent.agent_id)
+        if online and agent.profile.security:
+            self.security.add(agent.agent_id)
+        else:
+            self.security.discard(agent.agent_id)
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -477,14 +499,26 @@ class RouterState:
 
     # -- matching ----------------------------------------------------------------
 
-    def _decide(self, t: Ticket, choice: Choice, now: datetime) -> None:
+    def _decide(
+        self, t: Ticket, choice: Choice, now: datetime, notes: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        """The decision record: why this priority, who was considered, who was chosen."""
+        listed = list(choice.candidates)
+        if len(listed) > CANDIDATES_LISTED:
+            # A big team: the chosen agent and the first others by id, then a tally.
+            rest = [c for c in listed if c[0] != choice.agent_id]
+            chosen = [c for c in listed if c[0] == choice.agent_id]
+            room = CANDIDATES_LISTED - len(chosen)
+            listed, unlisted = chosen + rest[:room], rest[room:]
+            eligible = sum(v == "eligible" for _, v in unlisted)
+            listed.append(("*", f"{len(unlisted)} more: {eligible} eligible"))
         t.decision = {
             "at": now.isoformat(),
             "priority": t.priority,
             "priority_reasons": list(t.reasons),
             "pool": t.pool,
             "passed_by": list(t.passed_by),
-            "candidates": [{"agent_id": a, "verdict": v} for a, v in choice.candidates],
+            "candidates": [{"agent_id": a, "verdict": v} for a, v in [*listed, *notes]],
             "chosen": choice.agent_id,
             "emergency": choice.emergency,
             "why": choice.why,
@@ -504,17 +538,24 @@ class RouterState:
         `besides`: the agent who just passed on it is not a candidate; that agent's freed
         capacity is drained next and takes the best waiting ticket, this one included.
         """
+        ids = self.spare.get(t.channel, set())
+        if t.priority in self.policy.emergency.priorities:
+            ids = ids | self.security
+        considered = [self.agents[a] for a in sorted(ids) if a != besides]
         choice = choose_agent(
-            (a for a in self.agents.values() if a.agent_id != besides),
+            considered,
             t.need(),
             self.policy,
             self.last_agent_by_customer.get(t.customer_id),
             t.passed_by,
         )
+        notes: list[tuple[str, str]] = []
         if besides is not None:
-            passed = (besides, "just passed on it: the best waiting ticket comes first")
-            choice = replace(choice, candidates=(*choice.candidates, passed))
-        self._decide(t, choice, now)
+            notes.append((besides, "just passed on it: the best waiting ticket comes first"))
+        others = len(self.agents) - len(considered) - len(notes)
+        if others > 0:
+            notes.append(("*", f"{others} more offline or without {t.channel} capacity"))
+        self._decide(t, choice, now, tuple(notes))
         if choice.agent_id is None:
             if not t.routed:
                 t.routed = True
@@ -538,6 +579,7 @@ class RouterState:
     ) -> None:
         agent.load[t.channel] = agent.load.get(t.channel, 0) + 1
         agent.tickets.add(t.ticket_id)
+        self._track(agent)
         agent.last_assigned_at = now
         ch.agents[agent.agent_id] = agent
         t.agent_id = agent.agent_id
@@ -581,6 +623,7 @@ class RouterState:
                 agent.load[t.channel] = left
             else:
                 agent.load.pop(t.channel, None)
+            self._track(agent)
             ch.agents[agent.agent_id] = agent
         t.emergency = False
         t.offer_expires_at = None
@@ -606,8 +649,14 @@ class RouterState:
         self._emit(ch, t, event, now, reasons=(why,), agent_id=former)
         return former
 
-    def _drain(self, ch: Changes, agent: AgentState, now: datetime) -> None:
-        """Give the agent the best waiting tickets it may take, until it can take none."""
+    def _drain(
+        self, ch: Changes, agent: AgentState, now: datetime, avoid: str | None = None
+    ) -> None:
+        """Give the agent the best waiting tickets it may take, until it can take none.
+
+        `avoid`: a ticket the agent just passed on; another of the same priority comes
+        first (a better one would anyway, and a worse one must not).
+        """
         if agent.presence != "online":
             return
         emergency_ranks = {PRIORITY_RANK[p] for p in self.policy.emergency.priorities}
@@ -632,6 +681,9 @@ class RouterState:
             )
 
         while (tid := self.queue.best(accepts)) is not None:
+            if tid == avoid:
+                tid = self._instead(tid, accepts)
+            avoid = None
             t = self.tickets[tid]
             emergency = agent.spare(t.channel) <= 0
             why = "best waiting ticket when capacity freed"
@@ -640,6 +692,16 @@ class RouterState:
             choice = Choice(agent.agent_id, why, ((agent.agent_id, "eligible"),), emergency)
             self._decide(t, choice, now)
             self._give(ch, t, agent, now, self.unrouted.get(tid), why, emergency=emergency)
+
+    def _instead(self, tid: str, accepts: Callable[[ClassKey, QueueKey], bool]) -> str:
+        """Another waiting ticket of the same priority the agent may take, else `tid`."""
+        held = self.queue.live[tid]
+        self.queue.remove(tid)
+        other = self.queue.best(accepts)
+        self.queue.push(tid, held.klass, held.key, held.priority, held.waiting_since_ts)
+        if other is not None and self.queue.live[other].key[0] == held.key[0]:
+            return other
+        return tid
 
     def _route_all(self, ch: Changes, tickets: list[Ticket], now: datetime) -> None:
         """Route tickets back in the queue, best first."""
@@ -660,6 +722,7 @@ class RouterState:
             self.agents[ev.agent_id] = agent
         else:
             agent.profile = ev.profile
+        self._track(agent)
         ch = Changes()
         ch.agents[agent.agent_id] = agent
         # More capacity, skills or languages: the agent takes the best waiting work (the
@@ -678,6 +741,7 @@ class RouterState:
         if agent.presence != ev.status:
             agent.presence_since = now
         agent.presence = ev.status
+        self._track(agent)
         ch = Changes()
         ch.agents[agent.agent_id] = agent
         if ev.status == "online":
@@ -723,7 +787,7 @@ class RouterState:
             ch.expired.append((t.channel, "declined"))
             self._route(ch, t, now, None, besides=ev.agent_id)
             if agent is not None:
-                self._drain(ch, agent, now)
+                self._drain(ch, agent, now, avoid=t.ticket_id)
         elif ev.action == "reply":
             self._set_state(t, "assigned")
             self._emit(ch, t, "agent_replied", now)
@@ -776,14 +840,15 @@ class RouterState:
         holder = self.agents.get(t.agent_id or "")
         if t.state == "queued":
             self._route(ch, t, now, None)
-        elif to_pool and holder is not None and not holder.profile.supervisor:
+        elif t.pool == "supervisor" and holder is not None and not holder.profile.supervisor:
             if t.state == "offered":
                 self._unassign(ch, t, now, "offer_expired", why, passed=False)
                 ch.expired.append((t.channel, "escalated"))
                 self._route(ch, t, now, None)
                 self._drain(ch, holder, now)
                 return
-            choice = choose_agent(self.agents.values(), t.need(), self.policy)
+            supervisors = [a for a in self.agents.values() if a.profile.supervisor]
+            choice = choose_agent(supervisors, t.need(), self.policy)
             if choice.agent_id is None:
                 # Work in progress stays where it is rather than wait for a supervisor.
                 t.reasons.append(f"no supervisor free: stays with {holder.agent_id}")
@@ -817,7 +882,7 @@ class RouterState:
                 self._route(ch, t, now, None, besides=former)
                 agent = self.agents.get(former or "")
                 if agent is not None:
-                    self._drain(ch, agent, now)
+                    self._drain(ch, agent, now, avoid=t.ticket_id)
             elif kind == REQUEUE:
                 agent = self.agents.get(ident)
                 if agent is None or agent.presence == "online" or agent.requeue_due_at != due:

@@ -301,7 +301,11 @@ class MongoRouterStore:
         return await self.tickets.find_one({"_id": ticket_id})
 
     async def list_tickets(self, state: str, limit: int) -> list[Document]:
-        return await self.tickets.find({"state": state}).limit(limit).to_list(limit)
+        # Roughly the queue's order (the engine's exact order needs its in-memory keys).
+        found = self.tickets.find({"state": state}).sort(
+            [("priority", ASCENDING), ("waiting_since", ASCENDING)]
+        )
+        return await found.limit(limit).to_list(limit)
 
     async def get_agent(self, agent_id: str) -> Document | None:
         return await self.agents.find_one({"_id": agent_id})

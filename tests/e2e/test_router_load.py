@@ -394,6 +394,7 @@ async def test_two_thousand_tickets_with_a_failover(rig: tuple[LocalSystem, str]
         f"{Counter(e.event for e in log)}, {time.monotonic() - started:.1f}s"
     )
     assert auditor.contested > 0  # gives while higher priorities waited for other agents
+    assert auditor.emergency_gives > 0  # P1s took the emergency slot of security agents
     kinds = Counter(e.event for e in log)
     assert kinds["offer_expired"] > 0 and kinds["accepted"] > 0 and kinds["queued"] > 0
     assert sum(len(e.conversation_ids) > 1 for e in log if e.event == "message_added") > 0

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from faststream.kafka import KafkaBroker, TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
+from services.router import handlers
 from services.router.app import build_app
+from services.router.engine import RouterState
+from services.router.handlers import RouterEngine
+from services.router.metrics import RouterMetrics
+from services.router.priority import load_policy
 from shared.contracts.agents import (
     AGENT_PRESENCE_CHANGED,
     AGENT_PROFILE_UPDATED,
@@ -17,11 +27,13 @@ from shared.contracts.agents import (
     AgentProfileUpdated,
 )
 from shared.contracts.messages import MESSAGE_RECEIVED
-from shared.events import make_event, publish_all
-from shared.settings import RouterSettings
-from shared.topics import AGENTS, DEADLETTER, MESSAGES, TICKETS
+from shared.contracts.sla import SlaEvent, sla_event_type
+from shared.events import OutboundEvent, make_event, publish_all
+from shared.ids import event_id
+from shared.settings import REPO_POLICY_DIR, RouterSettings
+from shared.topics import AGENTS, DEADLETTER, MESSAGES, SLA, TICKETS
 from tests.support.factories import T0, message
-from tests.support.fakes import FakeRouterStore, HeldLease
+from tests.support.fakes import FakeRouterStore, HeldLease, record_of
 
 
 async def test_message_in_ticket_events_out() -> None:
@@ -101,3 +113,222 @@ async def test_message_in_ticket_events_out() -> None:
     assert ticket["state"] == "assigned"
     assert store.outbox == []  # published, then cleared
     assert json.loads(json.dumps(ticket["decision"]))["chosen"] == "a1"
+
+
+# -- the engine's clock and its inputs, in memory --------------------------------------
+
+
+@dataclass
+class Clock:
+    now: datetime = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def agent_events(aid: str, *, auto: bool) -> list[OutboundEvent]:
+    profile = AgentProfile(name=aid, capacity={"chat": 1}, auto_accept=auto)
+    return [
+        make_event(
+            AgentProfileUpdated(agent_id=aid, profile=profile, at=T0),
+            topic=AGENTS,
+            event_type=AGENT_PROFILE_UPDATED,
+            event_id=f"p-{aid}",
+            source="t",
+            key=aid,
+            time=T0,
+        ),
+        make_event(
+            AgentPresenceChanged(agent_id=aid, status="online", at=T0),
+            topic=AGENTS,
+            event_type=AGENT_PRESENCE_CHANGED,
+            event_id=f"o-{aid}",
+            source="t",
+            key=aid,
+            time=T0,
+        ),
+    ]
+
+
+def message_event(n: int, **over: Any) -> OutboundEvent:
+    m = message(n, received_at=T0, **over)
+    return make_event(
+        m,
+        topic=MESSAGES,
+        event_type=MESSAGE_RECEIVED,
+        event_id=m.message_id,
+        source="t",
+        key=m.conversation_id,
+        time=T0,
+    )
+
+
+def new_engine(broker: KafkaBroker, store: FakeRouterStore, clock: Clock) -> RouterEngine:
+    return RouterEngine(
+        state=RouterState(load_policy(REPO_POLICY_DIR / "routing.yaml")),
+        store=store,
+        broker=broker,
+        metrics=RouterMetrics.create(CollectorRegistry()),
+        lease=HeldLease(),  # type: ignore[arg-type]
+        clock=clock,
+    )
+
+
+async def test_the_clock_expires_offers_through_store_then_publish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = KafkaBroker("localhost:9092")
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    @broker.subscriber(TICKETS)
+    async def capture(body: dict[str, Any], msg: KafkaMessage) -> None:
+        seen.append((str(msg.headers["ce_id"]), body))
+
+    store, clock = FakeRouterStore(), Clock()
+    async with TestKafkaBroker(broker) as br:
+        engine = new_engine(br, store, clock)
+        records = [record_of(e) for e in [*agent_events("a1", auto=False), message_event(1)]]
+        await engine.process(records)
+        assert [b["event"] for _, b in seen] == ["opened", "offered"]
+        tid = seen[0][1]["ticket_id"]
+        assert not engine.due()
+        assert await engine.tick() == 0
+
+        # Due: the expiry is stored (outbox) before it is published. Publishing fails once.
+        clock.now = T0 + timedelta(seconds=31)
+        assert engine.due()
+        real_publish = handlers.publish_all
+
+        async def broken(*args: Any, **kwargs: Any) -> int:
+            raise ConnectionError("broker away")
+
+        monkeypatch.setattr(handlers, "publish_all", broken)
+        with pytest.raises(ConnectionError):
+            await engine.tick()
+        assert [e.type for e in store.outbox] == [
+            "omniroute.ticket.offer_expired.v1",
+            "omniroute.ticket.offered.v1",  # a1 is the only agent: back to a1
+        ]
+        assert store.tickets[tid]["passed_by"] == ["a1"]
+        monkeypatch.setattr(handlers, "publish_all", real_publish)
+
+        # The next tick reloads from the store and publishes what was stored, same id.
+        clock.now += timedelta(seconds=1)
+        await engine.tick()
+        assert store.outbox == []
+        after = [(eid, b["event"]) for eid, b in seen[2:]]
+        assert after == [
+            (event_id("ticket", tid, "3"), "offer_expired"),
+            (event_id("ticket", tid, "4"), "offered"),
+        ]
+        assert seen[2][1]["reasons"] == ["not accepted within 30s"]
+        # Nothing fires twice: the reloaded timers know the first offer is gone.
+        assert await engine.tick() == 0
+        assert len(seen) == 4
+
+
+async def test_a_failed_save_reloads_and_the_redelivered_batch_applies_once() -> None:
+    broker = KafkaBroker("localhost:9092")
+    seen: list[dict[str, Any]] = []
+
+    @broker.subscriber(TICKETS)
+    async def capture(body: dict[str, Any]) -> None:
+        seen.append(body)
+
+    store, clock = FakeRouterStore(), Clock()
+    async with TestKafkaBroker(broker) as br:
+        engine = new_engine(br, store, clock)
+        await engine.process([record_of(e) for e in agent_events("a1", auto=True)])
+        batch = [record_of(message_event(n)) for n in (1, 2)]
+        store.fail_next_save = True
+        with pytest.raises(ConnectionError):
+            await engine.process(batch)
+        assert seen == []
+        # Kafka redelivers the batch (NACK); memory is rebuilt from the store first.
+        await engine.process(batch)
+        await engine.process(batch)  # and once more: recognised, nothing new
+    assert [(b["event"], b["sequence"]) for b in seen] == [
+        ("opened", 1),
+        ("opened", 1),
+        ("assigned", 2),
+        ("queued", 2),
+    ]
+    assert store.agents["a1"]["load"] == {"chat": 1}
+    assert [b["position"] for b in seen] == [1, 2, 3, 4]
+
+
+async def test_an_sla_breach_on_support_sla_escalates_the_ticket() -> None:
+    broker = KafkaBroker("localhost:9092")
+    seen: list[dict[str, Any]] = []
+
+    @broker.subscriber(TICKETS)
+    async def capture(body: dict[str, Any]) -> None:
+        seen.append(body)
+
+    store, clock = FakeRouterStore(), Clock()
+    async with TestKafkaBroker(broker) as br:
+        engine = new_engine(br, store, clock)
+        await engine.process([record_of(message_event(1, category="withdrawal"))])
+        tid = seen[0]["ticket_id"]
+        breach = SlaEvent(
+            timer_id="tmr_x",
+            ticket_id=tid,
+            event="breached",
+            metric="first_response",
+            due_at=T0,
+            elapsed_s=180,
+            target_s=180,
+            priority="P2",
+            channel="chat",
+            customer_id="cus_1",
+            at=T0,
+        )
+        sla_record = record_of(
+            make_event(
+                breach,
+                topic=SLA,
+                event_type=sla_event_type("breached"),
+                event_id="sla-1",
+                source="omniroute/sla",
+                key=tid,
+                time=T0,
+            )
+        )
+        await engine.process([sla_record])
+        await engine.process([sla_record])  # redelivered
+    escalated = [b for b in seen if b["event"] == "escalated"]
+    assert len(escalated) == 1
+    assert (escalated[0]["priority"], escalated[0]["pool"]) == ("P1", "supervisor")
+    assert escalated[0]["reasons"] == [
+        "SLA first_response breached: P2 -> P1; moved to the supervisor pool"
+    ]
+    assert store.tickets[tid]["priority"] == "P1"
+
+
+async def test_metrics_follow_the_engine() -> None:
+    broker = KafkaBroker("localhost:9092")
+    registry = CollectorRegistry()
+    store, clock = FakeRouterStore(), Clock()
+    async with TestKafkaBroker(broker) as br:
+        engine = new_engine(br, store, clock)
+        engine.metrics = RouterMetrics.create(registry)
+        clock.now = T0 + timedelta(seconds=2)  # two seconds after the messages' arrival
+        await engine.process([record_of(e) for e in agent_events("a1", auto=False)])
+        await engine.process([record_of(message_event(n, category="kyc")) for n in (1, 2)])
+        clock.now = T0 + timedelta(seconds=60)
+        await engine.tick()  # the offer expires, back to a1 (nobody else), P3 waits on
+
+    def value(name: str, **labels: str) -> float:
+        got = registry.get_sample_value(name, labels)
+        assert got is not None, (name, labels)
+        return got
+
+    assert value("omniroute_router_queue_depth", priority="P3") == 1
+    assert value("omniroute_router_tickets", state="offered", priority="P3") == 1
+    assert value("omniroute_router_oldest_waiting_seconds", priority="P3") == 58
+    assert value("omniroute_router_agents", presence="online") == 1
+    assert value("omniroute_router_capacity_utilisation_ratio", channel="chat") == 1
+    labels = {"priority": "P3", "channel": "chat"}
+    assert value("omniroute_router_time_to_offer_seconds_count", **labels) == 2
+    assert value("omniroute_router_time_to_offer_seconds_sum", **labels) == 2 + 60
+    assert value("omniroute_router_offers_expired_total", channel="chat", reason="timeout") == 1
