@@ -83,7 +83,7 @@ class KafkaPublishedLog:
                 if not behind:
                     # Tansu reports a partition's end as its last batch's first offset + 1:
                     # read on until nothing more comes, so that batch's tail is seen too.
-                    batch = await consumer.getmany(*parts, timeout_ms=300)
+                    batch = await consumer.getmany(*parts, timeout_ms=self.timeout_ms)
                     if not batch:
                         return seen
                 else:
