@@ -422,21 +422,31 @@ def machine() -> dict[str, Any]:
 
 async def run_all(args: Any, stack: EmbeddedStack, work: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine()}
+
+    def keep() -> None:  # partial results survive an interrupted run
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+
     if stack:
         results["broker"] = await broker_baseline(stack.kafka_bootstrap, count=args.broker_records)
+        keep()
         results["pipeline"] = await pipeline(
             stack, work, args.messages, args.rate, args.rate_seconds
         )
+        keep()
         results["p1"] = await p1_behind_backlog(stack, work, args.backlog, args.p1_samples)
+        keep()
         try:
             from services.bench.sla_lag import measure_firing_lag
 
             results["sla"] = await measure_firing_lag(stack, timers=args.timers)
         except ImportError:
             results["sla"] = {"skipped": "sla benchmark not available"}
+        keep()
         results["scaling"] = await open_ticket_scaling(
             stack, work, tuple(int(s) for s in args.open_tickets.split(",")), args.scale_messages
         )
+        keep()
     return results
 
 
