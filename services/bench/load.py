@@ -4,6 +4,7 @@ attachments. Every payload is in its provider's own format, as adapters would pu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -79,7 +80,8 @@ def _email(n: int, run: str, rng: random.Random) -> tuple[bytes, bytes]:
 
 def _telegram(n: int, run: str, rng: random.Random) -> tuple[bytes, bytes]:
     lang, text = _text(rng)
-    chat_id = 10_000_000 + n
+    # Unique per run: a reused chat id would join an earlier run's open ticket.
+    chat_id = 10_000_000 + int(hashlib.sha256(run.encode()).hexdigest()[:6], 16) * 100_000 + n
     update = {
         "update_id": n,
         "message": {
@@ -116,9 +118,10 @@ def _chat(n: int, run: str, rng: random.Random) -> tuple[bytes, bytes]:
 
 def _phone(n: int, run: str, rng: random.Random) -> tuple[bytes, bytes]:
     _, text = _text(rng)
+    caller = f"+86{int(hashlib.sha256(run.encode()).hexdigest()[:5], 16) % 10**5:05d}{n:06d}"
     body = {
         "call_id": f"{run}-call{n}",
-        "from": f"+8613{n:09d}"[:14],
+        "from": caller,
         "to": "+18005550100",
         "started_at": "2026-11-22T12:00:00Z",
         "duration_s": 60,
@@ -126,7 +129,7 @@ def _phone(n: int, run: str, rng: random.Random) -> tuple[bytes, bytes]:
         "ivr_path": ["1"] if rng.random() < 0.3 else ["9"],
         "disposition": "voicemail",
         "transcript": text,
-        "callback_number": f"+8613{n:09d}"[:14],
+        "callback_number": caller,
     }
     return json.dumps(body, ensure_ascii=False).encode(), f"{run}-p{n}".encode()
 
