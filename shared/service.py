@@ -25,6 +25,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -109,6 +110,44 @@ def require_token(settings: ServiceSettings, request: Request) -> JSONResponse |
     if not hmac.compare_digest(supplied.encode(), expected.encode()):
         return JSONResponse({"error": "unauthorized"}, status_code=401)
     return None
+
+
+MAX_API_BODY_BYTES = 65_536
+
+
+class TooLarge(Exception):
+    """The request body is over the limit (HTTP 413)."""
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, read as a stream and abandoned as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_body(request: Request, limit: int = MAX_API_BODY_BYTES) -> bytes | JSONResponse:
+    """The body, or the 413 response to return."""
+    try:
+        return await read_limited(request, limit)
+    except TooLarge:
+        return JSONResponse({"error": "body too large"}, status_code=413)
+
+
+def invalid_body(exc: ValidationError) -> JSONResponse:
+    """422 with pydantic's reasons, never echoing the input."""
+    return JSONResponse(
+        {"error": "invalid body", "detail": exc.errors(include_input=False, include_url=False)},
+        status_code=422,
+    )
 
 
 class ServiceApp(AsgiFastStream):

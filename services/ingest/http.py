@@ -20,30 +20,12 @@ from services.ingest.model import ParseError, Skipped
 from services.ingest.pipeline import IngestPolicy, prepare
 from services.ingest.store import CustomerRecord, CustomerStore
 from shared.contracts.common import PROVIDERS_BY_CHANNEL, Channel
-from shared.service import require_token
+from shared.service import TooLarge, read_limited, require_token
 from shared.settings import IngestSettings
 from shared.topics import INBOUND_BY_CHANNEL
 
 SIGNATURE_HEADER = "x-omniroute-signature"
 ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-
-
-class TooLarge(Exception):
-    pass
-
-
-async def read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def sign(secret: str, body: bytes) -> str:

@@ -30,11 +30,10 @@ from services.notify.store import NotifyStore
 from shared.contracts.incidents import Incident, incident_event_type
 from shared.events import OutboundEvent, make_event, publish_all
 from shared.ids import event_id, stable_id
-from shared.service import require_token
+from shared.service import invalid_body, read_body, require_token
 from shared.settings import NotifySettings
 from shared.topics import INCIDENTS
 
-MAX_BODY = 65_536
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 CACHE_S = 30
 CAS_RETRIES = 5
@@ -53,13 +52,6 @@ def incident_event(incident: Incident) -> OutboundEvent:
     )
 
 
-def _invalid(exc: ValidationError) -> JSONResponse:
-    return JSONResponse(
-        {"error": "invalid body", "detail": exc.errors(include_input=False, include_url=False)},
-        status_code=422,
-    )
-
-
 def make_routes(
     settings: NotifySettings,
     broker: KafkaBroker,
@@ -67,22 +59,16 @@ def make_routes(
     templates: Templates,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[BaseRoute]:
-    async def body_of(request: Request) -> bytes | JSONResponse:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return JSONResponse({"error": "body too large"}, status_code=413)
-        return body
-
     async def create(request: Request) -> Response:
         if denied := require_token(settings, request):
             return denied
-        body = await body_of(request)
+        body = await read_body(request)
         if isinstance(body, JSONResponse):
             return body
         try:
             data = IncidentIn.model_validate_json(body)
         except ValidationError as exc:
-            return _invalid(exc)
+            return invalid_body(exc)
         # An Idempotency-Key makes a retried POST the same incident.
         idem = request.headers.get("idempotency-key")
         iid = stable_id("inc", idem, length=16) if idem else f"inc_{uuid.uuid4().hex[:16]}"
@@ -103,13 +89,13 @@ def make_routes(
         iid = str(request.path_params["incident_id"])
         if not ID_PATTERN.match(iid):
             return JSONResponse({"error": "invalid id"}, status_code=400)
-        body = await body_of(request)
+        body = await read_body(request)
         if isinstance(body, JSONResponse):
             return body
         try:
             patch = IncidentPatch.model_validate_json(body)
         except ValidationError as exc:
-            return _invalid(exc)
+            return invalid_body(exc)
         for _ in range(CAS_RETRIES):
             current = await store.get_incident(iid)
             if current is None:

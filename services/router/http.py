@@ -29,11 +29,10 @@ from shared.contracts.agents import (
 )
 from shared.events import make_event, publish_all
 from shared.ids import event_id
-from shared.service import require_token
+from shared.service import invalid_body, read_body, require_token
 from shared.settings import RouterSettings
 from shared.topics import AGENTS
 
-MAX_BODY = 65_536
 ACTIONS = ("accept", "decline", "reply", "wait", "resolve")
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
@@ -55,20 +54,6 @@ def _clean(doc: dict[str, Any]) -> dict[str, Any]:
         if isinstance(v, datetime):
             out[k] = v.isoformat()
     return out
-
-
-async def _body(request: Request) -> bytes | JSONResponse:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        return JSONResponse({"error": "body too large"}, status_code=413)
-    return body
-
-
-def _invalid(exc: ValidationError) -> JSONResponse:
-    return JSONResponse(
-        {"error": "invalid body", "detail": exc.errors(include_input=False, include_url=False)},
-        status_code=422,
-    )
 
 
 def make_routes(
@@ -134,13 +119,13 @@ def make_routes(
         aid = str(request.path_params["agent_id"])
         if err := bad_id(aid):
             return err
-        body = await _body(request)
+        body = await read_body(request)
         if isinstance(body, JSONResponse):
             return body
         try:
             profile = AgentProfile.model_validate_json(body, strict=False)
         except ValidationError as exc:
-            return _invalid(exc)
+            return invalid_body(exc)
         ev = AgentProfileUpdated(agent_id=aid, profile=profile, at=datetime.now(UTC))
         eid = await publish(ev, AGENT_PROFILE_UPDATED, aid, request)
         return JSONResponse({"agent_id": aid, "event_id": eid}, status_code=202)
@@ -151,13 +136,13 @@ def make_routes(
         aid = str(request.path_params["agent_id"])
         if err := bad_id(aid):
             return err
-        body = await _body(request)
+        body = await read_body(request)
         if isinstance(body, JSONResponse):
             return body
         try:
             data = PresenceIn.model_validate_json(body)
         except ValidationError as exc:
-            return _invalid(exc)
+            return invalid_body(exc)
         ev = AgentPresenceChanged(agent_id=aid, status=data.status, at=datetime.now(UTC))
         eid = await publish(ev, AGENT_PRESENCE_CHANGED, aid, request)
         return JSONResponse({"agent_id": aid, "event_id": eid}, status_code=202)
@@ -171,13 +156,13 @@ def make_routes(
             return JSONResponse({"error": "unknown action"}, status_code=404)
         if err := bad_id(tid):
             return err
-        body = await _body(request)
+        body = await read_body(request)
         if isinstance(body, JSONResponse):
             return body
         try:
             data = ActionIn.model_validate_json(body)
         except ValidationError as exc:
-            return _invalid(exc)
+            return invalid_body(exc)
         ev = AgentActionTaken(
             agent_id=data.agent_id,
             ticket_id=tid,
