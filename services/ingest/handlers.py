@@ -61,12 +61,15 @@ def scrub(text: str) -> str:
     """
     scrubbed = redact(text)[0]
     for decode in (_json_unescaped, _form_decoded, _mime_decoded):
+        # Decode the original, not the scrubbed text: a partial redaction of the raw
+        # encoding (a quoted-printable line of whole words) would break the phrase apart
+        # and hide the rest of it from the decoded view.
         # Lone surrogates (a "\\ud800" escape, an odd MIME charset) cannot be published.
-        view = _SURROGATES.sub("\ufffd", decode(scrubbed))
-        if view != scrubbed:
+        view = _SURROGATES.sub("\ufffd", decode(text))
+        if view != text:
             redacted, found = redact(view)
             if found:
-                scrubbed = redacted
+                return redacted
     return scrubbed
 
 
