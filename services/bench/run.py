@@ -229,10 +229,28 @@ def peak_rss_mb(pid: int) -> float:
 SERVICES_UNDER_TEST: tuple[str, ...] = ("ingest", "router", "sla", "notify")
 
 
+LEASE_GAUGES = {"router": "omniroute_router_lease_holder", "sla": "omniroute_sla_lease_holder"}
+
+
+def wait_engines_active(system: LocalSystem, timeout_s: float) -> None:
+    """Ready is not enough for an engine: its holder loads all open state before consuming
+    (100,000 tickets take seconds), and a measurement must not time that load."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=5) as client:
+        for name, gauge in LEASE_GAUGES.items():
+            if name not in system.services:
+                continue
+            while f"{gauge} 1.0" not in client.get(f"{system.url(name)}/metrics").text:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} never became the active engine")
+                time.sleep(0.1)
+
+
 def new_system(stack: EmbeddedStack, name: str, work: Path) -> LocalSystem:
     system = LocalSystem(stack, log_dir=work / name, mongo_db=f"bench_{name}")
     system.start(SERVICES_UNDER_TEST)
     system.wait_ready(timeout_s=120)
+    wait_engines_active(system, timeout_s=300)
     return system
 
 
@@ -351,12 +369,20 @@ async def open_ticket_scaling(
     stack: EmbeddedStack, work: Path, sizes: tuple[int, ...], count: int
 ) -> dict[str, Any]:
     """Throughput with 1,000 vs 100,000 tickets open in the router's state."""
+    from pymongo import AsyncMongoClient
+
     from services.router.engine import Ticket
-    from services.router.store import ticket_doc
+    from services.router.store import MongoRouterStore, ticket_doc
 
     out: dict[str, Any] = {}
     for size in sizes:
         name = f"open{size}"
+        # Indexes first, as in a running deployment: building three indexes over 100,000
+        # documents at service start holds SecantusDB's lock long enough for the other
+        # services' start-up commands to time out.
+        indexing: Any = AsyncMongoClient(stack.mongo_uri, tz_aware=True)
+        await MongoRouterStore(indexing[f"bench_{name}"]).ensure_indexes()
+        await indexing.close()
         client: Any = MongoClient(stack.mongo_uri, tz_aware=True)
         db = client[f"bench_{name}"]
         now = datetime.now(UTC)

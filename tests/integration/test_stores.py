@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from pymongo.errors import DuplicateKeyError
 
 from services.ingest.store import MongoCustomerStore
 from services.router.engine import RouterState
@@ -90,3 +91,24 @@ async def test_two_replicas_resolving_one_new_sender_agree(db: Any) -> None:
     a, b = await asyncio.gather(store_a.resolve_many([who], T0), store_b.resolve_many([who], T0))
     assert a[0].customer_id == b[0].customer_id
     assert await db["customers"].count_documents({}) == 1
+
+
+async def test_customers_stored_before_identity_keys_are_found_and_still_unique(db: Any) -> None:
+    # The layout of an earlier release: identities only, under the old compound index.
+    await db["customers"].create_index(
+        [("identities.kind", 1), ("identities.value", 1)], unique=True, name="identity_unique"
+    )
+    await db["customers"].insert_one(
+        {"_id": "cus_old", "identities": [{"kind": "email", "value": "old@example.com"}]}
+    )
+    store = MongoCustomerStore(db)
+    await store.ensure_indexes()
+    indexes = await db["customers"].index_information()
+    assert "identity_unique" not in indexes and indexes["identity_key_unique"]["unique"]
+    [ref] = await store.resolve_many([(Identity(kind="email", value="old@example.com"),)], T0)
+    assert ref.customer_id == "cus_old" and not ref.new
+    # The key index now enforces one owner per identity.
+    with pytest.raises(DuplicateKeyError):
+        await db["customers"].insert_one(
+            {"_id": "cus_x", "identity_keys": ["email:old@example.com"]}
+        )
