@@ -1,0 +1,82 @@
+"""`omniroute bench` from the installed command: every figure of issue 8, at toy sizes.
+
+The figures themselves are measured by running the benchmark (docs/benchmarks.md); this
+proves the command runs on a fresh clone and reports every one of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def positive(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_bench_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "bench",
+            "--messages=150",
+            "--rate=40",
+            "--rate-seconds=2",
+            "--backlog=60",
+            "--p1-samples=3",
+            "--timers=100",
+            "--sla-target-s=4",
+            "--open-tickets=50,500",
+            "--scale-messages=60",
+            "--broker-records=2000",
+            f"--work-dir={tmp_path / 'work'}",
+            f"--json={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    r = json.loads(out.read_text())
+
+    assert r["machine"]["cores"] >= 1 and r["machine"]["cpu"]
+    broker = r["broker"]
+    assert positive(broker["produce_msgs_per_s"]) and positive(broker["consume_msgs_per_s"])
+    assert positive(broker["round_trip"]["p50_ms"]) and positive(broker["round_trip"]["p99_ms"])
+    pipeline = r["pipeline"]
+    assert positive(pipeline["throughput_msgs_per_s"]) and pipeline["messages"] == 150
+    latency = pipeline["latency_at_rate"]
+    assert latency["samples"] == 80  # 40 msg/s for 2 s: every paced message was routed
+    assert all(positive(latency[k]) for k in ("p50_ms", "p95_ms", "p99_ms"))
+    assert set(pipeline["peak_rss_mb"]) == {"ingest", "router", "sla", "notify"}
+    assert all(positive(v) for v in pipeline["peak_rss_mb"].values())
+    p1 = r["p1"]["time_to_offer_after_agent_frees"]
+    assert r["p1"]["backlog"] == 60 and p1["samples"] == 3 and positive(p1["p99_ms"])
+    sla = r["sla"]
+    assert sla["thresholds_fired"] == sla["thresholds_expected"] == 200, sla
+    assert sla["active_timers"] == 200 and sla["duplicates"] == 0, sla
+    assert positive(sla["p99_ms"])
+    scaling = r["scaling"]["throughput_msgs_per_s_by_open_tickets"]
+    assert set(scaling) == {"50", "500"} and all(positive(v) for v in scaling.values())
+
+    table = run.stdout
+    for row in (
+        "broker: batched produce",
+        "pipeline: latency at",
+        "P1 time-to-offer",
+        "SLA firing lag",
+        "throughput by open tickets",
+        "peak RSS",
+    ):
+        assert row in table, table
