@@ -226,6 +226,21 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_ids(stack: EmbeddedStack, system: LocalSystem) -> dict[str, int]:
+    pids = {n: s.proc.pid for n, s in system.services.items() if s.proc}
+    # EmbeddedStack.pids lists the broker, then the store.
+    return {**pids, **dict(zip(("tansu", "secantusdb"), stack.pids, strict=False))}
+
+
 SERVICES_UNDER_TEST: tuple[str, ...] = ("ingest", "router", "sla", "notify")
 
 
@@ -271,10 +286,17 @@ async def pipeline(
         await watcher.wait_for([p.message_id for p in warm], 120)
 
         load = generate(count, f"tp{uuid.uuid4().hex[:4]}")
+        processes = process_ids(stack, system)
+        cpu_before = {n: cpu_seconds(pid) for n, pid in processes.items()}
         started = time.perf_counter()
         await produce(stack.kafka_bootstrap, load)
         done = await watcher.wait_for([p.message_id for p in load], 600)
         throughput = count / (done - started)
+        # Where the time goes: CPU per message of every process, the store's included.
+        cpu_ms_per_message = {
+            n: round((cpu_seconds(pid) - cpu_before[n]) * 1000 / count, 2)
+            for n, pid in processes.items()
+        }
 
         async def latency_at(offered: float, seed: int) -> dict[str, Any]:
             paced = generate(int(offered * rate_seconds), f"lat{uuid.uuid4().hex[:4]}", seed=seed)
@@ -288,6 +310,7 @@ async def pipeline(
         result: dict[str, Any] = {
             "throughput_msgs_per_s": round(throughput),
             "messages": count,
+            "cpu_ms_per_message": cpu_ms_per_message,
             "latency_at_rate": await latency_at(rate, 11),
         }
         if throughput / 2 < rate:
@@ -538,6 +561,10 @@ def render(results: dict[str, Any]) -> str:
             ", ".join(
                 f"{k}: {v:,} msg/s" for k, v in sc["throughput_msgs_per_s_by_open_tickets"].items()
             ),
+        ),
+        (
+            "CPU per message (ms)",
+            ", ".join(f"{k} {v}" for k, v in p.get("cpu_ms_per_message", {}).items()),
         ),
         ("peak RSS (MiB)", ", ".join(f"{k} {v}" for k, v in p["peak_rss_mb"].items())),
     ]
