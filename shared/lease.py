@@ -5,6 +5,11 @@ The holder renews it every `ttl_s / 3`; a standby takes it once it has expired, 
 dead holder is replaced within `ttl_s` plus one renew interval. Only the holder runs the
 engine's input consumer; it stops consuming as soon as it cannot prove it still holds the
 lease (`valid()` counts from the last successful renewal, on the local monotonic clock).
+
+Every lease operation is bounded in time: a MongoDB that hangs (a frozen process, a network
+that drops packets) must not hold the host's loop past the lease's validity, or a holder that
+can no longer renew would go on consuming. When MongoDB comes back, the holder (or a standby)
+takes the lease again and reloads the state by itself.
 """
 
 from __future__ import annotations
@@ -55,21 +60,31 @@ class Lease:
         started = time.monotonic()
         now = self.clock()
         try:
-            result = await self.db["leases"].update_one(
-                {"_id": self.name, "$or": [{"holder": self.holder}, {"expires_at": {"$lt": now}}]},
-                {
-                    "$set": {
-                        "holder": self.holder,
-                        "expires_at": now + timedelta(seconds=self.ttl_s),
-                        "renewed_at": now,
-                    }
-                },
-                upsert=True,
+            # Wait while the lease is still valid anyway (at least one renew interval), no
+            # longer: past that the host must be free to stop consuming.
+            result = await asyncio.wait_for(
+                self.db["leases"].update_one(
+                    {
+                        "_id": self.name,
+                        "$or": [{"holder": self.holder}, {"expires_at": {"$lt": now}}],
+                    },
+                    {
+                        "$set": {
+                            "holder": self.holder,
+                            "expires_at": now + timedelta(seconds=self.ttl_s),
+                            "renewed_at": now,
+                        }
+                    },
+                    upsert=True,
+                ),
+                max(self.renew_every_s, self._valid_until - started),
             )
         except DuplicateKeyError:
             return False  # the document exists and someone else holds it
-        except PyMongoError:
-            log.warning("lease renewal failed", extra={"lease": self.name})
+        except (PyMongoError, TimeoutError) as exc:
+            log.warning(
+                "lease renewal failed", extra={"lease": self.name, "error": type(exc).__name__}
+            )
             return False
         held = result.matched_count > 0 or result.upserted_id is not None
         if held:
@@ -82,10 +97,13 @@ class Lease:
 
     async def release(self) -> None:
         self._valid_until = 0.0
-        with contextlib.suppress(PyMongoError):
-            await self.db["leases"].update_one(
-                {"_id": self.name, "holder": self.holder},
-                {"$set": {"expires_at": self.clock() - timedelta(seconds=1)}},
+        with contextlib.suppress(PyMongoError, TimeoutError):
+            await asyncio.wait_for(
+                self.db["leases"].update_one(
+                    {"_id": self.name, "holder": self.holder},
+                    {"$set": {"expires_at": self.clock() - timedelta(seconds=1)}},
+                ),
+                self.renew_every_s,
             )
 
     def check(self) -> None:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
 from shared.settings import ServiceSettings
 
 Document = dict[str, Any]
 Database = AsyncDatabase[Document]
+log = logging.getLogger(__name__)
 
 
 def make_mongo_client(settings: ServiceSettings) -> AsyncMongoClient[Document]:
@@ -26,3 +34,51 @@ def make_mongo_client(settings: ServiceSettings) -> AsyncMongoClient[Document]:
 
 async def ping(db: Database) -> None:
     await db.command("ping")
+
+
+@dataclass
+class StoreBackoff:
+    """Pauses a consumer whose batch failed on MongoDB before the batch is redelivered.
+
+    With `AckPolicy.NACK_ON_ERROR` FastStream seeks back and polls the same records again
+    at once: a store that fails fast (no primary, disk full, a dropped connection) would
+    make that a busy loop logging a traceback per pass. Nothing is committed either way;
+    the pause doubles per failed batch up to `max_s` and resets on the first success.
+    """
+
+    errors: Counter
+    base_s: float = 0.5
+    max_s: float = 5.0
+    failures: int = 0
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    @classmethod
+    def create(cls, service: str, registry: CollectorRegistry) -> StoreBackoff:
+        return cls(
+            Counter(
+                f"omniroute_{service}_store_errors_total",
+                "Input batches that failed on a MongoDB error; each is redelivered after a"
+                " pause, its offsets not committed.",
+                registry=registry,
+            )
+        )
+
+    def delay_s(self) -> float:
+        return float(min(self.max_s, self.base_s * 2 ** max(0, self.failures - 1)))
+
+    @contextlib.asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """Wrap a handler's body: a MongoDB error pauses, then propagates (NACK)."""
+        try:
+            yield
+        except PyMongoError as exc:
+            self.failures += 1
+            self.errors.inc()
+            delay = self.delay_s()
+            log.warning(
+                "store error: batch not committed, redelivered after a pause",
+                extra={"error": type(exc).__name__, "failures": self.failures, "pause_s": delay},
+            )
+            await self.sleep(delay)
+            raise
+        self.failures = 0

@@ -20,7 +20,7 @@ from services.ingest.store import CustomerStore, MongoCustomerStore
 from shared.broker import ensure_topics, make_broker
 from shared.events import publish_all, records_of
 from shared.logging import configure_logging
-from shared.mongo import Document, make_mongo_client, ping
+from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import IngestSettings
 from shared.topics import INBOUND_BY_CHANNEL
@@ -45,6 +45,7 @@ def build_app(
     customers = customers or MongoCustomerStore(db)
     policy = load_policy(settings.policy_dir / "ingest.yaml")
     metrics = IngestMetrics.create(registry)
+    backoff = StoreBackoff.create("ingest", registry)
     ingestor = Ingestor(
         customers=customers,
         rules=load_rules(settings.policy_dir / "classify.yaml"),
@@ -66,7 +67,8 @@ def build_app(
     )
     async def on_inbound(msg: KafkaMessage) -> None:
         records = records_of(msg.raw_message)
-        events = await ingestor.process([inbound_from_record(r) for r in records])
+        async with backoff.guard():
+            events = await ingestor.process([inbound_from_record(r) for r in records])
         # Offsets are committed (by the ack policy) only after every event is acknowledged.
         await publish_all(broker, events)
 

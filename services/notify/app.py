@@ -23,7 +23,7 @@ from services.sla.deadlines import load_policy as load_sla_policy
 from shared.broker import ensure_topics, make_broker
 from shared.events import OutboundEvent, publish_all, records_of
 from shared.logging import configure_logging
-from shared.mongo import Document, make_mongo_client, ping
+from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import NotifySettings
 from shared.topics import INCIDENTS, MESSAGES, SLA, TICKETS
@@ -85,6 +85,7 @@ def build_app(
     retention_s = settings.notify_retention_days * 86400.0
     store = store or MongoNotifyStore(db, retention_s)
     metrics = NotifyMetrics.create(registry)
+    backoff = StoreBackoff.create("notify", registry)
     templates = load_templates(settings.policy_dir / "templates.yaml")
     notifier = Notifier(
         store=store,
@@ -127,7 +128,9 @@ def build_app(
     async def on_inputs(msg: KafkaMessage) -> None:
         records = records_of(msg.raw_message)
         # Notifications are stored (the outbox) before the ack policy commits the offsets.
-        await publish_all(broker, await notifier.process(records))
+        async with backoff.guard():
+            events = await notifier.process(records)
+        await publish_all(broker, events)
         delivery.wake()
 
     async def startup() -> None:

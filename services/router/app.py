@@ -23,7 +23,7 @@ from shared.broker import ensure_topics, make_broker
 from shared.events import records_of
 from shared.lease import EngineHost, Lease
 from shared.logging import configure_logging
-from shared.mongo import Document, make_mongo_client, ping
+from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import RouterSettings
 from shared.topics import AGENTS, MESSAGES, SLA
@@ -55,6 +55,7 @@ def build_app(
     store = store or MongoRouterStore(db)
     policy = load_policy(settings.policy_dir / "routing.yaml")
     lease = lease or Lease(db, "router", ttl_s=settings.lease_ttl_s)
+    backoff = StoreBackoff.create("router", registry)
     engine = RouterEngine(
         state=RouterState(policy=policy),
         store=store,
@@ -79,7 +80,8 @@ def build_app(
     )
     async def on_inputs(msg: KafkaMessage) -> None:
         # State and events are stored, then published, before the ack policy commits.
-        await engine.process(records_of(msg.raw_message))
+        async with backoff.guard():
+            await engine.process(records_of(msg.raw_message))
 
     host = EngineHost(
         lease=lease,

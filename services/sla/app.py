@@ -28,7 +28,7 @@ from shared.broker import ensure_topics, make_broker
 from shared.events import records_of
 from shared.lease import EngineHost, Lease
 from shared.logging import configure_logging
-from shared.mongo import Document, make_mongo_client, ping
+from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import SlaSettings
 from shared.topics import DEADLETTER, SLA, TICKETS
@@ -79,6 +79,7 @@ def build_app(
     journal = journal or (MongoSlaJournal(db) if store is None else WriteThroughJournal(store))
     store = store or MongoSlaStore(db)
     lease = lease or Lease(db, "sla", ttl_s=settings.lease_ttl_s)
+    backoff = StoreBackoff.create("sla", registry)
     engine = SlaEngine(
         state=SlaState(
             policy=load_policy(settings.policy_dir / "sla.yaml"),
@@ -109,7 +110,8 @@ def build_app(
         description="Ticket events drive first-response, next-response and resolution timers",
     )
     async def on_ticket_events(msg: KafkaMessage) -> None:
-        await engine.process(records_of(msg.raw_message))
+        async with backoff.guard():
+            await engine.process(records_of(msg.raw_message))
 
     host = EngineHost(
         lease=lease,
