@@ -28,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import MongoClient
 
 from services.bench.load import Payload, generate
+from services.bench.store_costs import measure_store_costs
 from services.system import DEV_SECRET, DEV_TOKEN, LocalSystem
 from shared.embedded import EmbeddedStack
 from shared.topics import TICKETS
@@ -490,6 +491,8 @@ async def run_all(args: Any, stack: EmbeddedStack, work: Path) -> dict[str, Any]
     if stack:
         results["broker"] = await broker_baseline(stack.kafka_bootstrap, count=args.broker_records)
         keep()
+        results["store"] = await asyncio.to_thread(measure_store_costs, stack.mongo_uri)
+        keep()
         results["pipeline"] = await pipeline(
             stack, work, args.messages, args.rate, args.rate_seconds
         )
@@ -531,6 +534,10 @@ def render(results: dict[str, Any]) -> str:
         (
             "broker: produce→consume round trip",
             f"p50 {b['round_trip']['p50_ms']} ms, p99 {b['round_trip']['p99_ms']} ms",
+        ),
+        (
+            "store: ms per document",
+            ", ".join(f"{k} {v}" for k, v in results.get("store", {}).items()),
         ),
         (
             "pipeline: raw inbound → routed (sustained)",

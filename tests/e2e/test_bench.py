@@ -54,6 +54,9 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
     broker = r["broker"]
     assert positive(broker["produce_msgs_per_s"]) and positive(broker["consume_msgs_per_s"])
     assert positive(broker["round_trip"]["p50_ms"]) and positive(broker["round_trip"]["p99_ms"])
+    store = r["store"]
+    assert set(store) >= {"insert", "update_set", "lookup_indexed_in", "lookup_or_elemmatch"}
+    assert all(positive(v) for v in store.values())
     pipeline = r["pipeline"]
     assert positive(pipeline["throughput_msgs_per_s"]) and pipeline["messages"] == 150
     latency = pipeline["latency_at_rate"]
@@ -76,6 +79,7 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
     table = run.stdout
     for row in (
         "broker: batched produce",
+        "store: ms per document",
         "pipeline: latency at",
         "P1 time-to-offer",
         "SLA firing lag",
