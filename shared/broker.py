@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.message import StreamMessage
 from prometheus_client import CollectorRegistry
 
 from shared.settings import ServiceSettings
@@ -33,7 +37,54 @@ def make_broker(settings: ServiceSettings, registry: CollectorRegistry) -> Kafka
         logger=logging.getLogger(f"omniroute.{settings.service_name}.broker"),
         # Per-message "Received/Processed" lines only at DEBUG: volume, not insight.
         log_level=logging.DEBUG,
+        parser=tolerant_headers,
+        decoder=raw_bodies,
     )
+
+
+# FastStream reads every record of a batch before the handler runs: it decodes header
+# values as strict UTF-8 and `json.loads` the values. One record a producer got wrong
+# (a header of Latin-1 bytes, a value that is not JSON or is nested 10,000 deep) then
+# fails the whole batch, the batch is redelivered, and the consumer never gets past it.
+# The handlers read the records themselves (`records_of`) and dead-letter what they
+# cannot read, so the broker hands them the records as they are.
+
+
+async def tolerant_headers(
+    msg: Any, original: Callable[[Any], Awaitable[StreamMessage[Any]]]
+) -> StreamMessage[Any]:
+    """FastStream's parser, with header values that are not UTF-8 (or null) made readable."""
+    if isinstance(msg, tuple | list):
+        return await original(tuple(_readable_headers(r) for r in msg))
+    return await original(_readable_headers(msg))
+
+
+def _readable_headers(record: Any) -> Any:
+    headers = getattr(record, "headers", None) or ()
+    if all(_is_utf8(value) for _, value in headers):
+        return record
+    return dataclasses.replace(record, headers=[(k, _readable(v)) for k, v in headers])
+
+
+def _is_utf8(value: object) -> bool:
+    if not isinstance(value, bytes):
+        return False
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _readable(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace").encode()
+    return b"" if value is None else str(value).encode()
+
+
+async def raw_bodies(msg: StreamMessage[Any]) -> Any:
+    """No decoding: the body (a batch's list of values) as bytes."""
+    return msg.body
 
 
 async def ensure_topics(

@@ -82,7 +82,7 @@ def header(headers: Iterable[tuple[str, bytes]] | Mapping[str, Any], name: str) 
         if key.lower() == name:
             if isinstance(value, bytes):
                 return value.decode("utf-8", "replace")
-            return str(value)
+            return None if value is None else str(value)  # Kafka headers may be null
     return None
 
 
@@ -108,6 +108,38 @@ async def publish_all(broker: KafkaBroker, events: Iterable[OutboundEvent]) -> i
     if futures:
         await asyncio.gather(*futures)
     return count
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What a consumer dispatches on (`ce_type`) and deduplicates on (`ce_id`)."""
+
+    type: str
+    id: str
+
+
+class NotACloudEvent(ValueError):
+    """A record without the attributes every consumer needs; `reason` is short and stable."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def envelope_of(record: Any) -> Envelope:
+    """`ce_type` and `ce_id` of a consumed record; raises NotACloudEvent if either is absent.
+
+    Without a type there is nothing to dispatch on; without an id a consumer that
+    deduplicates on it would take every later id-less event for a redelivery.
+    """
+    headers = record.headers or []
+    ce_type = header(headers, "ce_type")
+    if not ce_type:
+        raise NotACloudEvent("missing ce_type")
+    ce_id = header(headers, "ce_id")
+    if not ce_id:
+        raise NotACloudEvent("missing ce_id")
+    return Envelope(ce_type, ce_id)
 
 
 def records_of(raw_message: Any) -> tuple[Any, ...]:

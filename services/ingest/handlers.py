@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_string
 from email.header import decode_header, make_header
@@ -21,7 +22,7 @@ from services.ingest.model import ParseError, Skipped
 from services.ingest.pipeline import IngestPolicy, Prepared, finish, prepare
 from services.ingest.redact import redact
 from services.ingest.store import CustomerStore
-from shared.contracts.common import Channel
+from shared.contracts.common import PROVIDERS_BY_CHANNEL, Channel
 from shared.contracts.messages import MESSAGE_RECEIVED
 from shared.deadletter import dead_letter
 from shared.events import OutboundEvent, header, make_event
@@ -29,6 +30,19 @@ from shared.topics import CHANNEL_BY_INBOUND, MESSAGES
 
 log = logging.getLogger(__name__)
 SOURCE = "omniroute/ingest"
+MIB = 1_048_576
+YIELD_AFTER_S = 0.2
+# Larger payloads are dead-lettered unread ("payload too large"): reading one costs
+# several times its size in memory. Chat, social and phone payloads are a provider's
+# webhook body, held to the webhooks' own limit (1 MiB); the providers' messages are far
+# smaller (a Telegram message is at most 4,096 characters). Mail carries its
+# attachments, so it gets what mail servers commonly accept.
+MAX_PAYLOAD_BYTES: dict[Channel, int] = {
+    "email": 25 * MIB,
+    "social": MIB,
+    "phone": MIB,
+    "chat": MIB,
+}
 
 
 @dataclass(frozen=True)
@@ -117,9 +131,13 @@ class Ingestor:
     policy: IngestPolicy
     metrics: IngestMetrics
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    max_payload_bytes: Mapping[Channel, int] = field(default_factory=lambda: MAX_PAYLOAD_BYTES)
 
     def _dead(self, item: Inbound, reason: str, now: datetime) -> OutboundEvent:
-        self.metrics.messages.labels(item.channel, item.provider or "unknown", "deadletter").inc()
+        # The header is whatever the producer wrote: only known providers become label values.
+        known = item.provider in PROVIDERS_BY_CHANNEL[item.channel]
+        provider = item.provider if known and item.provider else "unknown"
+        self.metrics.messages.labels(item.channel, provider, "deadletter").inc()
         self.metrics.deadletters.labels(reason).inc()
         return dead_letter(
             service="ingest",
@@ -135,7 +153,16 @@ class Ingestor:
         now = self.clock()
         out: list[OutboundEvent] = []
         ready: list[tuple[Inbound, Prepared]] = []
+        resumed = time.perf_counter()
         for item in batch:
+            if time.perf_counter() - resumed > YIELD_AFTER_S:
+                # The consumer's heartbeats run on this event loop: a batch of large or
+                # broken payloads must not keep them waiting until the group evicts us.
+                await asyncio.sleep(0)
+                resumed = time.perf_counter()
+            if len(item.raw) > self.max_payload_bytes[item.channel]:
+                out.append(self._dead(item, "payload too large", now))
+                continue
             started = time.perf_counter()
             try:
                 results = prepare(item.channel, item.provider, item.raw, self.policy.parser)

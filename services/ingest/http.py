@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka.errors import MessageSizeTooLargeError
 from faststream.kafka import KafkaBroker
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
@@ -75,12 +76,17 @@ def make_routes(
         skipped = [r.reason for r in results if isinstance(r, Skipped)]
         if accepted:
             # The raw payload goes through the same consumer path as adapters' messages.
-            await broker.publish(
-                body,
-                INBOUND_BY_CHANNEL[ch],
-                key=accepted[0].conversation_id.encode(),
-                headers={"provider": provider},
-            )
+            try:
+                await broker.publish(
+                    body,
+                    INBOUND_BY_CHANNEL[ch],
+                    key=accepted[0].conversation_id.encode(),
+                    headers={"provider": provider},
+                )
+            except MessageSizeTooLargeError:
+                # Within max_body_bytes but not within the producer's (or broker's) record
+                # limit, once key and headers are added: nothing was published.
+                return reply(channel, provider, 413, {"error": "body too large to forward"})
         return reply(
             channel,
             provider,

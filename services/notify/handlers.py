@@ -45,7 +45,7 @@ from shared.contracts.notifications import (
 from shared.contracts.sla import SlaEvent
 from shared.contracts.tickets import TicketEvent
 from shared.deadletter import dead_letter
-from shared.events import OutboundEvent, header, make_event
+from shared.events import NotACloudEvent, OutboundEvent, envelope_of, make_event
 from shared.ids import event_id
 from shared.topics import NOTIFICATIONS
 
@@ -95,11 +95,21 @@ class Notifier:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def _parse(self, records: Sequence[Any], now: datetime) -> Inputs:
+        """The batch's events by kind, and dead letters for the records that are not one.
+
+        Poison: a record without `ce_type` or `ce_id`, a type notify does not consume
+        (its topics carry only the contract's types: an unknown one is parked with its
+        reason, not dropped), and data that fails its type's model.
+        """
         got = Inputs()
         for record in records:
             value = record.value or b""
-            ce_type = header(record.headers or [], "ce_type") or ""
-            ce_id = header(record.headers or [], "ce_id") or ""
+            try:
+                env = envelope_of(record)
+            except NotACloudEvent as exc:
+                got.dead.append(self._dead(exc.reason, value, now, record))
+                continue
+            ce_type, ce_id = env.type, env.id
             try:
                 if ce_type == MESSAGE_RECEIVED:
                     got.messages.append(MessageReceived.model_validate_json(value))

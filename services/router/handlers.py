@@ -30,13 +30,19 @@ from shared.contracts.messages import MESSAGE_RECEIVED, MessageReceived
 from shared.contracts.sla import SlaEvent
 from shared.contracts.tickets import TicketEvent, ticket_event_type
 from shared.deadletter import dead_letter
-from shared.events import OutboundEvent, header, make_event, publish_all
+from shared.events import NotACloudEvent, OutboundEvent, envelope_of, make_event, publish_all
 from shared.ids import event_id
 from shared.lease import Lease
 from shared.topics import TICKETS
 
 log = logging.getLogger(__name__)
 SOURCE = "omniroute/router"
+
+
+def _kind(ce_type: str) -> str:
+    """The kind of a known type (`omniroute.message.received.v1` -> message), for reasons."""
+    parts = ce_type.split(".")
+    return parts[1] if len(parts) > 2 else "input"
 
 
 def ticket_event(ev: TicketEvent) -> OutboundEvent:
@@ -65,6 +71,7 @@ class RouterEngine:
     loaded: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _batch_agent_events: list[str] = field(default_factory=list)
+    _reload: bool = False
 
     async def load(self) -> None:
         """(Re)build the state from MongoDB: at start and on every lease takeover."""
@@ -83,33 +90,61 @@ class RouterEngine:
         self.metrics.observe_state(self.state, self.clock())
 
     def _apply(self, record: Any, now: datetime) -> Changes | OutboundEvent:
-        ce_type = header(record.headers or [], "ce_type")
-        ce_id = header(record.headers or [], "ce_id") or ""
+        """One input record applied, or its dead letter.
+
+        Poison, each dead-lettered with its reason: a record without `ce_type` or `ce_id`,
+        a type the router does not consume (every type on its topics is in the contract:
+        one it does not know is parked where people look, not dropped), data that fails
+        its type's model, and an event the decision raises on. A decision that raises may
+        have changed memory halfway, so the state is reloaded after the batch is stored.
+        """
         value = record.value or b""
         try:
-            if ce_type == MESSAGE_RECEIVED:
+            env = envelope_of(record)
+        except NotACloudEvent as exc:
+            return self._dead(exc.reason, None, value, now, record)
+        try:
+            if env.type == MESSAGE_RECEIVED:
                 message = MessageReceived.model_validate_json(value)
                 return self.state.on_message(message, now, defer=True)
-            if ce_type == AGENT_PROFILE_UPDATED:
-                self._batch_agent_events.append(ce_id)
+            if env.type == AGENT_PROFILE_UPDATED:
                 ev = AgentProfileUpdated.model_validate_json(value)
-                return self.state.on_profile(ev, ce_id, now)
-            if ce_type == AGENT_PRESENCE_CHANGED:
-                self._batch_agent_events.append(ce_id)
+                self._batch_agent_events.append(env.id)
+                return self.state.on_profile(ev, env.id, now)
+            if env.type == AGENT_PRESENCE_CHANGED:
                 pev = AgentPresenceChanged.model_validate_json(value)
-                return self.state.on_presence(pev, ce_id, now)
-            if ce_type == AGENT_ACTION_TAKEN:
-                self._batch_agent_events.append(ce_id)
+                self._batch_agent_events.append(env.id)
+                return self.state.on_presence(pev, env.id, now)
+            if env.type == AGENT_ACTION_TAKEN:
                 aev = AgentActionTaken.model_validate_json(value)
-                return self.state.on_action(aev, ce_id, now)
-            if ce_type is not None and ce_type.startswith("omniroute.sla."):
+                self._batch_agent_events.append(env.id)
+                return self.state.on_action(aev, env.id, now)
+            if env.type.startswith("omniroute.sla."):
                 sev = SlaEvent.model_validate_json(value)
                 return self.state.on_sla(sev, now)
-            reason = "unknown event type"
         except ValidationError as exc:
-            reason = f"invalid {ce_type}: {exc.error_count()} errors"
+            return self._dead(
+                f"invalid {_kind(env.type)} event",
+                f"{exc.error_count()} errors",
+                value,
+                now,
+                record,
+            )
+        except Exception as exc:
+            log.exception("decision failed", extra={"ce_type": env.type, "ce_id": env.id})
+            self._reload = True
+            return self._dead(
+                f"unprocessable {_kind(env.type)} event", type(exc).__name__, value, now, record
+            )
+        return self._dead("unknown event type", None, value, now, record)
+
+    def _dead(
+        self, reason: str, detail: str | None, value: bytes, now: datetime, record: Any
+    ) -> OutboundEvent:
         self.metrics.deadletters.inc()
-        return dead_letter(service="router", reason=reason, payload=value, now=now, record=record)
+        return dead_letter(
+            service="router", reason=reason, detail=detail, payload=value, now=now, record=record
+        )
 
     async def process(self, records: Sequence[Any]) -> int:
         async with self.lock:
@@ -152,6 +187,7 @@ class RouterEngine:
         changes = Changes()
         extra: list[OutboundEvent] = []
         self._batch_agent_events = []
+        self._reload = False
         for record in records:
             result = self._apply(record, now)
             if isinstance(result, OutboundEvent):
@@ -159,7 +195,10 @@ class RouterEngine:
             else:
                 changes.merge(result)
         changes.merge(self.state.route_deferred(now))
-        return await self._commit(changes, extra, now)
+        count = await self._commit(changes, extra, now)
+        if self._reload:
+            self.loaded = False  # what the failed decision left in memory is not stored
+        return count
 
     async def _commit(self, changes: Changes, extra: list[OutboundEvent], now: datetime) -> int:
         events = [ticket_event(e) for e in changes.events] + extra

@@ -32,7 +32,7 @@ from services.sla.store import JournalEntry, Marks, SlaJournal, SlaStore, merge_
 from shared.contracts.sla import SlaEvent, sla_event_type
 from shared.contracts.tickets import TicketEvent
 from shared.deadletter import dead_letter
-from shared.events import OutboundEvent, header, make_event
+from shared.events import NotACloudEvent, OutboundEvent, envelope_of, make_event
 from shared.ids import event_id
 from shared.lease import Lease
 from shared.topics import SLA
@@ -157,6 +157,7 @@ class Step:
     progress: dict[str, int] = field(default_factory=dict)
     other: list[OutboundEvent] = field(default_factory=list)  # dead letters
     decided: list[SlaEvent] = field(default_factory=list)
+    reload: bool = False  # a decision raised: memory may hold half of its changes
 
     def add(self, ticket_id: str, timers: Iterable[Any], events: Iterable[OutboundEvent]) -> None:
         changed, evs = self.tickets.setdefault(ticket_id, ({}, []))
@@ -325,6 +326,12 @@ class SlaEngine:
             try:
                 step = self._apply(records)
                 sent = await self._commit(step) if step else []
+                if step.reload:
+                    # Reload from what is journaled, once Kafka has the step's events (so
+                    # the reload does not send them again).
+                    await self._acknowledged(sent)
+                    sent = []
+                    self.loaded = False
             except BaseException:
                 # Memory may be ahead of MongoDB: reload before the redelivered batch.
                 self.loaded = False
@@ -336,37 +343,42 @@ class SlaEngine:
         return len(step.events)
 
     def _apply(self, records: Sequence[Any]) -> Step:
+        """The step for a batch of ticket events.
+
+        Poison, each dead-lettered with its reason: a record without `ce_type` or `ce_id`,
+        a type that is not a ticket event, data that fails the ticket event model, and an
+        event the decision raises on (a time at the end of the calendar overflows the
+        deadline). A decision that raises may have changed timers halfway: the step marks
+        the state for reloading once it is journaled.
+        """
         now = self.clock()
         step = Step()
         for record in records:
             value = record.value or b""
-            ce_type = header(record.headers or [], "ce_type") or ""
+            try:
+                ce_type = envelope_of(record).type
+            except NotACloudEvent as exc:
+                step.other.append(self._dead(exc.reason, None, value, now, record))
+                continue
             if not ce_type.startswith("omniroute.ticket."):
-                step.other.append(
-                    dead_letter(
-                        service="sla",
-                        reason="unknown event type",
-                        payload=value,
-                        now=now,
-                        record=record,
-                    )
-                )
+                step.other.append(self._dead("unknown event type", None, value, now, record))
                 continue
             try:
                 ev = TicketEvent.model_validate_json(value)
             except ValidationError as exc:
+                detail = f"{exc.error_count()} errors"
+                step.other.append(self._dead("invalid ticket event", detail, value, now, record))
+                continue
+            try:
+                out, ids = self.state.on_ticket(ev, now)
+            except Exception as exc:
+                log.exception("decision failed", extra={"ticket_id": ev.ticket_id})
+                step.reload = True
+                detail = type(exc).__name__
                 step.other.append(
-                    dead_letter(
-                        service="sla",
-                        reason="invalid ticket event",
-                        detail=f"{exc.error_count()} errors",
-                        payload=value,
-                        now=now,
-                        record=record,
-                    )
+                    self._dead("unprocessable ticket event", detail, value, now, record)
                 )
                 continue
-            out, ids = self.state.on_ticket(ev, now)
             if ids or out:
                 step.progress[ev.ticket_id] = self.state.applied_seq.get(ev.ticket_id, ev.sequence)
                 step.add(
@@ -377,6 +389,13 @@ class SlaEngine:
                 step.decided += out
         self.state.evict(now)
         return step
+
+    def _dead(
+        self, reason: str, detail: str | None, value: bytes, now: datetime, record: Any
+    ) -> OutboundEvent:
+        return dead_letter(
+            service="sla", reason=reason, detail=detail, payload=value, now=now, record=record
+        )
 
     async def tick(self) -> int:
         """Fire what is due: journal the fired flags, then publish. Returns events fired."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from shared.contracts.common import Category, Channel, Contract, UtcDatetime
+from shared.contracts.common import MAX_INT64, Category, Channel, Contract, UtcDatetime
 
 AGENT_PROFILE_UPDATED = "omniroute.agent.profile_updated.v1"
 AGENT_PRESENCE_CHANGED = "omniroute.agent.presence_changed.v1"
@@ -22,7 +22,7 @@ class AgentProfile(Contract):
     name: str = Field(min_length=1, max_length=200)
     skills: tuple[Category, ...] = Field(default=(), description="Categories the agent handles")
     languages: tuple[str, ...] = ("en",)
-    capacity: dict[Channel, int] = Field(
+    capacity: dict[Channel, Annotated[int, Field(le=MAX_INT64)]] = Field(
         default_factory=lambda: dict(DEFAULT_CAPACITY),
         description="Concurrent tickets per channel",
     )

@@ -56,11 +56,19 @@ def _require_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+# Every integer on the wire fits in 64 signed bits, as MongoDB and most Kafka clients
+# store it: a larger one would be stored by nobody and stall the consumer that tried.
+MAX_INT64 = 2**63 - 1
+
 # Every timestamp on the wire is time-zone aware and normalised to UTC.
 UtcDatetime = Annotated[datetime, AfterValidator(_require_utc)]
 
 
 class Contract(BaseModel):
-    """Base of every wire model: immutable, unknown fields ignored (forward compatible)."""
+    """Base of every wire model: immutable, unknown fields ignored (forward compatible).
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    Numbers are JSON's (RFC 8259): no Infinity or NaN, which Python's parsers accept and
+    no arithmetic downstream survives.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)

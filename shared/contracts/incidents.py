@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from shared.contracts.common import Category, Contract, UtcDatetime
+from shared.contracts.common import MAX_INT64, Category, Contract, UtcDatetime
 
 INCIDENT_OPENED = "omniroute.incident.opened.v1"
 INCIDENT_UPDATED = "omniroute.incident.updated.v1"
@@ -61,7 +61,7 @@ class Incident(Contract):
     title: dict[str, str] = Field(description="Language (ISO 639-1) -> title; 'en' always set")
     body: dict[str, str] = Field(default_factory=dict, description="Language -> text")
     affected: Affected = Affected()
-    version: int = Field(ge=1, description="1 when opened, +1 per change")
+    version: int = Field(ge=1, le=MAX_INT64, description="1 when opened, +1 per change")
     created_at: UtcDatetime
     updated_at: UtcDatetime
     resolved_at: UtcDatetime | None = None

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from shared.contracts.common import (
+    MAX_INT64,
     Category,
     Channel,
     Contract,
@@ -27,14 +28,16 @@ class Identity(Contract):
 class Attachment(Contract):
     name: str = Field(description="File name as the customer sent it")
     content_type: str = Field(description="MIME type")
-    size_bytes: int = Field(ge=0, description="Decoded size; the content is never carried")
+    size_bytes: int = Field(
+        ge=0, le=MAX_INT64, description="Decoded size; the content is never carried"
+    )
 
 
 class Redaction(Contract):
     kind: Literal["seed_phrase", "private_key", "password", "otp_code"] = Field(
         description="What kind of secret was removed from the text"
     )
-    count: int = Field(ge=1, description="How many of that kind were removed")
+    count: int = Field(ge=1, le=MAX_INT64, description="How many of that kind were removed")
 
 
 class WalletAddress(Contract):

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.contracts.common import Channel, Contract, Priority, UtcDatetime
+from shared.contracts.common import MAX_INT64, Channel, Contract, Priority, UtcDatetime
 
 SlaMetric = Literal["first_response", "next_response", "resolution"]
 SlaEventName = Literal[
@@ -48,5 +48,6 @@ class SlaEvent(Contract):
     calendar: str | None = Field(default=None, description="Business calendar; none: 24/7")
     ticket_sequence: int | None = Field(
         default=None,
+        le=MAX_INT64,
         description="The ticket event that caused it; none for warnings and breaches",
     )

@@ -6,7 +6,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.contracts.common import Category, Channel, Contract, Priority, UtcDatetime
+from shared.contracts.common import (
+    MAX_INT64,
+    Category,
+    Channel,
+    Contract,
+    Priority,
+    UtcDatetime,
+)
 
 TicketEventName = Literal[
     "opened",
@@ -63,10 +70,13 @@ class TicketEvent(Contract):
     conversation_id: str | None = None
     state: str = Field(description="Ticket state after the change")
     opened_at: UtcDatetime
-    sequence: int = Field(ge=1, description="Per-ticket event number, 1-based, gap-free")
+    sequence: int = Field(
+        ge=1, le=MAX_INT64, description="Per-ticket event number, 1-based, gap-free"
+    )
     position: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_INT64,
         description="Router-wide event number, gap-free: replaying events by position "
         "reproduces the order in which the router decided",
     )

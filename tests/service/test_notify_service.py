@@ -184,7 +184,8 @@ async def test_acknowledgement_once_per_ticket_and_poison_dead_lettered(edge: Ed
     edge.store.codes["cus_1"] = "OWL-7731"
     await edge.send(opened)
     await edge.send(opened)  # redelivered
-    await edge.broker.publish(b"[]", TICKETS, headers={"ce_type": "omniroute.ticket.opened.v1"})
+    poison = {"ce_type": "omniroute.ticket.opened.v1", "ce_id": "poison-1"}
+    await edge.broker.publish(b"[]", TICKETS, headers=poison)
     [doc] = edge.store.docs.values()
     assert (doc["language"], doc["template"], doc["status"]) == (
         "zh",
