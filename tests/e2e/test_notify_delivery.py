@@ -283,6 +283,17 @@ def test_sigkill_mid_batch_sends_nothing_twice(
         wait_until(lambda: len({d.notification_id for d in ours()}) == total, 60, "every ack")
     finally:
         sink.delay_s = 0.0
+    # A send that completed just before the kill, but was not yet marked, is due again
+    # only when its claim's lease runs out: wait for every mark, then count the sends.
+    acks = {d.notification_id for d in ours()}
+    wait_until(
+        lambda: (
+            db.notifications.count_documents({"_id": {"$in": list(acks)}, "status": "sent"})
+            == total
+        ),
+        90,
+        "every ack marked sent",
+    )
     counts: dict[str, int] = {}
     for d in ours():
         counts[d.notification_id] = counts.get(d.notification_id, 0) + 1
