@@ -81,13 +81,22 @@ class LocalSystem:
     def start(self, names: tuple[str, ...] = SERVICES) -> LocalSystem:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for name in names:
-            port = preferred_port(DEFAULT_PORTS[name]) if self.default_ports else free_port()
+            port = preferred_port(DEFAULT_PORTS[name]) if self.default_ports else self._free_port()
             svc = self.services.get(name) or ServiceProcess(
                 name, port, self.log_dir / f"{name}.log"
             )
             self.services[name] = svc
             self.start_service(name)
         return self
+
+    def _free_port(self) -> int:
+        """A free port no process of this system was given yet. The services bind theirs
+        only once started, so the kernel may offer one port twice meanwhile (seen: router
+        and sla on one port, the router exiting on the bind and sla answering for both)."""
+        taken = {svc.port for svc in self.services.values()}
+        while (port := free_port()) in taken:
+            pass
+        return port
 
     def start_service(self, name: str) -> None:
         svc = self.services[name]
@@ -103,7 +112,7 @@ class LocalSystem:
         while f"{service}#{n}" in self.services:
             n += 1
         name = f"{service}#{n}"
-        self.services[name] = ServiceProcess(name, free_port(), self.log_dir / f"{name}.log")
+        self.services[name] = ServiceProcess(name, self._free_port(), self.log_dir / f"{name}.log")
         self.start_service(name)
         return name
 
@@ -127,6 +136,10 @@ class LocalSystem:
                     time.sleep(0.1)
         if pending:
             raise TimeoutError(f"not ready after {timeout_s:.0f}s: {sorted(pending)}")
+        for name in names or self.services:  # ready, and still the process we started
+            svc = self.services[name]
+            if svc.proc is not None and svc.proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {svc.proc.returncode}; see {svc.log_path}")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.services[name].proc
