@@ -42,7 +42,7 @@ class DeliveryConfig:
     retry_max_s: float = 300.0
     max_attempts: int = 6
     lease_s: float = 30.0
-    batch_size: int = 100
+    batch_size: int = 1000
     concurrency: int = 16
     route_wait_s: float = 3600.0
     rate: RateRule = field(default_factory=lambda: RateRule(3, 60.0))

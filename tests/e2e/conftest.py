@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from pymongo import MongoClient
 
 from services.system import LocalSystem
 from shared.embedded import EmbeddedStack
@@ -22,3 +24,11 @@ def system(stack: EmbeddedStack, request: pytest.FixtureRequest) -> Iterator[Loc
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def db(system: LocalSystem) -> Iterator[Any]:
+    """The module system's database, read directly (what the services stored)."""
+    client: MongoClient[dict[str, Any]] = MongoClient(system.stack.mongo_uri, tz_aware=True)
+    yield client[system.mongo_db]
+    client.close()

@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from pymongo import MongoClient
 
 from services.ingest.http import SIGNATURE_HEADER, sign
 from services.system import DEV_SECRET, LocalSystem
@@ -38,13 +37,6 @@ FOLLOW_UP = "any news?"
 
 # (topic, value, key, provider header)
 Record = tuple[str, bytes, bytes, str]
-
-
-@pytest.fixture(scope="module")
-def db(system: LocalSystem) -> Iterator[Any]:
-    client: MongoClient[dict[str, Any]] = MongoClient(system.stack.mongo_uri, tz_aware=True)
-    yield client[system.mongo_db]
-    client.close()
 
 
 def numbers() -> Iterator[int]:

@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-from pymongo import MongoClient
 
 from services.ingest.http import SIGNATURE_HEADER, sign
 from services.samples import chat_message
@@ -78,13 +77,6 @@ def system(
         yield running
     finally:
         running.stop()
-
-
-@pytest.fixture(scope="module")
-def db(system: LocalSystem) -> Iterator[Any]:
-    client: MongoClient[dict[str, Any]] = MongoClient(system.stack.mongo_uri, tz_aware=True)
-    yield client[system.mongo_db]
-    client.close()
 
 
 def post_inbound(system: LocalSystem, channel: str, provider: str, body: bytes) -> list[str]:

@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from pymongo import MongoClient
 
 from services.system import DEV_SECRET, DEV_TOKEN, LocalSystem
 from shared.contracts.messages import MESSAGE_RECEIVED, Amount, Identity, Signals
@@ -58,13 +57,6 @@ def system(stack: EmbeddedStack, sink: WebhookSink) -> Iterator[LocalSystem]:
         yield running
     finally:
         running.stop()
-
-
-@pytest.fixture(scope="module")
-def db(system: LocalSystem) -> Iterator[Any]:
-    client: MongoClient[dict[str, Any]] = MongoClient(system.stack.mongo_uri, tz_aware=True)
-    yield client[system.mongo_db]
-    client.close()
 
 
 async def produce_messages(bootstrap: str, specs: list[tuple[str, str, str]]) -> None:

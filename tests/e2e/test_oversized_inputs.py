@@ -33,7 +33,6 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from pymongo import MongoClient
 
 from services.ingest.http import SIGNATURE_HEADER, sign
 from services.system import DEV_SECRET, LocalSystem
@@ -222,13 +221,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
     100-odd MB of large payloads written here need not stay for the rest of the session."""
     with EmbeddedStack(data_dir=tmp_path_factory.mktemp("oversized-stack")) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def db(system: LocalSystem) -> Iterator[Any]:
-    client: MongoClient[dict[str, Any]] = MongoClient(system.stack.mongo_uri, tz_aware=True)
-    yield client[system.mongo_db]
-    client.close()
 
 
 @pytest.fixture(scope="module")

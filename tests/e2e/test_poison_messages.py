@@ -46,7 +46,6 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
-from pymongo import MongoClient
 
 from services.cli import asyncapi_json
 from services.system import SERVICES, LocalSystem
@@ -609,13 +608,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
     writes to CloudEvents topics must not meet other modules' checks of those topics."""
     with EmbeddedStack(data_dir=tmp_path_factory.mktemp("poison-stack")) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def db(system: LocalSystem) -> Iterator[Any]:
-    client: MongoClient[dict[str, Any]] = MongoClient(system.stack.mongo_uri, tz_aware=True)
-    yield client[system.mongo_db]
-    client.close()
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from bson import json_util
 from mnemonic import Mnemonic
-from pymongo import MongoClient
 
 from services.ingest.http import SIGNATURE_HEADER, sign
 from services.system import DEV_SECRET, LocalSystem
@@ -199,13 +198,6 @@ def broken_payloads(run: str) -> list[tuple[Broken, Planted]]:
     )
     out.append((Broken(p.label, "email", "smtp", mail.encode()), p))
     return out
-
-
-@pytest.fixture(scope="module")
-def db(system: LocalSystem) -> Iterator[Any]:
-    client: MongoClient[dict[str, Any]] = MongoClient(system.stack.mongo_uri, tz_aware=True)
-    yield client[system.mongo_db]
-    client.close()
 
 
 async def produce(bootstrap: str, items: list[tuple[str, bytes, str, str | None]]) -> None:

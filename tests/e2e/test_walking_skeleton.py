@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary_event
-from pymongo import MongoClient
 
 from services.ingest.http import SIGNATURE_HEADER, sign
 from services.samples import chat_message
@@ -22,13 +21,6 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def db(system: LocalSystem) -> Any:
-    client: MongoClient[dict[str, Any]] = MongoClient(system.stack.mongo_uri, tz_aware=True)
-    yield client[system.mongo_db]
-    client.close()
 
 
 def post(system: LocalSystem, body: bytes, signature: str | None) -> httpx.Response:
