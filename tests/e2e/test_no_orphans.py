@@ -18,6 +18,13 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def interruptible() -> None:
+    """preexec_fn: Ctrl-C acts as on a terminal. A job started in the background by a
+    non-interactive shell (`make test &`, nohup) inherits SIGINT ignored, and Python then
+    installs no KeyboardInterrupt handler: the interrupt tests would wait forever."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_holder(*args: str) -> tuple[subprocess.Popen[str], list[int]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.support.hold_system", *args],
@@ -26,6 +33,7 @@ def start_holder(*args: str) -> tuple[subprocess.Popen[str], list[int]]:
         stderr=subprocess.DEVNULL,
         text=True,
         start_new_session=True,
+        preexec_fn=interruptible,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -106,6 +114,7 @@ def test_a_pytest_run_that_fails_or_is_interrupted_leaves_nothing(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=interruptible,
     )
     pids = wait_until(
         lambda: pids_file.exists() and pids_file.read_text() and json.loads(pids_file.read_text()),
