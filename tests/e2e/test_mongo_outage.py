@@ -24,7 +24,6 @@ import httpx
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from pymongo import MongoClient
 from pymongo.synchronous.database import Database
 
 from services.system import DEV_TOKEN, SERVICES, LocalSystem
@@ -52,26 +51,11 @@ Offsets = dict[TopicPartition, int]
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
-    # A stack of its own: the session's MongoDB serves every other module's system.
-    root = tmp_path_factory.mktemp("mongo_outage")
-    with EmbeddedStack(data_dir=root / "stack") as stack:
-        running = LocalSystem(stack, log_dir=root / "logs", mongo_db="mongo_outage")
-        try:
-            running.start()
-            running.wait_ready(timeout_s=90)
-            yield running
-        finally:
-            running.stop()
-
-
-@pytest.fixture(scope="module")
-def db(system: LocalSystem) -> Iterator[Database[Document]]:
-    client: MongoClient[Document] = MongoClient(system.stack.mongo_uri, tz_aware=True)
-    try:
-        yield client[system.mongo_db]
-    finally:
-        client.close()  # MongoDB is up again by then: closing does not wait
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    """A stack of its own (the conftest's `system` and `db` run on it): the session's
+    MongoDB serves every other module's system and must not be stopped."""
+    with EmbeddedStack(data_dir=tmp_path_factory.mktemp("mongo_outage")) as running:
+        yield running
 
 
 def partitions(topics: tuple[str, ...]) -> list[TopicPartition]:
