@@ -28,8 +28,15 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
 COPY policy ./policy
+COPY data/classify/corpus ./data/classify/corpus
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps .
+# The classifier, trained once at build time (deterministic; refused below the policy's
+# minimum accuracy): services only load it.
+RUN OMNIROUTE_CLASSIFIER_MODEL=/src/data/classify/model.npz \
+    OMNIROUTE_CLASSIFIER_CORPUS=/src/data/classify/corpus \
+    OMNIROUTE_POLICY_DIR=/src/policy \
+    omniroute classify train
 
 # --- runtime: slim Python, the virtualenv, the policy data, no build tools ----
 FROM ${PYTHON_IMAGE} AS runtime
@@ -42,7 +49,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \
     OMNIROUTE_HTTP_HOST=0.0.0.0 \
-    OMNIROUTE_POLICY_DIR=/app/policy
+    OMNIROUTE_POLICY_DIR=/app/policy \
+    OMNIROUTE_CLASSIFIER_MODEL=/app/data/classify/model.npz \
+    OMNIROUTE_CLASSIFIER_CORPUS=/app/data/classify/corpus
 RUN groupadd --system --gid 10001 omniroute \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin omniroute
@@ -50,6 +59,7 @@ COPY --from=builder /opt/venv /opt/venv
 # Policy data (keywords, priority rules, SLA targets, templates): a ConfigMap
 # or a bind mount can replace this directory without a rebuild.
 COPY --from=builder /src/policy /app/policy
+COPY --from=builder /src/data /app/data
 WORKDIR /app
 USER 10001:10001
 # ingest 8081, router 8082, sla 8083, notify 8084 (OMNIROUTE_HTTP_PORT).

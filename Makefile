@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit integration e2e clean
+.PHONY: run test lint typecheck unit integration e2e clean model
+
+model: data/classify/model.npz
 
 # Debian packages the checks need (browser tests, promtool). Installed only when run as
 # root (CI, fresh machines); elsewhere the tests that need them say so and skip.
@@ -28,7 +30,12 @@ $(STAMP): pyproject.toml $(APT_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+# The classifier model, rebuilt when the corpus or its policy changes.
+MODEL := data/classify/model.npz
+$(MODEL): $(STAMP) policy/classify.yaml $(wildcard data/classify/corpus/*.jsonl)
+	$(BIN)/omniroute classify train
+
+run: $(STAMP) $(MODEL)
 	$(BIN)/omniroute dev
 
 lint: $(STAMP)
@@ -38,10 +45,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy shared services
 
-test: lint typecheck
+test: lint typecheck $(MODEL)
 	$(BIN)/python -m pytest
 
-unit: $(STAMP)
+unit: $(STAMP) $(MODEL)
 	$(BIN)/python -m pytest tests/unit tests/service
 
 clean:

@@ -66,9 +66,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     customers.add_argument("action", choices=["import"])
     customers.add_argument("file", help="one JSON customer per line")
     sub.add_parser("bench", help="the benchmark (options: omniroute bench --help)", add_help=False)
+    sub.add_parser(
+        "classify",
+        help='train | evaluate | "text…" (options: omniroute classify --help)',
+        add_help=False,
+    )
     spec = sub.add_parser("asyncapi", help="print a service's AsyncAPI document (JSON)")
     spec.add_argument("service", choices=SERVICES)
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["classify"]:
+        from services.ingest.classify_cli import main as classify_main
+
+        return classify_main(argv[1:])
     if argv[:1] == ["bench"]:
         from services.bench.run import main as bench_main
 

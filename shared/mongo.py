@@ -16,6 +16,9 @@ from pymongo.errors import PyMongoError
 
 from shared.settings import ServiceSettings
 
+# MongoDB's error code for a unique index violation (a redelivered insert).
+DUPLICATE_KEY = 11000
+
 Document = dict[str, Any]
 Database = AsyncDatabase[Document]
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "dev-token", "secret", "dev-secret"})
 REPO_POLICY_DIR = Path(__file__).resolve().parents[1] / "policy"
+REPO_DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
 
 class ServiceSettings(BaseSettings):
@@ -62,6 +63,10 @@ class IngestSettings(ServiceSettings):
     service_name: str = "ingest"
     http_port: int = 8081
     max_body_bytes: int = 1_048_576
+    # The classifier: a model file built by `omniroute classify train` from the corpus.
+    # Missing, it is trained from the corpus at start-up (seconds) and saved if it can be.
+    classifier_model: Path = REPO_DATA_DIR / "classify" / "model.npz"
+    classifier_corpus: Path = REPO_DATA_DIR / "classify" / "corpus"
 
 
 class RouterSettings(ServiceSettings):

@@ -11,22 +11,30 @@ from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
 from services.ingest.classify import load_rules
-from services.ingest.handlers import Ingestor, inbound_from_record
+from services.ingest.handlers import Ingestor, Teacher, inbound_from_record
 from services.ingest.http import make_routes
 from services.ingest.language import detect_language
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import load_policy
-from services.ingest.store import CustomerStore, MongoCustomerStore
+from services.ingest.store import (
+    CustomerStore,
+    MongoCustomerStore,
+    MongoTrainingStore,
+    TrainingStore,
+)
+from services.ingest.textmodel import TextModel
+from services.ingest.training import load_or_train
 from shared.broker import ensure_topics, make_broker
 from shared.events import publish_all, records_of
 from shared.logging import configure_logging
 from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import IngestSettings
-from shared.topics import INBOUND_BY_CHANNEL
+from shared.topics import INBOUND_BY_CHANNEL, TICKETS
 
 log = logging.getLogger(__name__)
 GROUP_ID = "omniroute-ingest"
+TRAINING_GROUP_ID = "omniroute-ingest-training"
 
 
 def build_app(
@@ -36,6 +44,8 @@ def build_app(
     mongo: AsyncMongoClient[Document] | None = None,
     registry: CollectorRegistry | None = None,
     customers: CustomerStore | None = None,
+    texts: TrainingStore | None = None,
+    model: TextModel | None = None,
 ) -> ServiceApp:
     settings = settings or IngestSettings()
     registry = registry or make_registry("ingest")
@@ -44,14 +54,16 @@ def build_app(
     db = mongo[settings.mongo_db]
     customers = customers or MongoCustomerStore(db)
     policy = load_policy(settings.policy_dir / "ingest.yaml")
+    rules = load_rules(settings.policy_dir / "classify.yaml")
+    # Refuses to start with a model below the policy's minimum accuracy.
+    model = model or load_or_train(settings.classifier_model, settings.classifier_corpus, rules)
+    texts = texts or MongoTrainingStore(db, rules.texts_kept_s)
     metrics = IngestMetrics.create(registry)
     backoff = StoreBackoff.create("ingest", registry)
     ingestor = Ingestor(
-        customers=customers,
-        rules=load_rules(settings.policy_dir / "classify.yaml"),
-        policy=policy,
-        metrics=metrics,
+        customers=customers, rules=rules, model=model, policy=policy, metrics=metrics, texts=texts
     )
+    teacher = Teacher(texts=texts, metrics=metrics)
 
     @broker.subscriber(
         *INBOUND_BY_CHANNEL.values(),
@@ -72,6 +84,23 @@ def build_app(
         # Offsets are committed (by the ack policy) only after every event is acknowledged.
         await publish_all(broker, events)
 
+    @broker.subscriber(
+        TICKETS,
+        group_id=TRAINING_GROUP_ID,
+        batch=True,
+        max_records=settings.kafka_max_batch,
+        batch_timeout_ms=200,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        description="Ticket events; agents' `recategorized` corrections become training examples",
+    )
+    async def on_ticket(msg: KafkaMessage) -> None:
+        async with backoff.guard():
+            dead = await teacher.process(records_of(msg.raw_message))
+        await publish_all(broker, dead)
+
     async def startup() -> None:
         configure_logging("ingest", settings.log_level)
         # Fail at boot, not on the first message, if a configured language is unknown; this
@@ -80,6 +109,7 @@ def build_app(
         if settings.kafka_create_topics:
             await ensure_topics(settings.kafka_bootstrap)
         await customers.ensure_indexes()
+        await texts.ensure_indexes()
 
     async def shutdown() -> None:
         await mongo.close()

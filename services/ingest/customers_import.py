@@ -30,6 +30,11 @@ class CustomerLine(BaseModel):
     identities: tuple[Identity, ...] = Field(min_length=1, max_length=50)
     tier: str = Field(default="standard", pattern=r"^(standard|vip[1-9])$")
     anti_phishing_code: str | None = Field(default=None, min_length=4, max_length=32)
+    language: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]{2}$",
+        description="Preferred language (ISO 639-1): very short messages are read in it",
+    )
 
     @field_validator("identities")
     @classmethod
@@ -42,7 +47,9 @@ class CustomerLine(BaseModel):
         )
 
     def record(self) -> CustomerRecord:
-        return CustomerRecord(self.customer_id, self.identities, self.tier, self.anti_phishing_code)
+        return CustomerRecord(
+            self.customer_id, self.identities, self.tier, self.anti_phishing_code, self.language
+        )
 
 
 @dataclass

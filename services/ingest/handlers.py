@@ -16,19 +16,30 @@ from email.policy import compat32
 from typing import Any
 from urllib.parse import unquote_plus
 
-from services.ingest.classify import ClassifyRules
+from pydantic import ValidationError
+
+from services.ingest.classify import Classification, ClassifyPolicy, classify_many
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError, Skipped
-from services.ingest.pipeline import IngestPolicy, Prepared, finish, prepare
+from services.ingest.pipeline import IngestPolicy, Prepared, finish, language_of, prepare
 from services.ingest.redact import redact
-from services.ingest.store import CustomerStore
+from services.ingest.store import (
+    ClassifiedText,
+    Correction,
+    CustomerRef,
+    CustomerStore,
+    TrainingStore,
+)
+from services.ingest.textmodel import TextModel
 from shared.contracts.common import PROVIDERS_BY_CHANNEL, Channel
 from shared.contracts.messages import MESSAGE_RECEIVED
+from shared.contracts.tickets import TicketEvent, ticket_event_type
 from shared.deadletter import dead_letter
 from shared.events import OutboundEvent, header, make_event
 from shared.topics import CHANNEL_BY_INBOUND, MESSAGES
 
 log = logging.getLogger(__name__)
+RECATEGORIZED = ticket_event_type("recategorized")
 SOURCE = "omniroute/ingest"
 MIB = 1_048_576
 YIELD_AFTER_S = 0.2
@@ -127,9 +138,11 @@ class Ingestor:
     """Turns a batch of inbound payloads into events; never raises for bad input."""
 
     customers: CustomerStore
-    rules: ClassifyRules
+    rules: ClassifyPolicy
+    model: TextModel
     policy: IngestPolicy
     metrics: IngestMetrics
+    texts: TrainingStore
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     max_payload_bytes: Mapping[Channel, int] = field(default_factory=lambda: MAX_PAYLOAD_BYTES)
 
@@ -148,6 +161,24 @@ class Ingestor:
             record=item.record,
             provider=item.provider,
         )
+
+    def _classify(self, batch: Sequence[Prepared]) -> list[Classification | None]:
+        """One vectorisation for the batch; if it fails, each alone (None: that one failed)."""
+        items = [p.to_classify() for p in batch]
+        started = time.perf_counter()
+        try:
+            return list(classify_many(items, self.model, self.rules))
+        except Exception:
+            log.exception("batch classification failed; classifying one by one")
+            out: list[Classification | None] = []
+            for item in items:
+                try:
+                    out.append(classify_many([item], self.model, self.rules)[0])
+                except Exception:
+                    out.append(None)
+            return out
+        finally:
+            self.metrics.classify_seconds.observe(time.perf_counter() - started)
 
     async def process(self, batch: Sequence[Inbound]) -> list[OutboundEvent]:
         now = self.clock()
@@ -186,18 +217,35 @@ class Ingestor:
         if not ready:
             return out
         refs = await self.customers.resolve_many([p.parsed.identities for _, p in ready], now)
+        unique: list[tuple[Inbound, Prepared, CustomerRef]] = []
         seen: set[str] = set()
         for (item, prepared), ref in zip(ready, refs, strict=True):
             self.metrics.customers.labels("new" if ref.new else "known").inc()
-            if prepared.message_id in seen:
-                continue
-            seen.add(prepared.message_id)
+            if prepared.message_id not in seen:
+                seen.add(prepared.message_id)
+                unique.append((item, prepared, ref))
+        classified = self._classify([prepared for _, prepared, _ in unique])
+        kept: list[ClassifiedText] = []
+        for (item, prepared, ref), decided in zip(unique, classified, strict=True):
             try:
-                message = finish(prepared, ref, self.rules, self.policy.languages, now)
+                if decided is None:
+                    raise RuntimeError("classification failed")
+                language = language_of(prepared, ref, self.policy.languages)
+                message = finish(prepared, ref, decided, language, now)
             except Exception as exc:
                 log.exception("classification failed", extra={"channel": item.channel})
                 out.append(self._dead(item, f"internal: {type(exc).__name__}", now))
                 continue
+            self.metrics.categories.labels(message.category).inc()
+            kept.append(
+                ClassifiedText(
+                    message.message_id,
+                    prepared.to_classify().full,
+                    message.language,
+                    message.category,
+                    now,
+                )
+            )
             for r in message.redactions:
                 self.metrics.redactions.labels(r.kind).inc(r.count)
             self.metrics.messages.labels(message.channel, message.provider, "published").inc()
@@ -213,4 +261,48 @@ class Ingestor:
                     subject=message.message_id,
                 )
             )
+        # Kept before the offsets are committed, so a correction always finds its text.
+        await self.texts.remember(kept)
         return out
+
+
+@dataclass
+class Teacher:
+    """Agents' corrections (`recategorized` ticket events) become training examples."""
+
+    texts: TrainingStore
+    metrics: IngestMetrics
+
+    async def process(self, records: Sequence[Any]) -> list[OutboundEvent]:
+        now = datetime.now(UTC)
+        corrections: list[Correction] = []
+        dead: list[OutboundEvent] = []
+        for record in records:
+            # Every other ticket event is for other consumers: skipped unread.
+            if header(record.headers or [], "ce_type") != RECATEGORIZED:
+                continue
+            try:
+                ev = TicketEvent.model_validate_json(record.value or b"")
+            except ValidationError as exc:
+                self.metrics.deadletters.labels("invalid ticket event").inc()
+                dead.append(
+                    dead_letter(
+                        service="ingest",
+                        reason="invalid ticket event",
+                        detail=f"{exc.error_count()} errors",
+                        payload=record.value or b"",
+                        now=now,
+                        record=record,
+                    )
+                )
+                continue
+            if ev.message_id is None:
+                self.metrics.training_examples.labels("no_message").inc()
+                continue
+            corrections.append(
+                Correction(ev.ticket_id, ev.message_id, ev.category, ev.agent_id, ev.at)
+            )
+        stored = await self.texts.learn(corrections)
+        self.metrics.training_examples.labels("stored").inc(stored)
+        self.metrics.training_examples.labels("text_expired").inc(len(corrections) - stored)
+        return dead

@@ -19,7 +19,7 @@ from services.ingest.customers_import import CustomerLine
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError, Skipped
 from services.ingest.pipeline import IngestPolicy, prepare
-from services.ingest.store import CustomerRecord, CustomerStore
+from services.ingest.store import CustomerStore
 from shared.contracts.common import PROVIDERS_BY_CHANNEL, Channel
 from shared.service import TooLarge, read_limited, require_token
 from shared.settings import IngestSettings
@@ -110,9 +110,7 @@ def make_routes(
         cid = str(request.path_params["customer_id"])
         if not ID_RE.match(cid):
             return JSONResponse({"error": "invalid customer id"}, status_code=400)
-        await customers.upsert(
-            CustomerRecord(cid, data.identities, data.tier, data.anti_phishing_code)
-        )
+        await customers.upsert(data.record().with_id(cid))
         return JSONResponse({"customer_id": cid, "at": datetime.now(UTC).isoformat()})
 
     return [

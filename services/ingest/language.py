@@ -4,9 +4,8 @@ Rules, in order:
   * no letters at all (empty, digits, emoji) → the locale hint if supported, else "en";
   * more Han characters than other words, and no kana → "zh" (a support message
     in Chinese is often half tickers, hashes and UIDs: "UID 12345678 提现");
-  * short text (under 12 letters: "ok", "hi", "help") → the hint if it names a
-    supported language, because a few letters say little and the channel's locale
-    says more;
+  * short text (under 12 letters: "ok", "hi", "help") → the customer's known
+    language, else the channel's locale hint, because a few letters say little;
   * otherwise lingua restricted to `supported`, falling back to the hint when lingua
     cannot decide or is unsure.
 """
@@ -35,11 +34,22 @@ _KANA = re.compile(r"[\u3040-\u30ff]")
 _LOCALE_SEPARATOR = re.compile(r"[-_.@]")
 
 
-def detect_language(text: str, hint: str | None, supported: tuple[str, ...] = ("en", "zh")) -> str:
-    """ISO 639-1 code of the text's language, one of `supported` (or "en" with no clue)."""
+def detect_language(
+    text: str,
+    hint: str | None,
+    supported: tuple[str, ...] = ("en", "zh"),
+    *,
+    known: str | None = None,
+) -> str:
+    """ISO 639-1 code of the text's language, one of `supported` (or "en" with no clue).
+
+    `hint` is the channel's locale ("zh-CN"); `known` the customer's preferred language.
+    """
     hinted = language_of_locale(hint) if hint else None
     if hinted not in supported:
         hinted = None
+    if known in supported:
+        hinted = known
     fallback = hinted or (DEFAULT_LANGUAGE if DEFAULT_LANGUAGE in supported else supported[0])
     # "[REDACTED:seed_phrase]" is ours, not the customer's English
     text = MARKER_PATTERN.sub(" ", text)

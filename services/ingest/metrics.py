@@ -15,6 +15,9 @@ class IngestMetrics:
     redactions: Counter
     customers: Counter
     webhooks: Counter
+    categories: Counter
+    classify_seconds: Histogram
+    training_examples: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> IngestMetrics:
@@ -27,7 +30,7 @@ class IngestMetrics:
             ),
             parse_seconds=Histogram(
                 "omniroute_ingest_parse_seconds",
-                "Time to parse, redact and classify one inbound payload.",
+                "Time to parse and redact one inbound payload.",
                 ["channel"],
                 buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
                 registry=registry,
@@ -54,6 +57,24 @@ class IngestMetrics:
                 "omniroute_ingest_webhook_requests_total",
                 "HTTP webhook requests by channel, provider and status code.",
                 ["channel", "provider", "code"],
+                registry=registry,
+            ),
+            categories=Counter(
+                "omniroute_ingest_classified_total",
+                "Published messages by the category they were given.",
+                ["category"],
+                registry=registry,
+            ),
+            classify_seconds=Histogram(
+                "omniroute_ingest_classify_batch_seconds",
+                "Time to classify one batch of messages (one model call).",
+                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+                registry=registry,
+            ),
+            training_examples=Counter(
+                "omniroute_ingest_training_examples_total",
+                "Agents' category corrections stored as training examples, by outcome.",
+                ["outcome"],
                 registry=registry,
             ),
         )

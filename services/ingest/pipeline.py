@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from services.ingest.classify import ClassifyRules, classify
+from services.ingest.classify import Classification, ToClassify
 from services.ingest.language import detect_language
 from services.ingest.model import ParsedMessage, ParseError, ParserConfig, Skipped
 from services.ingest.parsers.sniff import PARSERS, sniff
@@ -51,6 +51,9 @@ class Prepared:
     @property
     def message_id(self) -> str:
         return message_id(self.parsed.provider, self.parsed.provider_message_id)
+
+    def to_classify(self) -> ToClassify:
+        return ToClassify(self.text, self.subject, self.parsed.category_hint, self.redactions)
 
     @property
     def conversation_id(self) -> str:
@@ -97,23 +100,27 @@ def prepare(
     return out
 
 
+def language_of(prepared: Prepared, customer: CustomerRef, languages: tuple[str, ...]) -> str:
+    """The caller's menu choice, else the text's language (short texts: what we know)."""
+    p = prepared.parsed
+    if p.language_choice in languages:
+        return p.language_choice
+    return detect_language(
+        prepared.text or (prepared.subject or ""),
+        p.locale_hint,
+        languages,
+        known=customer.language,
+    )
+
+
 def finish(
     prepared: Prepared,
     customer: CustomerRef,
-    rules: ClassifyRules,
-    languages: tuple[str, ...],
+    result: Classification,
+    language: str,
     now: datetime,
 ) -> MessageReceived:
     p = prepared.parsed
-    language = detect_language(prepared.text or (prepared.subject or ""), p.locale_hint, languages)
-    result = classify(
-        prepared.text,
-        prepared.subject,
-        language,
-        rules,
-        category_hint=p.category_hint,
-        redactions=prepared.redactions,
-    )
     thread = p.email_thread
     if thread is not None and prepared.subject != thread.subject:
         thread = EmailThread(

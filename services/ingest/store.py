@@ -14,7 +14,7 @@ holding the store's lock — the benchmark's first bottleneck. See docs/benchmar
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -23,7 +23,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from shared.contracts.messages import Identity
 from shared.ids import customer_id
-from shared.mongo import Database, Document
+from shared.mongo import DUPLICATE_KEY, Database, Document
 
 # Which identity names a new customer: the strongest one the message carries.
 IDENTITY_STRENGTH = (
@@ -44,6 +44,7 @@ class CustomerRef:
     tier: str = "standard"
     anti_phishing_code: str | None = None
     new: bool = False
+    language: str | None = None  # preferred, from the exchange's records
 
 
 class CustomerStore(Protocol):
@@ -64,6 +65,10 @@ class CustomerRecord:
     identities: tuple[Identity, ...]
     tier: str = "standard"
     anti_phishing_code: str | None = None
+    language: str | None = None
+
+    def with_id(self, customer_id: str) -> CustomerRecord:
+        return replace(self, customer_id=customer_id)
 
 
 def primary_identity(identities: Sequence[Identity]) -> Identity:
@@ -144,7 +149,12 @@ class MongoCustomerStore:
             doc = next((known[_key(i)] for i in ids if _key(i) in known), None)
             if doc is not None:
                 cid = str(doc["_id"])
-                ref = CustomerRef(cid, doc.get("tier", "standard"), doc.get("anti_phishing_code"))
+                ref = CustomerRef(
+                    cid,
+                    doc.get("tier", "standard"),
+                    doc.get("anti_phishing_code"),
+                    language=doc.get("language"),
+                )
             else:
                 primary = primary_identity(ids)
                 cid = customer_id(primary.kind, primary.value)
@@ -206,7 +216,11 @@ class MongoCustomerStore:
                     },
                 )
             update: dict[str, Any] = {
-                "$set": {"tier": record.tier, "anti_phishing_code": record.anti_phishing_code},
+                "$set": {
+                    "tier": record.tier,
+                    "anti_phishing_code": record.anti_phishing_code,
+                    "language": record.language,
+                },
                 "$addToSet": {
                     "identities": {"$each": _identity_docs(keys)},
                     "identity_keys": {"$each": _identity_keys(keys)},
@@ -217,3 +231,113 @@ class MongoCustomerStore:
             await self.customers.update_one({"_id": cid}, update, upsert=True)
             ids.append(cid)
         return ids
+
+
+# --- what agents teach the classifier ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassifiedText:
+    """What ingest classified, kept so an agent's later correction can become an example."""
+
+    message_id: str
+    text: str  # subject and text, secrets already redacted
+    language: str
+    category: str  # as classified
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Correction:
+    """An agent's correction of a ticket's category (from a `recategorized` ticket event)."""
+
+    ticket_id: str
+    message_id: str
+    category: str
+    agent_id: str | None
+    at: datetime
+
+
+class TrainingStore(Protocol):
+    async def ensure_indexes(self) -> None: ...
+
+    async def remember(self, texts: Sequence[ClassifiedText]) -> None: ...
+
+    async def learn(self, corrections: Sequence[Correction]) -> int: ...
+
+    async def examples(self) -> list[Document]: ...
+
+
+class MongoTrainingStore:
+    """`classified_texts` (kept `texts_kept_s`, a TTL index) and `training_examples`.
+
+    classified_texts: {"_id": message_id, "text", "language", "category", "at"}
+    training_examples: {"_id": ticket_id, "message_id", "text", "language",
+                        "category" (the agent's), "predicted", "agent_id", "at"}
+    One example per ticket: a second correction replaces the first.
+    """
+
+    def __init__(self, db: Database, texts_kept_s: float) -> None:
+        self.texts = db["classified_texts"]
+        self.examples_ = db["training_examples"]
+        self.texts_kept_s = int(texts_kept_s)
+
+    async def ensure_indexes(self) -> None:
+        await self.texts.create_index(
+            [("at", ASCENDING)], expireAfterSeconds=self.texts_kept_s, name="at_ttl"
+        )
+
+    async def remember(self, texts: Sequence[ClassifiedText]) -> None:
+        if not texts:
+            return
+        docs = [
+            {
+                "_id": t.message_id,
+                "text": t.text,
+                "language": t.language,
+                "category": t.category,
+                "at": t.at,
+            }
+            for t in texts
+        ]
+        try:
+            await self.texts.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            # A redelivered batch: those texts are already kept. Anything else is real.
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+
+    async def learn(self, corrections: Sequence[Correction]) -> int:
+        """Store the corrections whose message text is still kept; returns how many."""
+        if not corrections:
+            return 0
+        wanted = {c.message_id for c in corrections}
+        texts = {d["_id"]: d async for d in self.texts.find({"_id": {"$in": sorted(wanted)}})}
+        writes = []
+        for c in corrections:
+            kept = texts.get(c.message_id)
+            if kept is None:
+                continue
+            writes.append(
+                UpdateOne(
+                    {"_id": c.ticket_id},
+                    {
+                        "$set": {
+                            "message_id": c.message_id,
+                            "text": kept["text"],
+                            "language": kept["language"],
+                            "predicted": kept["category"],
+                            "category": c.category,
+                            "agent_id": c.agent_id,
+                            "at": c.at,
+                        }
+                    },
+                    upsert=True,
+                )
+            )
+        if writes:
+            await self.examples_.bulk_write(writes, ordered=False)
+        return len(writes)
+
+    async def examples(self) -> list[Document]:
+        return [d async for d in self.examples_.find({}).sort("_id", ASCENDING)]

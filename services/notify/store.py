@@ -37,9 +37,8 @@ from services.notify.decide import Facts, Spec, TicketView, facts_of
 from services.notify.render import Rendered
 from services.notify.route import Route, RouteUpdate, route_of
 from shared.contracts.incidents import Incident
-from shared.mongo import Database, Document
+from shared.mongo import DUPLICATE_KEY, Database, Document
 
-DUPLICATE_KEY = 11000
 OPEN_INCIDENT_STATUSES = ["investigating", "identified", "monitoring"]
 
 

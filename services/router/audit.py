@@ -30,7 +30,7 @@ from shared.contracts.common import Category, Channel, Priority
 from shared.contracts.tickets import TicketEvent
 
 HOLDING = frozenset({"offered", "assigned", "waiting_on_customer"})
-ANNOTATIONS = frozenset({"message_added", "escalated"})
+ANNOTATIONS = frozenset({"message_added", "escalated", "recategorized"})
 
 ClassKey = tuple[str, Channel, Category, str]
 
@@ -228,7 +228,7 @@ class Auditor:
         if name in ANNOTATIONS or name == "opened":
             if name == "opened":
                 self._fail(ev, "opened twice")
-            if before == "resolved":
+            if before == "resolved" and name != "recategorized":
                 self._fail(ev, f"{name} on a resolved ticket")
             if (ev.priority, ev.pool, ev.category) != (t.priority, t.pool, t.category):
                 waiting = t.state == "queued"

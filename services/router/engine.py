@@ -774,6 +774,9 @@ class RouterState:
         if event_id in self.applied_agent_events:
             return ch
         self.applied_agent_events.add(event_id)
+        if ev.action == "recategorize":
+            self._recategorize(ch, ev, now)
+            return ch
         t = self.tickets.get(ev.ticket_id)
         if t is None or t.agent_id != ev.agent_id or t.state not in HOLDS_CAPACITY:
             return ch  # stale or foreign action: nothing to do
@@ -805,6 +808,31 @@ class RouterState:
             if agent is not None:
                 self._drain(ch, agent, now)
         return ch
+
+    def _recategorize(self, ch: Changes, ev: AgentActionTaken, now: datetime) -> None:
+        """An agent's correction: the category and priority change, the queue re-ranks."""
+        t = self.tickets.get(ev.ticket_id)
+        if t is None or ev.category is None or ev.category == t.category:
+            return
+        before = t.category
+        priority, reasons = prioritize(ev.category, t.customer_tier, self.policy)
+        if t.escalated:
+            priority = raised(priority, self.policy.escalation.raise_levels)
+        t.category = ev.category
+        t.reasons = [*reasons, f"recategorized {before} → {ev.category} by {ev.agent_id}"]
+        self._set_priority(t, priority)
+        self._rerank(t)  # the class (category) changed even when the priority did not
+        self._index_case(t)
+        self._emit(
+            ch,
+            t,
+            "recategorized",
+            now,
+            message_id=t.message_ids[0] if t.message_ids else None,
+            agent_id=ev.agent_id,
+        )
+        if t.state == "queued" and t.routed:
+            self._route(ch, t, now, None)
 
     # -- SLA ---------------------------------------------------------------------
 

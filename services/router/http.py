@@ -27,6 +27,7 @@ from shared.contracts.agents import (
     AgentProfileUpdated,
     Presence,
 )
+from shared.contracts.common import Category
 from shared.events import make_event, publish_all
 from shared.ids import event_id
 from shared.service import invalid_body, read_body, require_token
@@ -35,6 +36,12 @@ from shared.topics import AGENTS
 
 ACTIONS = ("accept", "decline", "reply", "wait", "resolve")
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+
+
+class CategoryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    category: Category
+    agent_id: str = Field(pattern=ID_PATTERN)
 
 
 class PresenceIn(BaseModel):
@@ -173,8 +180,35 @@ def make_routes(
         eid = await publish(ev, AGENT_ACTION_TAKEN, data.agent_id, request)
         return JSONResponse({"ticket_id": tid, "event_id": eid}, status_code=202)
 
+    async def post_category(request: Request) -> Response:
+        """An agent's correction of a ticket's category (re-prioritised by the engine)."""
+        if denied := require_token(settings, request):
+            return denied
+        tid = str(request.path_params["ticket_id"])
+        if err := bad_id(tid):
+            return err
+        body = await read_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            data = CategoryIn.model_validate_json(body)
+        except ValidationError as exc:
+            return invalid_body(exc)
+        if await store.get_ticket(tid) is None:
+            return JSONResponse({"error": "ticket not found"}, status_code=404)
+        ev = AgentActionTaken(
+            agent_id=data.agent_id,
+            ticket_id=tid,
+            action="recategorize",
+            at=datetime.now(UTC),
+            category=data.category,
+        )
+        eid = await publish(ev, AGENT_ACTION_TAKEN, data.agent_id, request)
+        return JSONResponse({"ticket_id": tid, "event_id": eid}, status_code=202)
+
     return [
         Route("/v1/tickets", list_tickets, methods=["GET"]),
+        Route("/v1/tickets/{ticket_id}/category", post_category, methods=["POST"]),
         Route("/v1/tickets/{ticket_id}", get_ticket, methods=["GET"]),
         Route("/v1/tickets/{ticket_id}/{action}", post_action, methods=["POST"]),
         Route("/v1/agents/{agent_id}", get_agent, methods=["GET"]),

@@ -23,9 +23,8 @@ from pymongo.errors import BulkWriteError
 
 from services.sla.deadlines import SlaState, Timer
 from shared.events import OutboundEvent
-from shared.mongo import Database, Document
+from shared.mongo import DUPLICATE_KEY, Database, Document
 
-DUPLICATE_KEY = 11000
 # (topic, partition) -> offset: the entry's events land at or after these offsets
 Marks = dict[tuple[str, int], int]
 

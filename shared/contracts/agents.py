@@ -15,7 +15,7 @@ AGENT_ACTION_TAKEN = "omniroute.agent.action_taken.v1"
 DEFAULT_CAPACITY: dict[Channel, int] = {"chat": 3, "email": 8, "social": 5, "phone": 1}
 
 Presence = Literal["online", "away", "offline"]
-AgentActionName = Literal["accept", "decline", "reply", "wait", "resolve"]
+AgentActionName = Literal["accept", "decline", "reply", "wait", "resolve", "recategorize"]
 
 
 class AgentProfile(Contract):
@@ -53,3 +53,6 @@ class AgentActionTaken(Contract):
     action: AgentActionName
     at: UtcDatetime
     note: str | None = Field(default=None, description="Free text from the desk (not routed)")
+    category: Category | None = Field(
+        default=None, description="On `recategorize`: the category the agent says is right"
+    )

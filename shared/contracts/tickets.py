@@ -30,6 +30,7 @@ TicketEventName = Literal[
     "reassigned",
     "resolved",
     "reopened",
+    "recategorized",
 ]
 TICKET_EVENT_NAMES: tuple[TicketEventName, ...] = (
     "opened",
@@ -46,6 +47,7 @@ TICKET_EVENT_NAMES: tuple[TicketEventName, ...] = (
     "reassigned",
     "resolved",
     "reopened",
+    "recategorized",
 )
 
 

@@ -31,7 +31,6 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from starlette.applications import Starlette
 
-from services.ingest.classify import load_rules
 from services.ingest.handlers import Inbound, Ingestor
 from services.ingest.http import SIGNATURE_HEADER, make_routes, sign
 from services.ingest.metrics import IngestMetrics
@@ -42,11 +41,11 @@ from shared.contracts.deadletter import DeadLettered
 from shared.contracts.messages import MessageReceived
 from shared.settings import REPO_POLICY_DIR, IngestSettings
 from shared.topics import DEADLETTER, INBOUND_BY_CHANNEL, MESSAGES
-from tests.support.fakes import FakeCustomerStore, Record
+from tests.support.classifier import classify_policy, text_model
+from tests.support.fakes import FakeCustomerStore, FakeTrainingStore, Record
 from tests.support.payloads import SHAPES, Shape
 
 POLICY = load_policy(REPO_POLICY_DIR / "ingest.yaml")
-RULES = load_rules(REPO_POLICY_DIR / "classify.yaml")
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 PROPERTY = settings(
     max_examples=100,
@@ -252,7 +251,9 @@ def oracle(item: Item) -> list[str] | str:
 def make_ingestor() -> Ingestor:
     return Ingestor(
         customers=FakeCustomerStore(),
-        rules=RULES,
+        rules=classify_policy(),
+        model=text_model(),
+        texts=FakeTrainingStore(),
         policy=POLICY,
         metrics=IngestMetrics.create(CollectorRegistry()),
         clock=lambda: NOW,

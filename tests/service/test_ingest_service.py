@@ -11,14 +11,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
-from services.ingest.classify import load_rules
 from services.ingest.handlers import Inbound, Ingestor
 from services.ingest.http import SIGNATURE_HEADER, make_routes, sign
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import IngestPolicy
 from services.samples import chat_message
-from shared.settings import REPO_POLICY_DIR, IngestSettings
-from tests.support.fakes import FakeCustomerStore
+from shared.settings import IngestSettings
+from tests.support.classifier import classify_policy, text_model
+from tests.support.fakes import FakeCustomerStore, FakeTrainingStore
 
 SECRET = "test-secret-1"
 
@@ -27,7 +27,9 @@ SECRET = "test-secret-1"
 def ingestor() -> Ingestor:
     return Ingestor(
         customers=FakeCustomerStore(),
-        rules=load_rules(REPO_POLICY_DIR / "classify.yaml"),
+        rules=classify_policy(),
+        model=text_model(),
+        texts=FakeTrainingStore(),
         policy=IngestPolicy(),
         metrics=IngestMetrics.create(CollectorRegistry()),
     )

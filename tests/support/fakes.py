@@ -7,7 +7,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from services.ingest.store import CustomerRecord, CustomerRef, primary_identity
+from services.ingest.store import (
+    ClassifiedText,
+    Correction,
+    CustomerRecord,
+    CustomerRef,
+    primary_identity,
+)
 from services.router.engine import RouterState, Ticket
 from services.router.selection import AgentState
 from services.router.store import agent_doc, agent_from_doc, ticket_doc, ticket_from_doc
@@ -15,6 +21,7 @@ from services.sla.deadlines import SlaState, Timer
 from shared.contracts.messages import Identity
 from shared.events import OutboundEvent
 from shared.ids import customer_id
+from shared.mongo import Document
 
 
 @dataclass
@@ -52,6 +59,7 @@ class FakeCustomerStore:
                     rec.tier if rec else "standard",
                     rec.anti_phishing_code if rec else None,
                     new,
+                    language=rec.language if rec else None,
                 )
             )
         return refs
@@ -61,6 +69,42 @@ class FakeCustomerStore:
         self.customers[customer.customer_id] = customer
         for i in customer.identities:
             self.by_identity[(i.kind, i.value)] = customer.customer_id
+
+
+@dataclass
+class FakeTrainingStore:
+    """ingest's kept texts and training examples, in memory."""
+
+    texts: dict[str, ClassifiedText] = field(default_factory=dict)
+    examples_by_ticket: dict[str, Document] = field(default_factory=dict)
+
+    async def ensure_indexes(self) -> None:
+        return None
+
+    async def remember(self, texts: Sequence[ClassifiedText]) -> None:
+        for t in texts:
+            self.texts.setdefault(t.message_id, t)
+
+    async def learn(self, corrections: Sequence[Correction]) -> int:
+        stored = 0
+        for c in corrections:
+            kept = self.texts.get(c.message_id)
+            if kept is not None:
+                self.examples_by_ticket[c.ticket_id] = {
+                    "_id": c.ticket_id,
+                    "message_id": c.message_id,
+                    "text": kept.text,
+                    "language": kept.language,
+                    "predicted": kept.category,
+                    "category": c.category,
+                    "agent_id": c.agent_id,
+                    "at": c.at,
+                }
+                stored += 1
+        return stored
+
+    async def examples(self) -> list[Document]:
+        return [self.examples_by_ticket[k] for k in sorted(self.examples_by_ticket)]
 
 
 @dataclass

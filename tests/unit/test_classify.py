@@ -1,32 +1,47 @@
-"""Classification by policy/classify.yaml: categories, negation, how-to questions, signals."""
+"""Classification: the learned model on messages it never saw, the hard rules, the signals.
+
+The example messages here were written before the corpus and are not in it: they check
+the model the services load (data/classify/model.npz), not the corpus against itself.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import pickle
 import random
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from services.ingest.classify import (
-    ClassifyRules,
+    ClassifyPolicy,
     RulesError,
+    check_model,
     classify,
+    decide,
     default_rules_path,
     load_rules,
 )
 from services.ingest.redact import redact
-from shared.contracts.common import CATEGORIES
-from shared.contracts.messages import Amount, Redaction, WalletAddress
+from services.ingest.signals import extract_signals
+from services.ingest.textmodel import ModelError, load_model, save_model
+from shared.contracts.common import CATEGORIES, Category
+from shared.contracts.messages import Amount, Redaction, Signals, WalletAddress
+from tests.support.classifier import classify_policy, text_model
+
+
+def category_of(text: str, subject: str | None = None) -> Category:
+    return classify(text, subject, text_model(), classify_policy()).category
+
+
+def signals_of(text: str) -> Signals:
+    return extract_signals(text, classify_policy().signals)
+
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-@pytest.fixture(scope="module")
-def rules() -> ClassifyRules:
-    return load_rules(default_rules_path())
 
 
 def b58(data: bytes) -> str:
@@ -68,20 +83,12 @@ STOLEN_ZH = [
 ]
 
 
-@pytest.mark.parametrize("text", STOLEN_EN)
-def test_stolen_funds_in_english(text: str, rules: ClassifyRules) -> None:
-    result = classify(text, None, "en", rules)
+@pytest.mark.parametrize("text", STOLEN_EN + STOLEN_ZH)
+def test_stolen_funds_are_seen(text: str) -> None:
+    result = classify(text, None, text_model(), classify_policy())
 
     assert result.category == "stolen_funds"
-    assert any(r.startswith("matched en:stolen_funds") for r in result.reasons)
-
-
-@pytest.mark.parametrize("text", STOLEN_ZH)
-def test_stolen_funds_in_chinese(text: str, rules: ClassifyRules) -> None:
-    result = classify(text, None, "zh", rules)
-
-    assert result.category == "stolen_funds"
-    assert any(r.startswith("matched zh:stolen_funds") for r in result.reasons)
+    assert result.reasons[0].startswith("model: stolen_funds ")
 
 
 @pytest.mark.parametrize(
@@ -119,8 +126,8 @@ def test_stolen_funds_in_chinese(text: str, rules: ClassifyRules) -> None:
         ("你好", "zh", "general"),
     ],
 )
-def test_categories(text: str, language: str, category: str, rules: ClassifyRules) -> None:
-    assert classify(text, None, language, rules).category == category
+def test_categories(text: str, language: str, category: str) -> None:
+    assert category_of(text) == category
 
 
 HOWTO = [
@@ -136,26 +143,8 @@ HOWTO = [
 
 
 @pytest.mark.parametrize(("text", "language"), HOWTO)
-def test_how_to_questions_are_not_money_problems(
-    text: str, language: str, rules: ClassifyRules
-) -> None:
-    result = classify(text, None, language, rules)
-
-    assert result.category not in ("withdrawal", "deposit")
-    assert any(r.startswith("question: how-to") for r in result.reasons)
-
-
-def test_how_to_reason_names_where_it_went(rules: ClassifyRules) -> None:
-    result = classify("how do I withdraw to my bank?", None, "en", rules)
-
-    assert result.category == "general"
-    assert "question: how-to withdrawal → general" in result.reasons
-
-
-def test_how_to_about_trading_falls_to_trading(rules: ClassifyRules) -> None:
-    result = classify("How do I withdraw from futures margin to spot?", None, "en", rules)
-
-    assert result.category == "trading"
+def test_how_to_questions_are_not_money_problems(text: str, language: str) -> None:
+    assert category_of(text) not in ("withdrawal", "deposit")
 
 
 @pytest.mark.parametrize(
@@ -180,15 +169,10 @@ def test_how_to_about_trading_falls_to_trading(rules: ClassifyRules) -> None:
         ("我从来没有把助记词告诉任何人，但是登录不了", "zh", "secret_exposed", None),
     ],
 )
-def test_negated_risk_is_dropped(
-    text: str, language: str, not_category: str, reason: str | None, rules: ClassifyRules
+def test_negated_risk_is_not_the_category(
+    text: str, language: str, not_category: str, reason: str | None
 ) -> None:
-    result = classify(text, None, language, rules)
-
-    assert result.category != not_category
-    assert result.category == "login_2fa" or "withdrawal" in result.category
-    if reason:
-        assert reason in result.reasons
+    assert category_of(text) != not_category
 
 
 @pytest.mark.parametrize(
@@ -203,19 +187,47 @@ def test_negated_risk_is_dropped(
         ("I have not received my withdrawal", "en", "withdrawal"),
     ],
 )
-def test_negation_look_alikes_keep_their_category(
-    text: str, language: str, category: str, rules: ClassifyRules
-) -> None:
-    assert classify(text, None, language, rules).category == category
+def test_negation_look_alikes_keep_their_category(text: str, language: str, category: str) -> None:
+    decided = category_of(text)
+    # "我的账户是不是被盗了" is a takeover or a theft: either is P1 work.
+    assert decided == category or {decided, category} <= set(classify_policy().urgent.categories)
+
+
+# --- the decision on top of the model (pure, on hand-made probabilities) -----------------
+
+
+def row(**p: float) -> np.ndarray:
+    rest = (1 - sum(p.values())) / (len(CATEGORIES) - len(p))
+    return np.array([p.get(c, rest) for c in CATEGORIES])
+
+
+def test_the_likeliest_category_wins_and_reasons_show_the_top_three() -> None:
+    result = decide(row(deposit=0.7, withdrawal=0.2), CATEGORIES, classify_policy(), text="x y")
+
+    assert result.category == "deposit"
+    assert result.reasons[0].startswith("model: deposit 0.70, withdrawal 0.20, ")
+    assert [c for c, _ in result.probabilities][:2] == ["deposit", "withdrawal"]
+
+
+def test_a_possible_theft_is_routed_as_one() -> None:
+    policy = classify_policy()
+    threshold = policy.urgent.threshold
+
+    above = decide(row(general=0.6, stolen_funds=threshold + 0.01), CATEGORIES, policy, text="x")
+    below = decide(row(general=0.6, stolen_funds=threshold - 0.05), CATEGORIES, policy, text="x")
+
+    assert above.category == "stolen_funds"
+    assert f"possible stolen_funds p={threshold + 0.01:.2f}" in above.reasons
+    assert below.category == "general"
 
 
 @pytest.mark.parametrize("kind", ["seed_phrase", "private_key", "password"])
-def test_secret_redaction_wins_over_everything(kind: str, rules: ClassifyRules) -> None:
-    result = classify(
-        "someone withdrew all my USDT [REDACTED]",
-        None,
-        "en",
-        rules,
+def test_a_redacted_secret_makes_the_message_secret_exposed(kind: str) -> None:
+    result = decide(
+        row(trading=0.9),
+        CATEGORIES,
+        classify_policy(),
+        text="my order [REDACTED:password]",
         redactions=(Redaction(kind=kind, count=1),),  # type: ignore[arg-type]
     )
 
@@ -223,69 +235,112 @@ def test_secret_redaction_wins_over_everything(kind: str, rules: ClassifyRules) 
     assert f"redaction: {kind} → secret_exposed" in result.reasons
 
 
-def test_one_time_code_alone_is_not_an_exposed_secret(rules: ClassifyRules) -> None:
+def test_a_one_time_code_alone_is_not_an_exposed_secret() -> None:
     text, redactions = redact("I can't log in, 2FA code 123456 is rejected")
 
-    result = classify(text, None, "en", rules, redactions=redactions)
+    result = classify(text, None, text_model(), classify_policy(), redactions=redactions)
 
     assert redactions == (Redaction(kind="otp_code", count=1),)
     assert result.category == "login_2fa"
 
 
-def test_pasted_seed_phrase_end_to_end(rules: ClassifyRules) -> None:
+def test_pasted_seed_phrase_end_to_end() -> None:
     from mnemonic import Mnemonic
 
     phrase = Mnemonic("english").to_mnemonic(random.Random(1).randbytes(16))
     text, redactions = redact(f"support asked for my words: {phrase}")
 
-    result = classify(text, None, "en", rules, redactions=redactions)
+    result = classify(text, None, text_model(), classify_policy(), redactions=redactions)
 
     assert result.category == "secret_exposed"
     assert all(phrase.split()[0] not in r for r in result.reasons)
 
 
-def test_markers_are_not_read_as_customer_words(rules: ClassifyRules) -> None:
-    result = classify("I sent [REDACTED:seed_phrase] to you", None, "en", rules)
+def test_the_channel_hint_decides_only_when_the_text_says_little() -> None:
+    policy, model = classify_policy(), text_model()
 
-    assert result.category == "general"
+    empty = classify("", None, model, policy, hint="withdrawal")
+    vague = classify("please call me back", None, model, policy, hint="withdrawal")
+    strong = classify("资产被盗，钱全没了", None, model, policy, hint="trading")
 
-
-def test_hint_decides_only_when_text_says_nothing_stronger(rules: ClassifyRules) -> None:
-    vague = classify("please call me back", None, "en", rules, category_hint="withdrawal")
-    strong = classify("资产被盗", None, "zh", rules, category_hint="trading")
-    weaker = classify("my futures order was wrong", None, "en", rules, category_hint="deposit")
-
+    assert empty.category == "withdrawal"
+    assert empty.reasons == ("no words to classify", "hint: withdrawal")
     assert vague.category == "withdrawal"
     assert "hint: withdrawal" in vague.reasons
     assert strong.category == "stolen_funds"
-    assert weaker.category == "deposit"  # a money problem outranks trading
 
 
-def test_subject_counts(rules: ClassifyRules) -> None:
-    result = classify("please help asap", "Unauthorized withdrawal", "en", rules)
-
-    assert result.category == "stolen_funds"
+def test_no_words_and_no_hint_is_general() -> None:
+    assert classify("  12345 !!", None, text_model(), classify_policy()).category == "general"
 
 
-def test_reasons_are_short_and_quote_rules_not_text(rules: ClassifyRules) -> None:
+def test_subject_counts() -> None:
+    assert category_of("please help asap", "Unauthorized withdrawal from my account") in (
+        "stolen_funds",
+        "account_takeover",
+    )
+
+
+def test_reasons_are_short_and_never_quote_the_text() -> None:
     text = "Someone withdrew all my USDT from UID 87654321 while I was sleeping " * 5
 
-    result = classify(text, None, "en", rules)
+    result = classify(text, None, text_model(), classify_policy())
 
-    assert result.reasons
     assert all(len(r) <= 80 for r in result.reasons)
-    assert "matched en:stolen_funds 'someone withdrew'" in result.reasons
     assert not any("87654321" in r or "sleeping" in r for r in result.reasons)
 
 
-def test_no_match_says_so(rules: ClassifyRules) -> None:
-    assert classify("hi", None, "en", rules).reasons == ("no rule matched → general",)
+def test_a_batch_is_scored_as_each_message_alone() -> None:
+    from services.ingest.classify import ToClassify, classify_many
+
+    texts = ["my deposit never arrived", "资产被盗", "hi", "KYC rejected again"]
+    batch = classify_many([ToClassify(t) for t in texts], text_model(), classify_policy())
+
+    assert [r.category for r in batch] == [category_of(t) for t in texts]
+
+
+# --- the model file ----------------------------------------------------------------------
+
+
+def test_a_pickled_model_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.npz"
+    path.write_bytes(pickle.dumps({"coef": [1.0]}))
+
+    with pytest.raises(ModelError, match="pickle"):
+        load_model(path)
+
+
+def test_an_archive_holding_a_pickled_array_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "model.npz"
+    with path.open("wb") as out:
+        np.savez(out, meta=np.array([{"format": "x"}], dtype=object))
+
+    with pytest.raises(ModelError):
+        load_model(path)
+
+
+def test_a_model_round_trips_as_plain_arrays(tmp_path: Path) -> None:
+    path = tmp_path / "model.npz"
+    save_model(text_model(), path)
+
+    again = load_model(path)
+    texts = ["withdrawal stuck 3 days", "被盗了"]
+
+    assert np.allclose(again.probabilities(texts), text_model().probabilities(texts))
+
+
+def test_a_model_below_the_minimum_accuracy_is_refused() -> None:
+    strict = classify_policy().model_copy(update={"min_accuracy": 1.01})
+
+    check_model(text_model(), classify_policy())
+    with pytest.raises(RulesError, match="below the policy"):
+        check_model(text_model(), strict)
 
 
 # --- signals ---------------------------------------------------------------------------
 
 
-def test_signals_are_extracted_exactly(rules: ClassifyRules) -> None:
+def test_signals_are_extracted_exactly() -> None:
     rng = random.Random(7)
     evm_tx = "0x" + rng.randbytes(32).hex()
     btc_tx = rng.randbytes(32).hex().upper()
@@ -302,7 +357,7 @@ def test_signals_are_extracted_exactly(rules: ClassifyRules) -> None:
         f"order #987654321, 用户ID：87654321"
     )
 
-    signals = classify(text, None, "en", rules).signals
+    signals = signals_of(text)
 
     assert signals.tx_hashes == (evm_tx, btc_tx.lower())
     assert signals.addresses == (
@@ -323,7 +378,7 @@ def test_signals_are_extracted_exactly(rules: ClassifyRules) -> None:
     assert signals.order_ids == ("202401011234", "987654321")
 
 
-def test_lookalikes_are_not_signals(rules: ClassifyRules) -> None:
+def test_lookalikes_are_not_signals() -> None:
     rng = random.Random(8)
     bad_tron = b58check(b"\x41" + rng.randbytes(20))
     bad_tron = bad_tron[:-1] + ("2" if bad_tron[-1] != "2" else "3")
@@ -334,7 +389,7 @@ def test_lookalikes_are_not_signals(rules: ClassifyRules) -> None:
         "2 days ago I paid 100 dollars, order was filled, uid unknown"
     )
 
-    signals = classify(text, None, "en", rules).signals
+    signals = signals_of(text)
 
     assert signals.addresses == ()
     assert signals.amounts == ()
@@ -342,25 +397,17 @@ def test_lookalikes_are_not_signals(rules: ClassifyRules) -> None:
     assert signals.account_uids == ()
 
 
-def test_solana_address_needs_a_solana_cue(rules: ClassifyRules) -> None:
+def test_solana_address_needs_a_solana_cue() -> None:
     address = b58(random.Random(9).randbytes(32))
 
-    with_cue = classify(f"my Solana wallet {address}", None, "en", rules).signals
-    without = classify(f"my wallet {address}", None, "en", rules).signals
+    with_cue = signals_of(f"my Solana wallet {address}")
+    without = signals_of(f"my wallet {address}")
 
     assert with_cue.addresses == (WalletAddress(chain="sol", address=address),)
     assert without.addresses == ()
 
 
-# --- rules file ------------------------------------------------------------------------
-
-
-def test_default_rules_cover_every_category(rules: ClassifyRules) -> None:
-    ranked = {c for tier in rules.precedence for c in tier}
-
-    assert default_rules_path().is_file()
-    assert ranked == set(CATEGORIES)
-    assert {"en", "zh"} <= set(rules.languages)
+# --- policy file -------------------------------------------------------------------------
 
 
 def _broken(tmp_path: Path, mutate: object) -> Path:
@@ -372,36 +419,33 @@ def _broken(tmp_path: Path, mutate: object) -> Path:
     return path
 
 
+def test_the_policy_names_every_urgent_category() -> None:
+    policy: ClassifyPolicy = load_rules(default_rules_path())
+
+    assert set(policy.urgent.categories) == {"stolen_funds", "account_takeover", "secret_exposed"}
+    assert 0 < policy.urgent.threshold < 0.5
+    assert policy.min_accuracy >= 0.95
+
+
 @pytest.mark.parametrize(
     "mutate",
     [
-        pytest.param(
-            lambda d: d["languages"]["en"]["categories"]["withdrawal"].append(
-                {"regex": "(", "label": "x"}
-            ),
-            id="bad-regex",
-        ),
-        pytest.param(
-            lambda d: d["languages"]["en"]["categories"].update(money=[{"phrase": "x"}]),
-            id="unknown-category",
-        ),
-        pytest.param(lambda d: d["precedence"].pop(), id="category-missing-from-precedence"),
-        pytest.param(
-            lambda d: d["languages"]["zh"]["categories"]["kyc"].append({"regex": "KYC"}),
-            id="regex-without-label",
-        ),
+        pytest.param(lambda d: d["urgent"].update(categories=["money"]), id="unknown-category"),
+        pytest.param(lambda d: d["model"].update(ngram_range=[4, 1]), id="bad-ngram-range"),
+        pytest.param(lambda d: d.update(min_accuracy=1.5), id="accuracy-over-one"),
         pytest.param(lambda d: d.update(min_scor=1), id="typo-in-key"),
         pytest.param(lambda d: d["signals"].pop("assets"), id="missing-section"),
+        pytest.param(lambda d: d.update(version=1), id="old-version"),
     ],
 )
-def test_broken_rules_fail_loudly(tmp_path: Path, mutate: object) -> None:
+def test_broken_policy_fails_loudly(tmp_path: Path, mutate: object) -> None:
     path = _broken(tmp_path, mutate)
 
     with pytest.raises(RulesError, match=r"classify\.yaml"):
         load_rules(path)
 
 
-def test_unreadable_rules_fail_loudly(tmp_path: Path) -> None:
+def test_unreadable_policy_fails_loudly(tmp_path: Path) -> None:
     bad = tmp_path / "classify.yaml"
     bad.write_text("version: [1\n", encoding="utf-8")
 
@@ -409,21 +453,3 @@ def test_unreadable_rules_fail_loudly(tmp_path: Path) -> None:
         load_rules(bad)
     with pytest.raises(RulesError):
         load_rules(tmp_path / "missing.yaml")
-
-
-def test_a_language_is_a_block_of_data(tmp_path: Path) -> None:
-    def add_spanish(data: dict[str, object]) -> None:
-        languages = data["languages"]
-        assert isinstance(languages, dict)
-        languages["es"] = {
-            "scope": "words",
-            "negation_window": 2,
-            "clause_breaks": "[.,;!?]",
-            "negations": [r"\bno\b"],
-            "categories": {"stolen_funds": [{"phrase": "me robaron", "weight": 3}]},
-        }
-
-    rules = load_rules(_broken(tmp_path, add_spanish))
-
-    assert classify("me robaron todo", None, "es", rules).category == "stolen_funds"
-    assert classify("no me robaron nada", None, "es", rules).category == "general"

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.ingest.classify import classify, load_rules
-from shared.settings import REPO_POLICY_DIR
-
-RULES = load_rules(REPO_POLICY_DIR / "classify.yaml")
+from services.ingest.classify import classify
+from tests.support.classifier import classify_policy, text_model
 
 
 @pytest.mark.parametrize(
@@ -21,7 +19,8 @@ RULES = load_rules(REPO_POLICY_DIR / "classify.yaml")
     ],
 )
 def test_questions_are_not_problems(text: str, language: str) -> None:
-    assert classify(text, None, language, RULES).category not in ("withdrawal", "deposit")
+    category = classify(text, None, text_model(), classify_policy()).category
+    assert category not in ("withdrawal", "deposit")
 
 
 @pytest.mark.parametrize(
@@ -33,4 +32,4 @@ def test_questions_are_not_problems(text: str, language: str) -> None:
     ],
 )
 def test_waiting_customers_still_have_a_withdrawal_problem(text: str, language: str) -> None:
-    assert classify(text, None, language, RULES).category == "withdrawal"
+    assert classify(text, None, text_model(), classify_policy()).category == "withdrawal"

@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.settings import ServiceSettings
+from shared.settings import (
+    IngestSettings,
+    NotifySettings,
+    RouterSettings,
+    ServiceSettings,
+    SlaSettings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 # service -> HTTP port (DESIGN.md)
@@ -296,7 +302,17 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
 
 
 def is_setting(env_name: str) -> bool:
-    return env_name.removeprefix("OMNIROUTE_").lower() in ServiceSettings.model_fields
+    name = env_name.removeprefix("OMNIROUTE_").lower()
+    return any(
+        name in settings.model_fields
+        for settings in (
+            ServiceSettings,
+            IngestSettings,
+            RouterSettings,
+            SlaSettings,
+            NotifySettings,
+        )
+    )
 
 
 def test_depends_on_names_services_that_can_satisfy_the_condition(

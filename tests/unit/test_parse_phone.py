@@ -13,13 +13,37 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.ingest.model import ParsedMessage, ParseError, ParserConfig, ParseResult, Skipped
+from services.ingest.model import (
+    IvrMenus,
+    MenuChoice,
+    ParsedMessage,
+    ParseError,
+    ParserConfig,
+    ParseResult,
+    Skipped,
+)
 from services.ingest.parsers.calllog import parse_calllog
 from services.ingest.parsers.twilio import parse_twilio
 from shared.contracts.messages import Identity
 
+HOTLINE = "+85230018888"
+TOPICS = {
+    "1": MenuChoice(category="deposit"),
+    "2": MenuChoice(category="withdrawal", menu={"1": MenuChoice(category="deposit")}),
+    "3": MenuChoice(category="login_2fa"),
+    "9": MenuChoice(category="stolen_funds"),
+}
 CONFIG = ParserConfig(
-    ivr_digits={"1": "deposit", "2": "withdrawal", "3": "login_2fa", "9": "stolen_funds"}
+    ivr=IvrMenus(
+        lines={
+            "default": TOPICS,
+            # A line whose first level is the language, the second the topic.
+            HOTLINE: {
+                "1": MenuChoice(language="zh", menu=TOPICS),
+                "2": MenuChoice(language="en", menu=TOPICS),
+            },
+        }
+    )
 )
 CALL_SID = "CA5f4b6e0a0d6c4f8fa5e1a7d0c3b2e1f0"
 CALLER = "+14155550100"
@@ -114,6 +138,31 @@ def test_twilio_ivr_digit_becomes_the_category_hint() -> None:
     # Calls join by caller number, so a second call lands in the same conversation.
     assert message.conversation_key == CALLER
     assert message.identities == (Identity(kind="phone", value=CALLER),)
+
+
+def test_twilio_two_level_menu_picks_language_then_topic() -> None:
+    message = only_message(
+        parse_twilio(form({**GATHER, "Digits": "19", "Called": HOTLINE, "To": HOTLINE}), CONFIG)
+    )
+
+    assert message.language_choice == "zh"
+    assert message.category_hint == "stolen_funds"
+
+
+def test_twilio_first_level_only_sets_the_language() -> None:
+    message = only_message(parse_twilio(form({**GATHER, "Digits": "2", "Called": HOTLINE}), CONFIG))
+
+    assert message.language_choice == "en"
+    assert message.category_hint is None
+
+
+def test_call_log_two_level_menu_on_its_line() -> None:
+    log = {**CALL_LOG, "to": "+852 3001 8888", "ivr_path": ["1", "2", "1"]}
+
+    message = only_message(parse_calllog(json.dumps(log).encode(), CONFIG))
+
+    assert message.language_choice == "zh"
+    assert message.category_hint == "deposit"
 
 
 def test_twilio_unknown_digit_has_no_category() -> None:

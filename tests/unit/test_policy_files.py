@@ -16,7 +16,12 @@ from shared.settings import REPO_POLICY_DIR
 
 
 def test_shipped_policies_load() -> None:
-    assert ingest_policy(REPO_POLICY_DIR / "ingest.yaml").parser.ivr_digits["1"] == "stolen_funds"
+    ivr = ingest_policy(REPO_POLICY_DIR / "ingest.yaml").parser.ivr
+    assert ivr.choose("+15550001111", ["1"]).category == "stolen_funds"
+    assert ivr.choose("+85230018888", ["1", "3"]).model_dump() == {
+        "category": "deposit",
+        "language": "zh",
+    }
     assert load_rules(REPO_POLICY_DIR / "classify.yaml") is not None
     assert routing_policy(REPO_POLICY_DIR / "routing.yaml").priority_of("stolen_funds") == "P1"
     assert sla_policy(REPO_POLICY_DIR / "sla.yaml").target("P1", "chat", "first_response") == 60
@@ -31,7 +36,7 @@ def test_broken_policies_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError):
         sla_policy(bad_sla)
     bad_ingest = tmp_path / "ingest.yaml"
-    bad_ingest.write_text("parser: {ivr_digits: {'1': not_a_category}}\n")
+    bad_ingest.write_text("parser: {ivr: {lines: {default: {'1': {category: nope}}}}}\n")
     with pytest.raises(ValidationError):
         ingest_policy(bad_ingest)
     bad_routing = tmp_path / "routing.yaml"

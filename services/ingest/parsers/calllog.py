@@ -25,7 +25,7 @@ from services.ingest.parsers.chat_generic import (
     normalise_phone,
     validate,
 )
-from shared.contracts.common import Category, Provider
+from shared.contracts.common import Provider
 from shared.contracts.messages import Identity
 
 PROVIDER: Provider = "generic"
@@ -43,6 +43,7 @@ def _lower(value: object) -> object:
 class _CallLog(Shape):
     call_id: Id
     from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
     started_at: UtcTime | None = None
     direction: Annotated[Literal["inbound", "outbound"], BeforeValidator(_lower)] = "inbound"
     ivr_path: tuple[Id, ...] = ()
@@ -59,6 +60,7 @@ def parse_calllog(raw: bytes, config: ParserConfig) -> ParseResult:
     callback_number = normalise_phone(call.callback_number) or caller
     text = clean_text(call.transcript or "", config.max_text_chars)
 
+    choice = config.ivr.choose(normalise_phone(call.to), call.ivr_path)
     kind: Literal["message", "callback_request"] = "message"
     if call.disposition in _CALLBACK_DISPOSITIONS and callback_number is not None:
         kind = "callback_request"
@@ -77,12 +79,7 @@ def parse_calllog(raw: bytes, config: ParserConfig) -> ParseResult:
             identities=(Identity(kind="phone", value=caller),) if caller else (),
             text=text,
             callback_number=callback_number if kind == "callback_request" else None,
-            category_hint=_ivr_category(call.ivr_path, config),
+            category_hint=choice.category,
+            language_choice=choice.language,
         )
     ]
-
-
-def _ivr_category(path: tuple[str, ...], config: ParserConfig) -> Category | None:
-    # The deepest menu the caller reached is the most specific choice.
-    found = [config.ivr_digits[step] for step in path if step in config.ivr_digits]
-    return found[-1] if found else None

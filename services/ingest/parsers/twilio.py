@@ -54,6 +54,8 @@ class _Webhook(Shape):
     # SIDs are alphanumeric; anything else could forge another stage's id ("CA1:status:busy").
     call_sid: Id = Field(alias="CallSid", pattern=_SID)
     from_: str | None = Field(default=None, alias="From")
+    called: str | None = Field(default=None, alias="Called")
+    to: str | None = Field(default=None, alias="To")
     caller_name: str | None = Field(default=None, alias="CallerName")
     call_status: str | None = Field(default=None, alias="CallStatus")
     direction: str = Field(default="inbound", alias="Direction")
@@ -105,6 +107,8 @@ def parse_twilio(raw: bytes, config: ParserConfig) -> ParseResult:
     else:
         return [Skipped(reason="twilio: unsupported call status")]
 
+    # Digits of a multi-level menu arrive as one string ("21": 2, then 1).
+    choice = config.ivr.choose(normalise_phone(hook.called or hook.to), tuple(digits or ""))
     if kind == "callback_request" and number is None:
         # Nobody to call back; a transcribed voicemail is still worth reading.
         if not text:
@@ -122,7 +126,8 @@ def parse_twilio(raw: bytes, config: ParserConfig) -> ParseResult:
             sender_name=optional_line(hook.caller_name),
             text=text,
             callback_number=number if kind == "callback_request" else None,
-            category_hint=config.ivr_digits.get(digits) if digits else None,
+            category_hint=choice.category,
+            language_choice=choice.language,
         )
     ]
 

@@ -1,0 +1,107 @@
+"""`omniroute classify train | evaluate | "text…"`: build, score and try the classifier.
+
+    omniroute classify train [--include-corrections]     corpus (+ agents' corrections) → model
+    omniroute classify evaluate [--include-corrections]  held-out scores (before / after)
+    omniroute classify "my usdt is gone"                 category, probabilities, reasons
+
+Paths and the store come from the ingest settings (`OMNIROUTE_CLASSIFIER_MODEL`,
+`OMNIROUTE_CLASSIFIER_CORPUS`, `OMNIROUTE_MONGO_URI`, `OMNIROUTE_MONGO_DB`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from services.ingest.classify import RulesError, check_model, classify, load_rules
+from services.ingest.pipeline import merge_redactions
+from services.ingest.redact import redact
+from services.ingest.store import MongoTrainingStore
+from services.ingest.textmodel import ModelError, load_model, save_model
+from services.ingest.training import (
+    CorpusError,
+    Example,
+    corrections_of,
+    evaluate,
+    load_corpus,
+    load_or_train,
+    report,
+    split,
+    train,
+)
+from shared.mongo import make_mongo_client
+from shared.settings import IngestSettings
+
+
+async def _corrections(settings: IngestSettings) -> list[Example]:
+    client = make_mongo_client(settings)
+    try:
+        store = MongoTrainingStore(client[settings.mongo_db], texts_kept_s=1)
+        return corrections_of(await store.examples())
+    finally:
+        await client.close()
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="omniroute classify", description=__doc__)
+    parser.add_argument("what", nargs="+", help='"train", "evaluate", or a message text')
+    parser.add_argument(
+        "--include-corrections",
+        action="store_true",
+        help="add the agents' corrections from ingest's store to the training side",
+    )
+    args = parser.parse_args(argv)
+    settings = IngestSettings()
+    try:
+        policy = load_rules(settings.policy_dir / "classify.yaml")
+        corpus = load_corpus(settings.classifier_corpus)
+        corrections = asyncio.run(_corrections(settings)) if args.include_corrections else []
+        command = args.what[0] if len(args.what) == 1 else None
+        if command == "train":
+            trained = train(corpus, policy, corrections)
+            check_model(trained.model, policy)
+            save_model(trained.model, settings.classifier_model)
+            print(
+                f"trained on {trained.train_count} examples "
+                f"({len(corrections)} corrections offered), held out {trained.held_out.total}: "
+                f"accuracy {trained.held_out.accuracy:.1%}, "
+                f"P1 recall {trained.held_out.urgent_recall:.1%} → {settings.classifier_model}"
+            )
+            return 0
+        if command == "evaluate":
+            before = train(corpus, policy)
+            print(report(before.held_out, "Held-out split: corpus only"))
+            if args.include_corrections:
+                after = train(corpus, policy, corrections)
+                print()
+                print(
+                    report(after.held_out, f"Held-out split: with {len(corrections)} corrections")
+                )
+                if corrections:
+                    was = evaluate(before.model, corrections, policy)
+                    now = evaluate(after.model, corrections, policy)
+                    print(
+                        f"\nThe corrections themselves: {was.correct}/{was.total} right before, "
+                        f"{now.correct}/{now.total} after"
+                    )
+            _, held_out = split(corpus, policy.model.held_out)
+            print(f"\n(held out: {len(held_out)} of {len(corpus)} examples, never trained on)")
+            return 0
+        model = (
+            load_model(settings.classifier_model)
+            if settings.classifier_model.exists()
+            else load_or_train(settings.classifier_model, settings.classifier_corpus, policy)
+        )
+        text, found = redact(" ".join(args.what))
+        result = classify(text, None, model, policy, redactions=merge_redactions(found))
+        print(f"category: {result.category}")
+        for category, p in result.probabilities:
+            print(f"  {category:<17} {p:.3f}")
+        for reason in result.reasons:
+            print(f"reason: {reason}")
+        return 0
+    except (CorpusError, ModelError, RulesError) as exc:
+        print(f"omniroute classify: {exc}", file=sys.stderr)
+        return 2
