@@ -8,7 +8,6 @@ declare routes with path parameters next to the health and metrics endpoints.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -101,15 +100,6 @@ def health_routes(registry: CollectorRegistry, readiness: Readiness) -> list[Bas
         Route("/readyz", readyz),
         Route("/metrics", metrics),
     ]
-
-
-def require_token(settings: ServiceSettings, request: Request) -> JSONResponse | None:
-    """401 unless the request carries `Authorization: Bearer <OMNIROUTE_API_TOKEN>`."""
-    supplied = request.headers.get("authorization", "")
-    expected = f"Bearer {settings.api_token.get_secret_value()}"
-    if not hmac.compare_digest(supplied.encode(), expected.encode()):
-        return JSONResponse({"error": "unauthorized"}, status_code=401)
-    return None
 
 
 MAX_API_BODY_BYTES = 65_536

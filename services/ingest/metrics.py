@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from shared.access import AccessMetrics
+
 
 @dataclass(frozen=True)
 class IngestMetrics:
@@ -18,6 +20,7 @@ class IngestMetrics:
     categories: Counter
     classify_seconds: Histogram
     training_examples: Counter
+    access: AccessMetrics
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> IngestMetrics:
@@ -77,4 +80,5 @@ class IngestMetrics:
                 ["outcome"],
                 registry=registry,
             ),
+            access=AccessMetrics.create("ingest", registry),
         )

@@ -20,6 +20,8 @@ from services.notify.render import load_templates
 from services.notify.senders import SmtpTransport, Transports
 from services.notify.store import MongoNotifyStore, NotifyStore
 from services.sla.deadlines import load_policy as load_sla_policy
+from shared.access import Access, AccessMetrics
+from shared.audit import AuditLog, MongoAuditLog
 from shared.broker import ensure_topics, make_broker
 from shared.events import OutboundEvent, publish_all, records_of
 from shared.logging import configure_logging
@@ -76,6 +78,7 @@ def build_app(
     store: NotifyStore | None = None,
     http_client: httpx.AsyncClient | None = None,
     start_sender: bool = True,
+    audit: AuditLog | None = None,
 ) -> ServiceApp:
     settings = settings or NotifySettings()
     registry = registry or make_registry("notify")
@@ -85,6 +88,11 @@ def build_app(
     retention_s = settings.notify_retention_days * 86400.0
     store = store or MongoNotifyStore(db, retention_s)
     metrics = NotifyMetrics.create(registry)
+    access = Access.create(
+        settings,
+        audit or MongoAuditLog(db, settings.api_audit_retention_days),
+        AccessMetrics.create("notify", registry),
+    )
     backoff = StoreBackoff.create("notify", registry)
     templates = load_templates(settings.policy_dir / "templates.yaml")
     notifier = Notifier(
@@ -155,7 +163,7 @@ def build_app(
         broker,
         routes=[
             *health_routes(registry, readiness),
-            *make_routes(settings, broker, store, templates),
+            *make_routes(settings, broker, store, templates, access=access),
         ],
         on_startup=[startup],
         after_startup=[after_startup],

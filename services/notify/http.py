@@ -27,10 +27,12 @@ from services.notify.incidents import (
 from services.notify.pages import banners, choose_language, etag_of, json_bytes, status_html
 from services.notify.render import Templates
 from services.notify.store import NotifyStore
+from shared.access import Access, Call
 from shared.contracts.incidents import Incident, incident_event_type
 from shared.events import OutboundEvent, make_event, publish_all
 from shared.ids import event_id, stable_id
-from shared.service import invalid_body, read_body, require_token
+from shared.scopes import INCIDENTS_READ, INCIDENTS_WRITE
+from shared.service import invalid_body, read_body
 from shared.settings import NotifySettings
 from shared.topics import INCIDENTS
 
@@ -58,10 +60,10 @@ def make_routes(
     store: NotifyStore,
     templates: Templates,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    *,
+    access: Access,
 ) -> list[BaseRoute]:
-    async def create(request: Request) -> Response:
-        if denied := require_token(settings, request):
-            return denied
+    async def create(request: Request, call: Call) -> Response:
         body = await read_body(request)
         if isinstance(body, JSONResponse):
             return body
@@ -73,6 +75,7 @@ def make_routes(
         idem = request.headers.get("idempotency-key")
         iid = stable_id("inc", idem, length=16) if idem else f"inc_{uuid.uuid4().hex[:16]}"
         incident = new_incident(iid, data, clock())
+        call.note(incident_id=iid)
         if not await store.insert_incident(incident):
             existing = await store.get_incident(iid)
             if existing is None:
@@ -83,9 +86,7 @@ def make_routes(
         await publish_all(broker, [incident_event(incident)])
         return JSONResponse(incident_json(incident), status_code=201)
 
-    async def update(request: Request) -> Response:
-        if denied := require_token(settings, request):
-            return denied
+    async def update(request: Request, call: Call) -> Response:
         iid = str(request.path_params["incident_id"])
         if not ID_PATTERN.match(iid):
             return JSONResponse({"error": "invalid id"}, status_code=400)
@@ -106,7 +107,7 @@ def make_routes(
                 return JSONResponse(incident_json(nxt))
         return JSONResponse({"error": "concurrent updates, try again"}, status_code=409)
 
-    async def get_one(request: Request) -> Response:
+    async def get_one(request: Request, call: Call) -> Response:
         iid = str(request.path_params["incident_id"])
         if not ID_PATTERN.match(iid):
             return JSONResponse({"error": "invalid id"}, status_code=400)
@@ -116,7 +117,7 @@ def make_routes(
         linked = await store.linked_count(iid)
         return JSONResponse({**incident_json(incident), "linked_tickets": linked})
 
-    async def list_all(request: Request) -> Response:
+    async def list_all(request: Request, call: Call) -> Response:
         since = clock() - timedelta(days=settings.notify_status_recent_days)
         found = await store.recent_incidents(since)
         found.sort(key=lambda i: i.updated_at, reverse=True)
@@ -157,10 +158,11 @@ def make_routes(
         )
 
     return [
-        Route("/v1/incidents", create, methods=["POST"]),
-        Route("/v1/incidents", list_all, methods=["GET"]),
-        Route("/v1/incidents/{incident_id}", update, methods=["PATCH"]),
-        Route("/v1/incidents/{incident_id}", get_one, methods=["GET"]),
+        access.route("POST", "/v1/incidents", create, scope=INCIDENTS_WRITE),
+        access.route("GET", "/v1/incidents", list_all, scope=INCIDENTS_READ),
+        access.route("PATCH", "/v1/incidents/{incident_id}", update, scope=INCIDENTS_WRITE),
+        access.route("GET", "/v1/incidents/{incident_id}", get_one, scope=INCIDENTS_READ),
+        # Public: the exchange's sites and apps, and its customers, read these.
         Route("/v1/banners", get_banners, methods=["GET"]),
         Route("/status", status_page, methods=["GET"]),
     ]

@@ -19,6 +19,8 @@ from services.router.http import make_routes
 from services.router.metrics import RouterMetrics
 from services.router.priority import load_policy
 from services.router.store import MongoRouterStore, RouterStore
+from shared.access import Access, AccessMetrics
+from shared.audit import AuditLog, MongoAuditLog
 from shared.broker import ensure_topics, make_broker
 from shared.events import records_of
 from shared.lease import EngineHost, Lease
@@ -41,6 +43,7 @@ def build_app(
     registry: CollectorRegistry | None = None,
     lease: Lease | None = None,
     store: RouterStore | None = None,
+    audit: AuditLog | None = None,
 ) -> ServiceApp:
     settings = settings or RouterSettings()
     registry = registry or make_registry("router")
@@ -53,6 +56,11 @@ def build_app(
     mongo = mongo or make_mongo_client(settings)
     db = mongo[settings.mongo_db]
     store = store or MongoRouterStore(db)
+    access = Access.create(
+        settings,
+        audit or MongoAuditLog(db, settings.api_audit_retention_days),
+        AccessMetrics.create("router", registry),
+    )
     policy = load_policy(settings.policy_dir / "routing.yaml")
     lease = lease or Lease(db, "router", ttl_s=settings.lease_ttl_s)
     backoff = StoreBackoff.create("router", registry)
@@ -134,7 +142,10 @@ def build_app(
     )
     return ServiceApp(
         broker,
-        routes=[*health_routes(registry, readiness), *make_routes(settings, broker, store)],
+        routes=[
+            *health_routes(registry, readiness),
+            *make_routes(settings, broker, store, access=access),
+        ],
         on_startup=[startup],
         after_startup=[after_startup],
         on_shutdown=[shutdown],

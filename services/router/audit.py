@@ -30,7 +30,9 @@ from shared.contracts.common import Category, Channel, Priority
 from shared.contracts.tickets import TicketEvent
 
 HOLDING = frozenset({"offered", "assigned", "waiting_on_customer"})
-ANNOTATIONS = frozenset({"message_added", "escalated", "recategorized"})
+ANNOTATIONS = frozenset({"message_added", "escalated", "recategorized", "action_rejected"})
+# Told on a resolved ticket too: a correction, and an action refused because it is resolved.
+AFTER_RESOLVED = frozenset({"recategorized", "action_rejected"})
 
 ClassKey = tuple[str, Channel, Category, str]
 
@@ -228,7 +230,7 @@ class Auditor:
         if name in ANNOTATIONS or name == "opened":
             if name == "opened":
                 self._fail(ev, "opened twice")
-            if before == "resolved" and name != "recategorized":
+            if before == "resolved" and name not in AFTER_RESOLVED:
                 self._fail(ev, f"{name} on a resolved ticket")
             if (ev.priority, ev.pool, ev.category) != (t.priority, t.pool, t.category):
                 waiting = t.state == "queued"

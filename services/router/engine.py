@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.router.actions import HOLDS_CAPACITY, ActionOutcome, Refusal, refusal
 from services.router.priority import (
     PRIORITY_RANK,
     QueueKey,
@@ -50,7 +51,6 @@ from shared.contracts.tickets import TicketEvent, TicketEventName
 from shared.ids import stable_id
 
 OPEN_STATES = frozenset({"queued", "offered", "assigned", "waiting_on_customer"})
-HOLDS_CAPACITY = frozenset({"offered", "assigned", "waiting_on_customer"})
 ACCEPTED_WORK = frozenset({"assigned", "waiting_on_customer"})
 PASSED_KEPT = 16
 CANDIDATES_LISTED = 20  # in a decision record; the rest are counted
@@ -117,6 +117,7 @@ class Changes:
     agents: dict[str, AgentState] = field(default_factory=dict)
     timings: list[Timing] = field(default_factory=list)
     expired: list[tuple[Channel, str]] = field(default_factory=list)  # (channel, why)
+    outcomes: dict[str, ActionOutcome] = field(default_factory=dict)  # by action event id
 
     def merge(self, other: Changes) -> None:
         self.events.extend(other.events)
@@ -124,9 +125,10 @@ class Changes:
         self.agents.update(other.agents)
         self.timings.extend(other.timings)
         self.expired.extend(other.expired)
+        self.outcomes.update(other.outcomes)
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.tickets or self.agents)
+        return bool(self.events or self.tickets or self.agents or self.outcomes)
 
 
 def ticket_id_for(message_id: str) -> str:
@@ -774,12 +776,17 @@ class RouterState:
         if event_id in self.applied_agent_events:
             return ch
         self.applied_agent_events.add(event_id)
+        t = self.tickets.get(ev.ticket_id)
+        refused = refusal(t.state if t else None, t.agent_id if t else None, ev.action, ev.agent_id)
+        if refused is None and ev.action == "recategorize" and ev.category is None:
+            refused = Refusal("conflict", "no category given")
+        if t is None or refused is not None:
+            self._reject(ch, t, ev, event_id, refused.reason if refused else "", now)
+            return ch
+        ch.outcomes[event_id] = ActionOutcome("accepted", t.ticket_id, ev.agent_id, ev.action, now)
         if ev.action == "recategorize":
             self._recategorize(ch, ev, now)
             return ch
-        t = self.tickets.get(ev.ticket_id)
-        if t is None or t.agent_id != ev.agent_id or t.state not in HOLDS_CAPACITY:
-            return ch  # stale or foreign action: nothing to do
         agent = self.agents.get(ev.agent_id)
         if ev.action in ("accept", "reply", "wait") and t.state == "offered":
             self._set_state(t, "assigned")
@@ -809,11 +816,33 @@ class RouterState:
                 self._drain(ch, agent, now)
         return ch
 
+    def _reject(
+        self,
+        ch: Changes,
+        t: Ticket | None,
+        ev: AgentActionTaken,
+        event_id: str,
+        reason: str,
+        now: datetime,
+    ) -> None:
+        """An action the ticket does not take: recorded, and told on the ticket's log.
+
+        The event keeps the ticket's holder as `agent_id` (the SLA timers and notify
+        follow that field); who was refused is in its reasons.
+        """
+        ch.outcomes[event_id] = ActionOutcome(
+            "rejected", ev.ticket_id, ev.agent_id, ev.action, now, reason
+        )
+        if t is None:
+            return  # no ticket, no log to tell it on: the outcome says it
+        why = f"{ev.action} by {ev.agent_id} rejected: {reason}"
+        self._emit(ch, t, "action_rejected", now, reasons=(why,))
+
     def _recategorize(self, ch: Changes, ev: AgentActionTaken, now: datetime) -> None:
         """An agent's correction: the category and priority change, the queue re-ranks."""
         t = self.tickets.get(ev.ticket_id)
         if t is None or ev.category is None or ev.category == t.category:
-            return
+            return  # the same category again: accepted, nothing changes
         before = t.category
         priority, reasons = prioritize(ev.category, t.customer_tier, self.policy)
         if t.escalated:

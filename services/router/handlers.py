@@ -210,6 +210,7 @@ class RouterEngine:
             self._batch_agent_events,
             events,
             self.state.position,
+            changes.outcomes,
         )
         self._batch_agent_events = []
         await publish_all(self.broker, events)

@@ -1,11 +1,16 @@
 """Router's HTTP API: tickets with their decision record, agents, and desk actions.
 
 Writes do not touch the state directly: they publish to `support.agents`, which the
-engine (whichever replica holds the lease) applies like any other input.
+engine (whichever replica holds the lease) applies like any other input. An action the
+stored ticket already rules out is refused here with the reason (404/409); one the engine
+rejects later shows as `rejected` at `GET /v1/actions/{event_id}` and as an
+`action_rejected` ticket event. A credential speaks for one agent (a JWT's subject)
+unless it has `tickets:act-as`: naming another agent is refused with 403.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -14,9 +19,11 @@ from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
+from services.router.actions import refusal
 from services.router.store import RouterStore
+from shared.access import Access, Call
 from shared.contracts.agents import (
     AGENT_ACTION_TAKEN,
     AGENT_PRESENCE_CHANGED,
@@ -30,7 +37,8 @@ from shared.contracts.agents import (
 from shared.contracts.common import Category
 from shared.events import make_event, publish_all
 from shared.ids import event_id
-from shared.service import invalid_body, read_body, require_token
+from shared.scopes import AGENTS_ADMIN, AGENTS_READ, TICKETS_ACT, TICKETS_READ
+from shared.service import invalid_body, read_body
 from shared.settings import RouterSettings
 from shared.topics import AGENTS
 
@@ -64,10 +72,8 @@ def _clean(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_routes(
-    settings: RouterSettings, broker: KafkaBroker, store: RouterStore
+    settings: RouterSettings, broker: KafkaBroker, store: RouterStore, *, access: Access
 ) -> list[BaseRoute]:
-    import re
-
     id_re = re.compile(ID_PATTERN)
 
     def bad_id(value: str) -> JSONResponse | None:
@@ -75,10 +81,12 @@ def make_routes(
             return JSONResponse({"error": "invalid id"}, status_code=400)
         return None
 
-    async def publish(data: BaseModel, event_type: str, key: str, request: Request) -> str:
+    def agent_event_id(key: str, request: Request) -> str:
         # An Idempotency-Key makes a retried HTTP call the same event.
         idem = request.headers.get("idempotency-key")
-        eid = event_id("agent", key, idem) if idem else f"evt_{uuid.uuid4().hex}"
+        return event_id("agent", key, idem) if idem else f"evt_{uuid.uuid4().hex}"
+
+    async def publish(data: BaseModel, event_type: str, key: str, eid: str) -> None:
         await publish_all(
             broker,
             [
@@ -93,9 +101,15 @@ def make_routes(
                 )
             ],
         )
-        return eid
 
-    async def get_ticket(request: Request) -> Response:
+    def not_for(call: Call, agent_id: str) -> JSONResponse | None:
+        """403 when the caller may not speak for `agent_id`."""
+        assert call.caller is not None
+        call.note(agent_id=agent_id)
+        reason = call.caller.refuses_to_act_as(agent_id)
+        return call.refuse(403, reason) if reason else None
+
+    async def get_ticket(request: Request, call: Call) -> Response:
         tid = str(request.path_params["ticket_id"])
         if err := bad_id(tid):
             return err
@@ -104,14 +118,14 @@ def make_routes(
             return JSONResponse({"error": "not found"}, status_code=404)
         return JSONResponse({"ticket_id": tid, **_clean(doc)})
 
-    async def list_tickets(request: Request) -> Response:
+    async def list_tickets(request: Request, call: Call) -> Response:
         state = request.query_params.get("state", "queued")
         if state not in ("queued", "offered", "assigned", "waiting_on_customer", "resolved"):
             return JSONResponse({"error": "unknown state"}, status_code=400)
         docs = await store.list_tickets(state, 500)
         return JSONResponse({"tickets": [{"ticket_id": d["_id"], **_clean(d)} for d in docs]})
 
-    async def get_agent(request: Request) -> Response:
+    async def get_agent(request: Request, call: Call) -> Response:
         aid = str(request.path_params["agent_id"])
         if err := bad_id(aid):
             return err
@@ -120,9 +134,7 @@ def make_routes(
             return JSONResponse({"error": "not found"}, status_code=404)
         return JSONResponse({"agent_id": aid, **_clean(doc)})
 
-    async def put_agent(request: Request) -> Response:
-        if denied := require_token(settings, request):
-            return denied
+    async def put_agent(request: Request, call: Call) -> Response:
         aid = str(request.path_params["agent_id"])
         if err := bad_id(aid):
             return err
@@ -134,15 +146,17 @@ def make_routes(
         except ValidationError as exc:
             return invalid_body(exc)
         ev = AgentProfileUpdated(agent_id=aid, profile=profile, at=datetime.now(UTC))
-        eid = await publish(ev, AGENT_PROFILE_UPDATED, aid, request)
+        eid = agent_event_id(aid, request)
+        await publish(ev, AGENT_PROFILE_UPDATED, aid, eid)
+        call.note(event_id=eid)
         return JSONResponse({"agent_id": aid, "event_id": eid}, status_code=202)
 
-    async def post_presence(request: Request) -> Response:
-        if denied := require_token(settings, request):
-            return denied
+    async def post_presence(request: Request, call: Call) -> Response:
         aid = str(request.path_params["agent_id"])
         if err := bad_id(aid):
             return err
+        if denied := not_for(call, aid):
+            return denied
         body = await read_body(request)
         if isinstance(body, JSONResponse):
             return body
@@ -151,12 +165,40 @@ def make_routes(
         except ValidationError as exc:
             return invalid_body(exc)
         ev = AgentPresenceChanged(agent_id=aid, status=data.status, at=datetime.now(UTC))
-        eid = await publish(ev, AGENT_PRESENCE_CHANGED, aid, request)
+        eid = agent_event_id(aid, request)
+        await publish(ev, AGENT_PRESENCE_CHANGED, aid, eid)
+        call.note(event_id=eid)
         return JSONResponse({"agent_id": aid, "event_id": eid}, status_code=202)
 
-    async def post_action(request: Request) -> Response:
-        if denied := require_token(settings, request):
-            return denied
+    async def act(call: Call, request: Request, ev: AgentActionTaken) -> Response:
+        """Refuse what the stored ticket rules out; else publish for the engine to apply."""
+        eid = agent_event_id(ev.agent_id, request)
+        if (done := await store.get_action(eid)) is not None:
+            # A retry (same Idempotency-Key) of an action already applied: its outcome.
+            call.note(event_id=eid)
+            return JSONResponse(action_json(eid, done), status_code=200)
+        doc = await store.get_ticket(ev.ticket_id)
+        refused = refusal(
+            doc["state"] if doc else None,
+            doc.get("agent_id") if doc else None,
+            ev.action,
+            ev.agent_id,
+        )
+        if refused is not None:
+            return call.refuse(404 if refused.kind == "not_found" else 409, refused.reason)
+        await publish(ev, AGENT_ACTION_TAKEN, ev.agent_id, eid)
+        call.note(event_id=eid)
+        return JSONResponse(
+            {
+                "ticket_id": ev.ticket_id,
+                "event_id": eid,
+                "status": "pending",
+                "status_url": f"/v1/actions/{eid}",
+            },
+            status_code=202,
+        )
+
+    async def post_action(request: Request, call: Call) -> Response:
         tid = str(request.path_params["ticket_id"])
         action = str(request.path_params["action"])
         if action not in ACTIONS:
@@ -170,6 +212,8 @@ def make_routes(
             data = ActionIn.model_validate_json(body)
         except ValidationError as exc:
             return invalid_body(exc)
+        if denied := not_for(call, data.agent_id):
+            return denied
         ev = AgentActionTaken(
             agent_id=data.agent_id,
             ticket_id=tid,
@@ -177,13 +221,10 @@ def make_routes(
             at=datetime.now(UTC),
             note=data.note,
         )
-        eid = await publish(ev, AGENT_ACTION_TAKEN, data.agent_id, request)
-        return JSONResponse({"ticket_id": tid, "event_id": eid}, status_code=202)
+        return await act(call, request, ev)
 
-    async def post_category(request: Request) -> Response:
+    async def post_category(request: Request, call: Call) -> Response:
         """An agent's correction of a ticket's category (re-prioritised by the engine)."""
-        if denied := require_token(settings, request):
-            return denied
         tid = str(request.path_params["ticket_id"])
         if err := bad_id(tid):
             return err
@@ -194,8 +235,8 @@ def make_routes(
             data = CategoryIn.model_validate_json(body)
         except ValidationError as exc:
             return invalid_body(exc)
-        if await store.get_ticket(tid) is None:
-            return JSONResponse({"error": "ticket not found"}, status_code=404)
+        if denied := not_for(call, data.agent_id):
+            return denied
         ev = AgentActionTaken(
             agent_id=data.agent_id,
             ticket_id=tid,
@@ -203,15 +244,42 @@ def make_routes(
             at=datetime.now(UTC),
             category=data.category,
         )
-        eid = await publish(ev, AGENT_ACTION_TAKEN, data.agent_id, request)
-        return JSONResponse({"ticket_id": tid, "event_id": eid}, status_code=202)
+        return await act(call, request, ev)
+
+    async def get_action(request: Request, call: Call) -> Response:
+        """accepted / rejected (with the reason) once the engine applied it, else pending."""
+        eid = str(request.path_params["event_id"])
+        if err := bad_id(eid):
+            return err
+        done = await store.get_action(eid)
+        if done is not None:
+            return JSONResponse(action_json(eid, done))
+        asked = await access.audit.find_event(access.service, eid)
+        if asked is not None and asked["outcome"] == "ok":
+            return JSONResponse(
+                {"event_id": eid, "status": "pending", "requested_at": asked["at"].isoformat()}
+            )
+        return JSONResponse({"error": "no such action"}, status_code=404)
 
     return [
-        Route("/v1/tickets", list_tickets, methods=["GET"]),
-        Route("/v1/tickets/{ticket_id}/category", post_category, methods=["POST"]),
-        Route("/v1/tickets/{ticket_id}", get_ticket, methods=["GET"]),
-        Route("/v1/tickets/{ticket_id}/{action}", post_action, methods=["POST"]),
-        Route("/v1/agents/{agent_id}", get_agent, methods=["GET"]),
-        Route("/v1/agents/{agent_id}", put_agent, methods=["PUT"]),
-        Route("/v1/agents/{agent_id}/presence", post_presence, methods=["POST"]),
+        access.route("GET", "/v1/tickets", list_tickets, scope=TICKETS_READ),
+        access.route("POST", "/v1/tickets/{ticket_id}/category", post_category, scope=TICKETS_ACT),
+        access.route("GET", "/v1/tickets/{ticket_id}", get_ticket, scope=TICKETS_READ),
+        access.route("POST", "/v1/tickets/{ticket_id}/{action}", post_action, scope=TICKETS_ACT),
+        access.route("GET", "/v1/actions/{event_id}", get_action, scope=TICKETS_READ),
+        access.route("GET", "/v1/agents/{agent_id}", get_agent, scope=AGENTS_READ),
+        access.route("PUT", "/v1/agents/{agent_id}", put_agent, scope=AGENTS_ADMIN),
+        access.route("POST", "/v1/agents/{agent_id}/presence", post_presence, scope=TICKETS_ACT),
     ]
+
+
+def action_json(event_id: str, done: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "status": done["status"],
+        "reason": done.get("reason"),
+        "ticket_id": done.get("ticket_id"),
+        "agent_id": done.get("agent_id"),
+        "action": done.get("action"),
+        "decided_at": done["at"].isoformat() if done.get("at") else None,
+    }

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from pymongo import ASCENDING, DESCENDING, ReplaceOne
 
+from services.router.actions import ActionOutcome
 from services.router.engine import RouterState, Ticket
 from services.router.selection import AgentState
 from shared.contracts.agents import AgentProfile
@@ -139,6 +140,10 @@ class RouterStore(Protocol):
 
     async def get_agent(self, agent_id: str) -> Document | None: ...
 
+    async def get_action(self, event_id: str) -> Document | None:
+        """What the engine made of an agent action: {"status", "reason", ...}, if applied."""
+        ...
+
     async def load(self, state: RouterState, recent_since: datetime) -> list[OutboundEvent]: ...
 
     async def save(
@@ -148,6 +153,7 @@ class RouterStore(Protocol):
         applied_agent_events: Iterable[str],
         outbox: list[OutboundEvent],
         position: int = 0,
+        outcomes: Mapping[str, ActionOutcome] | None = None,
     ) -> None: ...
 
     async def clear_outbox(self, events: list[OutboundEvent]) -> None: ...
@@ -191,7 +197,7 @@ class MongoRouterStore:
         }
         async for d in self.tickets.find(query):
             state.add_ticket(ticket_from_doc(d))
-        async for d in self.applied.find({}):
+        async for d in self.applied.find({}, {"_id": 1}):
             state.applied_agent_events.add(d["_id"])
         return pending
 
@@ -229,11 +235,19 @@ class MongoRouterStore:
         applied_agent_events: Iterable[str],
         outbox: list[OutboundEvent],
         position: int = 0,
+        outcomes: Mapping[str, ActionOutcome] | None = None,
     ) -> None:
-        """One batch: its outbox entry, then its documents; `position`: last event number."""
+        """One batch: its outbox entry, then its documents; `position`: last event number.
+
+        Applied agent events are kept with the outcome of the actions among them, so
+        `GET /v1/actions/{event_id}` reads it without another write per action.
+        """
         ticket_docs = [ticket_doc(t) for t in tickets]
         agent_docs = [agent_doc(a) for a in agents]
-        applied = list(applied_agent_events)
+        known = outcomes or {}
+        applied = [
+            {"_id": e, **known[e].doc()} if e in known else {"_id": e} for e in applied_agent_events
+        ]
         if not (ticket_docs or agent_docs or applied or outbox):
             return
         batch = uuid.uuid4().hex
@@ -267,7 +281,7 @@ class MongoRouterStore:
         self,
         ticket_docs: list[Document],
         agent_docs: list[Document],
-        applied: list[str],
+        applied: Sequence[Document | str],
         position: int | None,
     ) -> None:
         if ticket_docs:
@@ -281,8 +295,10 @@ class MongoRouterStore:
                 ordered=False,
             )
         if applied:
+            # Entries written before outcomes were kept are bare ids.
+            docs = [{"_id": e} if isinstance(e, str) else e for e in applied]
             await self.applied.bulk_write(
-                [ReplaceOne({"_id": e}, {"_id": e}, upsert=True) for e in applied],
+                [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs],
                 ordered=False,
             )
         if position is not None:
@@ -309,3 +325,6 @@ class MongoRouterStore:
 
     async def get_agent(self, agent_id: str) -> Document | None:
         return await self.agents.find_one({"_id": agent_id})
+
+    async def get_action(self, event_id: str) -> Document | None:
+        return await self.applied.find_one({"_id": event_id, "kind": "action"})

@@ -31,6 +31,7 @@ TicketEventName = Literal[
     "resolved",
     "reopened",
     "recategorized",
+    "action_rejected",
 ]
 TICKET_EVENT_NAMES: tuple[TicketEventName, ...] = (
     "opened",
@@ -48,6 +49,7 @@ TICKET_EVENT_NAMES: tuple[TicketEventName, ...] = (
     "resolved",
     "reopened",
     "recategorized",
+    "action_rejected",
 )
 
 
@@ -57,6 +59,10 @@ def ticket_event_type(event: TicketEventName) -> str:
 
 
 class TicketEvent(Contract):
+    """One change of a ticket. `action_rejected` changes nothing: an agent's action the
+    ticket did not take (its reasons say whose and why); consumers that follow the
+    ticket's state can ignore it, as they ignore any event they do not act on."""
+
     ticket_id: str
     event: TicketEventName
     priority: Priority

@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 
 from services.router.http import make_routes
 from shared.settings import RouterSettings
+from tests.support.access import memory_access
 from tests.support.fakes import FakeRouterStore
 
 AUTH = {"Authorization": "Bearer dev-token"}
@@ -24,7 +25,9 @@ class NoBroker:
 
 async def test_router_writes_refuse_big_and_bad_bodies() -> None:
     broker = NoBroker()
-    routes = make_routes(RouterSettings(), broker, FakeRouterStore())  # type: ignore[arg-type]
+    settings = RouterSettings()
+    access, _ = memory_access(settings)
+    routes = make_routes(settings, broker, FakeRouterStore(), access=access)  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=Starlette(routes=routes))
     async with httpx.AsyncClient(transport=transport, base_url="http://router") as client:
         big = await client.put("/v1/agents/a1", content=b"{" + b" " * 70_000 + b"}", headers=AUTH)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,6 +14,7 @@ from services.ingest.store import (
     CustomerRef,
     primary_identity,
 )
+from services.router.actions import ActionOutcome
 from services.router.engine import RouterState, Ticket
 from services.router.selection import AgentState
 from services.router.store import agent_doc, agent_from_doc, ticket_doc, ticket_from_doc
@@ -115,6 +116,7 @@ class FakeRouterStore:
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
     outbox: list[OutboundEvent] = field(default_factory=list)
     applied: set[str] = field(default_factory=set)
+    actions: dict[str, dict[str, Any]] = field(default_factory=dict)  # outcomes by event id
     position: int = 0
     saves: int = 0
     fail_next_save: bool = False
@@ -139,6 +141,7 @@ class FakeRouterStore:
         applied_agent_events: Iterable[str],
         outbox: list[OutboundEvent],
         position: int = 0,
+        outcomes: Mapping[str, ActionOutcome] | None = None,
     ) -> None:
         if self.fail_next_save:
             self.fail_next_save = False
@@ -150,6 +153,8 @@ class FakeRouterStore:
         for a in agents:
             self.agents[a.agent_id] = agent_doc(a)
         self.applied.update(applied_agent_events)
+        for eid, outcome in (outcomes or {}).items():
+            self.actions[eid] = {"_id": eid, **outcome.doc()}
         if outbox:
             self.position = position
 
@@ -165,6 +170,9 @@ class FakeRouterStore:
 
     async def get_agent(self, agent_id: str) -> dict[str, Any] | None:
         return self.agents.get(agent_id)
+
+    async def get_action(self, event_id: str) -> dict[str, Any] | None:
+        return self.actions.get(event_id)
 
 
 @dataclass

@@ -35,7 +35,6 @@ def test_a_configured_transport_wins_over_the_log() -> None:
 
 def test_production_refuses_the_log_transport(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMNIROUTE_ENVIRONMENT", "production")
-    monkeypatch.setenv("OMNIROUTE_API_TOKEN", "a-real-token-123456")
     monkeypatch.setenv("OMNIROUTE_WEBHOOK_SECRETS", '{"generic": "real-secret-9f8e"}')
     monkeypatch.setenv("OMNIROUTE_NOTIFY_LOG_UNROUTED", "true")
     with pytest.raises(ValidationError, match="development only"):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
+from shared.auth import digest, new_key
 from shared.settings import IngestSettings, RouterSettings
 
 
@@ -25,16 +28,72 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.webhook_secrets["generic"].get_secret_value() == "s3cr3t-value"
 
 
-def test_production_refuses_placeholder_token(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_production_never_accepts_the_development_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMNIROUTE_ENVIRONMENT", "production")
+    monkeypatch.setenv("OMNIROUTE_WEBHOOK_SECRETS", '{"generic": "9b1f3c-real"}')
     monkeypatch.delenv("OMNIROUTE_API_TOKEN", raising=False)
+    # Unset, production has no development key at all ...
+    assert RouterSettings().development_token() is None
+    # ... and set, however long, it stops the service with the reason.
+    monkeypatch.setenv("OMNIROUTE_API_TOKEN", "a-long-real-token-0f9e8d-7c6b5a")
     with pytest.raises(ValidationError, match="OMNIROUTE_API_TOKEN"):
         RouterSettings()
+    # Development: the development key opens everything, `dev-token` by default.
+    monkeypatch.setenv("OMNIROUTE_ENVIRONMENT", "development")
+    monkeypatch.delenv("OMNIROUTE_API_TOKEN")
+    assert RouterSettings().development_token() == "dev-token"
+
+
+def test_production_refuses_development_and_placeholder_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OMNIROUTE_ENVIRONMENT", "production")
+    monkeypatch.setenv("OMNIROUTE_WEBHOOK_SECRETS", '{"generic": "9b1f3c-real"}')
+    monkeypatch.delenv("OMNIROUTE_API_TOKEN", raising=False)
+    _, dev = new_key("dev-desk", "desk", ("tickets:read",), development=True)
+    _, real = new_key("desk-2026a", "desk", ("tickets:read",))
+    placeholder = {"client": "desk", "sha256": digest("changeme"), "scopes": ["tickets:read"]}
+    for bad in ({"dev-desk": dev.model_dump()}, {"desk-old": placeholder}):
+        monkeypatch.setenv("OMNIROUTE_API_KEYS", json.dumps(bad))
+        with pytest.raises(ValidationError, match="API keys in production"):
+            RouterSettings()
+    monkeypatch.setenv("OMNIROUTE_API_KEYS", json.dumps({"desk-2026a": real.model_dump()}))
+    assert set(RouterSettings().api_keys) == {"desk-2026a"}
+
+
+def test_keys_are_named_scoped_and_at_most_two_per_client() -> None:
+    def key(client: str, *scopes: str) -> dict[str, object]:
+        return {"client": client, "sha256": digest(client + "-secret"), "scopes": list(scopes)}
+
+    ok = RouterSettings.model_validate(
+        {"api_keys": {"desk-a": key("desk", "tickets:read"), "desk-b": key("desk", "tickets:act")}}
+    )
+    assert {k.client for k in ok.api_keys.values()} == {"desk"}
+    with pytest.raises(ValidationError, match="at most 2 keys per client"):
+        RouterSettings.model_validate(
+            {"api_keys": {f"desk-{i}": key("desk", "tickets:read") for i in range(3)}}
+        )
+    with pytest.raises(ValidationError, match="scopes"):
+        RouterSettings.model_validate({"api_keys": {"desk-a": key("desk", "tickets:everything")}})
+    with pytest.raises(ValidationError, match="key ids"):
+        RouterSettings.model_validate({"api_keys": {"Desk.A": key("desk", "tickets:read")}})
+
+
+def test_jwt_needs_issuer_audience_and_a_public_key_algorithm() -> None:
+    with pytest.raises(ValidationError, match="ISSUER"):
+        RouterSettings(jwt_public_key="-----BEGIN PUBLIC KEY-----")
+    with pytest.raises(ValidationError, match="public-key algorithms"):
+        RouterSettings(
+            jwt_public_key="-----BEGIN PUBLIC KEY-----",
+            jwt_issuer="https://idp/",
+            jwt_audience="omniroute",
+            jwt_algorithms=("HS256",),
+        )
 
 
 def test_production_refuses_placeholder_webhook_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMNIROUTE_ENVIRONMENT", "production")
-    monkeypatch.setenv("OMNIROUTE_API_TOKEN", "a-long-real-token-0f9e8d")
+    monkeypatch.delenv("OMNIROUTE_API_TOKEN", raising=False)
     monkeypatch.setenv("OMNIROUTE_WEBHOOK_SECRETS", '{"generic": "changeme"}')
     with pytest.raises(ValidationError, match="generic"):
         IngestSettings()
