@@ -67,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     customers.add_argument("file", help="one JSON customer per line")
     sub.add_parser("bench", help="the benchmark (options: omniroute bench --help)", add_help=False)
     sub.add_parser(
+        "keys", help="new KEY_ID --client C --scopes S,…: a named API key", add_help=False
+    )
+    sub.add_parser(
         "classify",
         help='train | evaluate | "text…" (options: omniroute classify --help)',
         add_help=False,
@@ -78,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.ingest.classify_cli import main as classify_main
 
         return classify_main(argv[1:])
+    if argv[:1] == ["keys"]:
+        from services.keys_cli import main as keys_main
+
+        return keys_main(argv[1:])
     if argv[:1] == ["bench"]:
         from services.bench.run import main as bench_main
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -20,11 +22,12 @@ from rich.table import Table
 
 from services.ingest.http import SIGNATURE_HEADER, sign
 from services.samples import SAMPLES, chat_message, sample_stream
-from services.system import DEV_SECRET, DEV_TOKEN, LocalSystem
+from services.system import DEV_SECRET, LocalSystem
+from shared.auth import new_key
 from shared.embedded import EmbeddedStack
+from shared.scopes import Scope
 
 console = Console()
-AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}
 TICKET_STATES = ("queued", "offered", "assigned", "waiting_on_customer", "resolved")
 
 
@@ -36,8 +39,69 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise Stop
 
 
+# Development keys `omniroute dev` and `omniroute demo` make for each run: role -> scopes.
+DEV_ROLES: dict[str, tuple[Scope, ...]] = {
+    # The simulated agents' desk backend: works tickets for any agent.
+    "dev-desk": ("tickets:read", "tickets:act", "tickets:act-as", "agents:read"),
+    # Operations: agents' profiles, customers, incidents, erasures.
+    "dev-ops": (
+        "agents:read",
+        "agents:admin",
+        "customers:write",
+        "erasure:write",
+        "incidents:read",
+        "incidents:write",
+        "tickets:read",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DevCredentials:
+    """This run's development keys: random, marked `development` (production refuses
+    them), printed for the developer and gone with the run."""
+
+    token: str  # OMNIROUTE_API_TOKEN: every scope
+    tokens: dict[str, str] = field(default_factory=dict)  # role -> "<key id>.<secret>"
+    entries: dict[str, dict[str, object]] = field(default_factory=dict)  # OMNIROUTE_API_KEYS
+
+    @classmethod
+    def generate(cls) -> DevCredentials:
+        tokens, entries = {}, {}
+        for role, scopes in DEV_ROLES.items():
+            tokens[role], entry = new_key(role, role, scopes, development=True)
+            entries[role] = entry.model_dump(mode="json")
+        return cls(f"dev-{secrets.token_urlsafe(24)}", tokens, entries)
+
+    def env(self) -> dict[str, str]:
+        return {"OMNIROUTE_API_TOKEN": self.token, "OMNIROUTE_API_KEYS": json.dumps(self.entries)}
+
+    def auth(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def show(self, system: LocalSystem) -> None:
+        # soft_wrap: a credential split over two lines cannot be copied.
+        def say(text: str) -> None:
+            console.print(text, soft_wrap=True, highlight=False)
+
+        say("development credentials ([bold]this run only[/], refused in production):")
+        for role, scopes in DEV_ROLES.items():
+            say(f"  {role:9} Authorization: Bearer {self.tokens[role]}")
+            say(f"  {'':9} [dim]{' '.join(scopes)}[/]")
+        say(f"  {'all':9} Authorization: Bearer {self.token}")
+        say(f"  {'':9} [dim]OMNIROUTE_API_TOKEN: every scope[/]")
+        say(
+            f"  e.g. curl -H 'Authorization: Bearer {self.tokens['dev-desk']}' "
+            f"'{system.url('router')}/v1/tickets?state=queued'"
+        )
+
+
 @contextlib.contextmanager
-def running_system(data_dir: Path | None, default_ports: bool = False) -> Iterator[LocalSystem]:
+def running_system(
+    data_dir: Path | None,
+    default_ports: bool = False,
+    credentials: DevCredentials | None = None,
+) -> Iterator[LocalSystem]:
     """Stack and services up; everything stopped on exit, Ctrl-C and SIGTERM included."""
     previous = signal.signal(signal.SIGTERM, _raise_stop)
     stack = EmbeddedStack(data_dir=data_dir)
@@ -49,7 +113,10 @@ def running_system(data_dir: Path | None, default_ports: bool = False) -> Iterat
             log_dir=stack.root / "logs",
             default_ports=default_ports,
             # No SMTP server or adapters here: deliveries are logged, not dead-lettered.
-            env_overrides={"OMNIROUTE_NOTIFY_LOG_UNROUTED": "true"},
+            env_overrides={
+                "OMNIROUTE_NOTIFY_LOG_UNROUTED": "true",
+                **(credentials.env() if credentials else {}),
+            },
         )
         system.start()
         system.wait_ready(timeout_s=90)
@@ -70,7 +137,9 @@ def post_chat(client: httpx.Client, system: LocalSystem, body: bytes) -> httpx.R
     )
 
 
-def add_agents(client: httpx.Client, system: LocalSystem, count: int) -> list[str]:
+def add_agents(
+    client: httpx.Client, system: LocalSystem, count: int, creds: DevCredentials
+) -> list[str]:
     names = ["Alice", "Bo", "Chen", "Dana", "Elif", "Fang", "Gita", "Hiro"]
     ids = []
     for i in range(count):
@@ -83,27 +152,31 @@ def add_agents(client: httpx.Client, system: LocalSystem, count: int) -> list[st
             "auto_accept": False,
             "security": i == 0,
         }
-        client.put(f"{system.url('router')}/v1/agents/{aid}", json=profile, headers=AUTH)
+        router = system.url("router")
+        client.put(f"{router}/v1/agents/{aid}", json=profile, headers=creds.auth("dev-ops"))
         client.post(
-            f"{system.url('router')}/v1/agents/{aid}/presence",
+            f"{router}/v1/agents/{aid}/presence",
             json={"status": "online"},
-            headers=AUTH,
+            headers=creds.auth("dev-desk"),
         )
         ids.append(aid)
     return ids
 
 
-def simulate_agents(client: httpx.Client, system: LocalSystem, db: Any, work_s: float) -> None:
+def simulate_agents(
+    client: httpx.Client, system: LocalSystem, db: Any, work_s: float, creds: DevCredentials
+) -> None:
     """Accept offers at once; reply and resolve after `work_s` seconds of 'work'."""
     now = datetime.now(UTC)
+    desk = creds.auth("dev-desk")
     for t in db.tickets.find({"state": {"$in": ["offered", "assigned"]}}).limit(50):
         base = f"{system.url('router')}/v1/tickets/{t['_id']}"
         body = {"agent_id": t["agent_id"]}
         if t["state"] == "offered":
-            client.post(f"{base}/accept", json=body, headers=AUTH)
+            client.post(f"{base}/accept", json=body, headers=desk)
         elif (now - t["updated_at"]).total_seconds() > work_s:
-            client.post(f"{base}/reply", json=body, headers=AUTH)
-            client.post(f"{base}/resolve", json=body, headers=AUTH)
+            client.post(f"{base}/reply", json=body, headers=desk)
+            client.post(f"{base}/resolve", json=body, headers=desk)
 
 
 def snapshot(db: Any) -> dict[str, Any]:
@@ -160,17 +233,19 @@ def run_dev(agents: int, rate: float, data_dir: str | None, live: bool) -> int:
     path = Path(data_dir) if data_dir else None
     console.print("[bold]omniroute dev[/]: starting Tansu, SecantusDB and four services…")
     started = time.monotonic()
+    creds = DevCredentials.generate()
     try:
         with (
-            running_system(path, default_ports=True) as system,
+            running_system(path, default_ports=True, credentials=creds) as system,
             httpx.Client(timeout=5) as client,
         ):
             db: Any = MongoClient(system.stack.mongo_uri, tz_aware=True)["omniroute"]
-            add_agents(client, system, agents)
+            add_agents(client, system, agents, creds)
             console.print(
                 f"ready in {time.monotonic() - started:.1f}s; services: "
                 + ", ".join(f"{n} {s.url}" for n, s in system.services.items())
             )
+            creds.show(system)
             stream = sample_stream(prefix=f"dev{int(time.time())}")
             sent, next_send, next_view = 0, time.monotonic(), 0.0
             with (
@@ -185,7 +260,7 @@ def run_dev(agents: int, rate: float, data_dir: str | None, live: bool) -> int:
                         sent += 1
                         next_send = now + 1 / rate
                     if now >= next_view:
-                        simulate_agents(client, system, db, work_s=3)
+                        simulate_agents(client, system, db, work_s=3, creds=creds)
                         snap = snapshot(db)
                         if view is not None:
                             view.update(render_view(snap, sent, started), refresh=True)
@@ -211,10 +286,14 @@ def run_demo(data_dir: str | None) -> int:
     """A short scripted scenario: one agent, four messages (one sent twice), a summary."""
     started = time.monotonic()
     path = Path(data_dir) if data_dir else None
+    creds = DevCredentials.generate()
     try:
-        with running_system(path) as system, httpx.Client(timeout=5) as client:
+        with (
+            running_system(path, credentials=creds) as system,
+            httpx.Client(timeout=5) as client,
+        ):
             db: Any = MongoClient(system.stack.mongo_uri, tz_aware=True)["omniroute"]
-            add_agents(client, system, 1)
+            add_agents(client, system, 1, creds)
             wait_for(lambda: db.agents.count_documents({"presence": "online"}) == 1, 20, "agent")
             script = [SAMPLES[5], SAMPLES[1], SAMPLES[2], SAMPLES[4]]
             bodies = [
@@ -241,7 +320,9 @@ def run_demo(data_dir: str | None) -> int:
             p1 = db.tickets.find_one({"priority": "P1"})
             base = f"{system.url('router')}/v1/tickets/{p1['_id']}"
             for action in ("accept", "reply", "resolve"):
-                client.post(f"{base}/{action}", json={"agent_id": "agent-1"}, headers=AUTH)
+                client.post(
+                    f"{base}/{action}", json={"agent_id": "agent-1"}, headers=creds.auth("dev-desk")
+                )
             wait_for(lambda: db.tickets.count_documents({"state": "queued"}) < 2, 30, "drain")
             wait_for(lambda: db.sla_timers.count_documents({"state": "met"}) >= 2, 30, "met")
             table = Table(title=f"omniroute demo ({time.monotonic() - started:.1f}s)")

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from shared.ratelimit import Rate
 from shared.scopes import SCOPES, TICKETS_ACT_AS
-from shared.settings import ApiKey, ServiceSettings
+from shared.settings import KEY_ID_PATTERN, ApiKey, ServiceSettings
 
 MIN_SECRET_CHARS = 32
 AGENT_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")  # as the router's ids
@@ -72,6 +72,8 @@ def new_key(
     key_id: str, client: str, scopes: tuple[str, ...], *, development: bool = False
 ) -> tuple[str, ApiKey]:
     """(the bearer token to give the client, the entry for OMNIROUTE_API_KEYS)."""
+    if not re.fullmatch(KEY_ID_PATTERN, key_id):
+        raise ValueError(f"key ids must match {KEY_ID_PATTERN}: {key_id!r}")
     secret = secrets.token_urlsafe(32)
     entry = ApiKey.model_validate(
         {"client": client, "sha256": digest(secret), "scopes": scopes, "development": development}

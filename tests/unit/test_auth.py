@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import jwt
@@ -137,3 +138,19 @@ def test_a_token_bucket_admits_its_burst_then_its_rate() -> None:
     for key in ("a", "b", "c"):
         small.take(key, Rate(1.0, 1), 0.0)
     assert list(small.buckets) == ["b", "c"]
+
+
+def test_omniroute_keys_new_prints_a_working_key_and_its_entry(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from services.keys_cli import main
+
+    assert main(["new", "desk-2026-11", "--client", "desk", "--scopes", "tickets:read"]) == 0
+    out = capsys.readouterr().out
+    token = out.split("Bearer ", 1)[1].split()[0]
+    entry = json.loads(out.strip().splitlines()[-1])
+    auth = Authenticator.from_settings(RouterSettings.model_validate({"api_keys": entry}))
+    assert auth.authenticate(bearer(token)).principal == "key:desk-2026-11"
+    assert token.split(".", 1)[1] not in json.dumps(entry)  # only the digest is configured
+    assert main(["new", "Desk", "--client", "desk", "--scopes", "tickets:read"]) == 2
+    assert main(["new", "desk-x", "--client", "desk", "--scopes", "tickets:all"]) == 2
