@@ -173,7 +173,8 @@ def make_routes(
     async def act(call: Call, request: Request, ev: AgentActionTaken) -> Response:
         """Refuse what the stored ticket rules out; else publish for the engine to apply."""
         eid = agent_event_id(ev.agent_id, request)
-        if (done := await store.get_action(eid)) is not None:
+        retry = "idempotency-key" in request.headers
+        if retry and (done := await store.get_action(eid)) is not None:
             # A retry (same Idempotency-Key) of an action already applied: its outcome.
             call.note(event_id=eid)
             return JSONResponse(action_json(eid, done), status_code=200)

@@ -137,7 +137,7 @@ def test_incident_updates_each_affected_ticket_once_and_again_at_resolution(
     assert identified.status_code == 200
     assert identified.json()["version"] == 2
     wait_until(lambda: db.incidents.find_one({"_id": iid, "version": 2}), 10, "incident version 2")
-    info = httpx.get(f"{notify}/v1/incidents/{iid}", timeout=10).json()
+    info = httpx.get(f"{notify}/v1/incidents/{iid}", headers=AUTH, timeout=10).json()
     assert info["linked_tickets"] == AFFECTED
 
     # Notify restarts (SIGKILL) between the update and the resolution.

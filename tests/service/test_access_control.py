@@ -318,8 +318,9 @@ async def test_a_token_for_alice_cannot_act_as_mallory(system: System) -> None:
         assert system.router_store.tickets[tid]["state"] == "assigned"
 
         # Alice resolves her own ticket: accepted by the engine, visible by its event id.
+        once = {**alice, "Idempotency-Key": "resolve-1"}
         done = await client.post(
-            f"/v1/tickets/{tid}/resolve", json={"agent_id": "alice"}, headers=alice
+            f"/v1/tickets/{tid}/resolve", json={"agent_id": "alice"}, headers=once
         )
         assert done.status_code == 202, done.text
         status = await client.get(done.json()["status_url"], headers=KEYS.auth("with-tickets-read"))
@@ -330,6 +331,12 @@ async def test_a_token_for_alice_cannot_act_as_mallory(system: System) -> None:
             f"/v1/tickets/{tid}/resolve", json={"agent_id": "alice"}, headers=alice
         )
         assert (again.status_code, again.json()["error"]) == (409, "ticket already resolved")
+        # A retry of the same call (its Idempotency-Key) is told what became of it.
+        retried = await client.post(
+            f"/v1/tickets/{tid}/resolve", json={"agent_id": "alice"}, headers=once
+        )
+        assert (retried.status_code, retried.json()["status"]) == (200, "accepted")
+        assert retried.json()["event_id"] == done.json()["event_id"]
         unknown = await client.post(
             "/v1/tickets/tkt_nope/resolve", json={"agent_id": "alice"}, headers=alice
         )
