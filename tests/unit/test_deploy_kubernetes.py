@@ -52,7 +52,7 @@ CRD_SCHEMAS = {
 }
 # Secrets the production overlay references and docs/deploy.md tells how to create.
 PROD_SECRETS = {
-    "omniroute-secrets": {"api-token", "webhook-secrets"},
+    "omniroute-secrets": {"api-keys", "webhook-secrets"},
     "omniroute-mongodb": {"connectionString.standard"},
     "omniroute-smtp": {"username", "password"},
 }
@@ -387,13 +387,16 @@ def test_environment_variables_are_settings_of_the_service(
     assert unknown == [], f"{service}: not settings: {unknown}"
     # What production refuses to start without, and where the stack is.
     for wanted in (
-        "OMNIROUTE_API_TOKEN",
         "OMNIROUTE_WEBHOOK_SECRETS",
         "OMNIROUTE_MONGO_URI",
         "OMNIROUTE_KAFKA_BOOTSTRAP",
         "OMNIROUTE_ENVIRONMENT",
     ):
         assert wanted in names, f"{service}: {wanted} missing"
+    # The services with an API get their named keys; the development key is never given
+    # (production refuses to start with it).
+    assert ("OMNIROUTE_API_KEYS" in names) == (service != "sla"), service
+    assert "OMNIROUTE_API_TOKEN" not in names, service
 
 
 @needs_kubectl
