@@ -10,7 +10,7 @@ The decision, in order (policy/classify.yaml says why each rule is there):
   2. the likeliest category wins;
   3. a redacted seed phrase, private key or password makes it `secret_exposed`;
   4. otherwise, an urgent (P1) category at least `urgent.threshold` likely wins over a
-     likelier non-urgent one: "possible stolen_funds p=0.41";
+     likelier non-urgent one, whatever the hint: "possible stolen_funds p=0.41";
   5. a message with no words at all takes the hint, or `general`.
 """
 

@@ -88,6 +88,15 @@ def main(argv: Sequence[str]) -> int:
                     )
             _, held_out = split(corpus, policy.model.held_out)
             print(f"\n(held out: {len(held_out)} of {len(corpus)} examples, never trained on)")
+            challenge_dir = settings.classifier_corpus.parent / "challenge"
+            if challenge_dir.is_dir():
+                # Written by someone who never saw the corpus: wording the model was not
+                # trained near. Not used for training or for the minimum accuracy.
+                challenge = load_corpus(challenge_dir)
+                print()
+                print(
+                    report(evaluate(before.model, challenge, policy), "Independent challenge set")
+                )
             return 0
         model = (
             load_model(settings.classifier_model)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pymongo import ASCENDING, UpdateOne
@@ -269,50 +269,86 @@ class TrainingStore(Protocol):
 
 
 class MongoTrainingStore:
-    """`classified_texts` (kept `texts_kept_s`, a TTL index) and `training_examples`.
+    """Classified texts in one collection per UTC day, and `training_examples`.
 
-    classified_texts: {"_id": message_id, "text", "language", "category", "at"}
+    classified_texts_YYYYMMDD: {"_id": message_id, "text", "language", "category", "at"}
     training_examples: {"_id": ticket_id, "message_id", "text", "language",
                         "category" (the agent's), "predicted", "agent_id", "at"}
-    One example per ticket: a second correction replaces the first.
+
+    Texts are kept for `texts_kept_s` so a later correction finds them. A day's texts live
+    in their own collection with no secondary index: keeping one is a bulk insert at the
+    cheapest price the store has, and expiry drops whole days (no TTL scan, no index to
+    maintain on the per-message path). One training example per ticket: a second
+    correction replaces the first.
     """
 
+    PREFIX = "classified_texts_"
+
     def __init__(self, db: Database, texts_kept_s: float) -> None:
-        self.texts = db["classified_texts"]
+        self.db = db
         self.examples_ = db["training_examples"]
-        self.texts_kept_s = int(texts_kept_s)
+        self.texts_kept_s = texts_kept_s
+        self._swept: str | None = None
+
+    def _bucket(self, at: datetime) -> str:
+        return f"{self.PREFIX}{at.strftime('%Y%m%d')}"
+
+    async def _buckets(self) -> list[str]:
+        names = await self.db.list_collection_names(filter={"name": {"$regex": f"^{self.PREFIX}"}})
+        return sorted(names, reverse=True)  # newest day first
 
     async def ensure_indexes(self) -> None:
-        await self.texts.create_index(
-            [("at", ASCENDING)], expireAfterSeconds=self.texts_kept_s, name="at_ttl"
-        )
+        return None  # one day's texts are read by _id only
+
+    async def sweep(self, now: datetime) -> int:
+        """Drop the days older than `texts_kept_s`; returns how many."""
+        oldest = self._bucket(now - timedelta(seconds=self.texts_kept_s))
+        dropped = 0
+        for name in await self._buckets():
+            if name < oldest:
+                await self.db.drop_collection(name)
+                dropped += 1
+        return dropped
 
     async def remember(self, texts: Sequence[ClassifiedText]) -> None:
         if not texts:
             return
-        docs = [
-            {
-                "_id": t.message_id,
-                "text": t.text,
-                "language": t.language,
-                "category": t.category,
-                "at": t.at,
-            }
-            for t in texts
-        ]
-        try:
-            await self.texts.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            # A redelivered batch: those texts are already kept. Anything else is real.
-            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                raise
+        by_day: dict[str, list[Document]] = {}
+        for t in texts:
+            by_day.setdefault(self._bucket(t.at), []).append(
+                {
+                    "_id": t.message_id,
+                    "text": t.text,
+                    "language": t.language,
+                    "category": t.category,
+                    "at": t.at,
+                }
+            )
+        for name, docs in by_day.items():
+            try:
+                await self.db[name].insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                # A redelivered batch: those texts are already kept. Anything else is real.
+                errors = exc.details.get("writeErrors", [])
+                if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                    raise
+        today = max(by_day)
+        if today != self._swept:
+            self._swept = today
+            await self.sweep(max(t.at for t in texts))
 
     async def learn(self, corrections: Sequence[Correction]) -> int:
         """Store the corrections whose message text is still kept; returns how many."""
         if not corrections:
             return 0
         wanted = {c.message_id for c in corrections}
-        texts = {d["_id"]: d async for d in self.texts.find({"_id": {"$in": sorted(wanted)}})}
+        texts: dict[str, Document] = {}
+        for name in await self._buckets():
+            missing = sorted(wanted - set(texts))
+            if not missing:
+                break
+            async for d in self.db[name].find({"_id": {"$in": missing}}):
+                texts[d["_id"]] = d
         writes = []
         for c in corrections:
             kept = texts.get(c.message_id)
