@@ -167,6 +167,13 @@ class Evaluation:
         hit = self.confusion.get((category, category), 0)
         return hit / decided if decided else 1.0
 
+    def routed_urgent(self, category: Category) -> float:
+        """Share of `category`'s examples decided as some urgent category (routed P1)."""
+        support = self.support(category)
+        urgent = set(self.urgent)
+        hit = sum(n for (t, d), n in self.confusion.items() if t == category and d in urgent)
+        return hit / support if support else 1.0
+
     @property
     def urgent_recall(self) -> float:
         """Share of urgent (P1) examples decided as some urgent category: routed P1."""
@@ -334,13 +341,14 @@ def report(evaluation: Evaluation, title: str) -> str:
         f"- P1 recall (urgent examples routed P1): {evaluation.urgent_recall:.1%}",
         f"- P1 examples decided P3/P4: {evaluation.urgent_demoted}",
         "",
-        "| category | priority | support | precision | recall |",
-        "|---|---|---:|---:|---:|",
+        "| category | priority | support | precision | recall | routed P1 |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for c in CATEGORIES:
+        p1 = f"{evaluation.routed_urgent(c):.1%}" if c in evaluation.urgent else ""
         lines.append(
             f"| {c} | {REPORT_PRIORITIES[c]} | {evaluation.support(c)} | "
-            f"{evaluation.precision(c):.1%} | {evaluation.recall(c):.1%} |"
+            f"{evaluation.precision(c):.1%} | {evaluation.recall(c):.1%} | {p1} |"
         )
     lines += [
         "",

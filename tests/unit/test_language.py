@@ -84,3 +84,43 @@ def test_only_supported_languages_are_returned() -> None:
 )
 def test_locale_to_language(locale: str, language: str) -> None:
     assert language_of_locale(locale) == language
+
+
+@pytest.mark.parametrize(
+    ("text", "known", "hint", "expected"),
+    [
+        ("ok", "zh", "en-US", "zh"),  # what we know of the customer beats the channel
+        ("help", None, "zh-CN", "zh"),  # nothing known: the channel's locale
+        ("ok", "fr", "zh-CN", "zh"),  # an unsupported preference is no preference
+        ("My deposit has not arrived after three hours", "zh", None, "en"),  # text decides
+    ],
+)
+def test_short_text_falls_back_to_the_customer_then_the_channel(
+    text: str, known: str | None, hint: str | None, expected: str
+) -> None:
+    assert detect_language(text, hint, ("en", "zh"), known=known) == expected
+
+
+def test_the_callers_menu_choice_sets_the_language() -> None:
+
+    from services.ingest.model import IvrMenus, MenuChoice, ParsedMessage, ParserConfig
+    from services.ingest.parsers.calllog import parse_calllog
+    from services.ingest.pipeline import Prepared, language_of
+    from services.ingest.store import CustomerRef
+
+    topics = {"1": MenuChoice(category="stolen_funds")}
+    config = ParserConfig(
+        ivr=IvrMenus(lines={"+85230018888": {"2": MenuChoice(language="zh", menu=topics)}})
+    )
+    log = (
+        b'{"call_id": "c-1", "from": "+85291234567", "to": "+85230018888", '
+        b'"ivr_path": ["2", "1"], "transcript": "hello my bitcoin is gone", '
+        b'"started_at": "2026-12-01T10:00:00Z"}'
+    )
+    [parsed] = parse_calllog(log, config)
+    assert isinstance(parsed, ParsedMessage)
+    prepared = Prepared(parsed, parsed.text, None, ())
+
+    # English words, but the caller chose Chinese in the menu: replies go in Chinese.
+    assert language_of(prepared, CustomerRef("cus_1"), ("en", "zh")) == "zh"
+    assert parsed.category_hint == "stolen_funds"
