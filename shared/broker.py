@@ -10,7 +10,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, TopicPartition
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
 from prometheus_client import CollectorRegistry
@@ -85,6 +85,37 @@ def _readable(value: object) -> bytes:
 async def raw_bodies(msg: StreamMessage[Any]) -> Any:
     """No decoding: the body (a batch's list of values) as bytes."""
     return msg.body
+
+
+def engine_partitions(*topics: str) -> list[TopicPartition]:
+    """Every partition of `topics`, for an engine that reads them all itself.
+
+    An engine is a single writer: the lease decides who consumes, so its input consumer
+    takes every partition by manual assignment (offsets still committed under the
+    engine's group id) instead of joining a consumer group. A standby then starts reading
+    the moment it holds the lease, without waiting for a dead member's session to time
+    out (12 s of no routing, measured, with group membership).
+    """
+    return [TopicPartition(t, p) for t in topics for p in range(PARTITIONS[t])]
+
+
+async def verify_partitions(bootstrap: str, topics: tuple[str, ...]) -> None:
+    """Raise if the broker's partition counts differ from the contract's (PARTITIONS).
+
+    An engine that assigns itself partitions must know them all: a topic with more
+    partitions than declared would leave some unread.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="omniroute-admin")
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    found = {t["topic"]: len(t.get("partitions") or ()) for t in described}
+    wrong = {t: found.get(t) for t in topics if found.get(t) != PARTITIONS[t]}
+    if wrong:
+        expected = {t: PARTITIONS[t] for t in wrong}
+        raise RuntimeError(f"partition counts {wrong} differ from the contract's {expected}")
 
 
 async def ensure_topics(

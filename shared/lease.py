@@ -119,16 +119,31 @@ class EngineHost:
     inputs: KafkaBroker
     load_state: Callable[[], Awaitable[None]]
     holder_gauge: Gauge
+    # Run before consuming (e.g. the broker's partitions are the ones the engine assigns).
+    check: Callable[[], Awaitable[None]] | None = None
+    activation_timeout_s: float = 60.0
     active: bool = False
     task: asyncio.Task[None] | None = None
 
     async def _activate(self) -> None:
-        # Loading the state and joining the consumer group can take longer than the lease:
+        # Loading the state and starting the consumer can take longer than the lease:
         # keep renewing meanwhile, or a standby would take it while we start.
+        log.info("lease taken: loading state", extra={"lease": self.lease.name})
         renewing = asyncio.create_task(self._keep_renewing())
         try:
-            await self.load_state()  # everything the previous holder stored
-            await self.inputs.start()
+            # Bounded: an activation stuck on an unreachable broker or store must give the
+            # lease back (the standby may reach them), not hold it while doing nothing.
+            async with asyncio.timeout(self.activation_timeout_s):
+                if self.check is not None:
+                    await self.check()
+                await self.load_state()  # everything the previous holder stored
+                await self.inputs.start()
+        except BaseException:
+            renewing.cancel()
+            with contextlib.suppress(Exception):
+                await self.inputs.stop()
+            await self.lease.release()
+            raise
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -174,7 +174,7 @@ class IngestSettings(ServiceSettings):
 class RouterSettings(ServiceSettings):
     service_name: str = "router"
     http_port: int = 8082
-    lease_ttl_s: float = 6.0
+    lease_ttl_s: float = 3.0
     # How often the lease holder's clock looks for expired offers and away agents' work.
     tick_interval_s: float = 0.05
 
@@ -182,7 +182,7 @@ class RouterSettings(ServiceSettings):
 class SlaSettings(ServiceSettings):
     service_name: str = "sla"
     http_port: int = 8083
-    lease_ttl_s: float = 6.0
+    lease_ttl_s: float = 3.0
     # The clock sleeps until the next threshold falls due (or a batch changes the timers);
     # this is only the longest it sleeps between checks.
     tick_interval_s: float = 0.5

@@ -24,6 +24,8 @@ from services.ingest.store import (
 )
 from services.ingest.textmodel import TextModel
 from services.ingest.training import load_or_train
+from shared.access import Access
+from shared.audit import AuditLog, MongoAuditLog
 from shared.broker import ensure_topics, make_broker
 from shared.events import publish_all, records_of
 from shared.logging import configure_logging
@@ -46,6 +48,7 @@ def build_app(
     customers: CustomerStore | None = None,
     texts: TrainingStore | None = None,
     model: TextModel | None = None,
+    audit: AuditLog | None = None,
 ) -> ServiceApp:
     settings = settings or IngestSettings()
     registry = registry or make_registry("ingest")
@@ -64,6 +67,9 @@ def build_app(
         customers=customers, rules=rules, model=model, policy=policy, metrics=metrics, texts=texts
     )
     teacher = Teacher(texts=texts, metrics=metrics)
+    access = Access.create(
+        settings, audit or MongoAuditLog(db, settings.api_audit_retention_days), metrics.access
+    )
 
     @broker.subscriber(
         *INBOUND_BY_CHANNEL.values(),
@@ -119,7 +125,7 @@ def build_app(
         broker,
         routes=[
             *health_routes(registry, readiness),
-            *make_routes(settings, broker, customers, policy, metrics),
+            *make_routes(settings, broker, customers, policy, metrics, access=access),
         ],
         on_startup=[startup],
         on_shutdown=[shutdown],

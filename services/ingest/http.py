@@ -23,9 +23,8 @@ from services.ingest.customers_import import CustomerLine
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError, Skipped
 from services.ingest.pipeline import IngestPolicy, prepare
-from services.ingest.store import CustomerStore, MongoCustomerStore
+from services.ingest.store import CustomerStore
 from shared.access import Access, Call
-from shared.audit import AuditLog, MemoryAuditLog, MongoAuditLog
 from shared.contracts.common import PROVIDERS_BY_CHANNEL, Channel
 from shared.scopes import CUSTOMERS_WRITE
 from shared.service import TooLarge, read_limited
@@ -53,10 +52,8 @@ def make_routes(
     policy: IngestPolicy,
     metrics: IngestMetrics,
     *,
-    access: Access | None = None,
+    access: Access,
 ) -> list[BaseRoute]:
-    if access is None:
-        access = Access.create(settings, audit_log_of(customers, settings), metrics.access)
     guard = access
 
     def reply(channel: str, provider: str, code: int, body: dict[str, Any]) -> JSONResponse:
@@ -132,14 +129,3 @@ def make_routes(
         access.signed("POST", "/v1/inbound/{channel}/{provider}", inbound),
         access.route("PUT", "/v1/customers/{customer_id}", put_customer, scope=CUSTOMERS_WRITE),
     ]
-
-
-def audit_log_of(customers: CustomerStore, settings: IngestSettings) -> AuditLog:
-    """`api_audit` beside the customers (ingest's database); in memory with a test's store.
-
-    Here rather than in app.py only while the classifier work holds that file: the
-    composition root should build it and pass `access=`.
-    """
-    if isinstance(customers, MongoCustomerStore):
-        return MongoAuditLog(customers.customers.database, settings.api_audit_retention_days)
-    return MemoryAuditLog()

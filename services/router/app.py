@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -21,7 +22,7 @@ from services.router.priority import load_policy
 from services.router.store import MongoRouterStore, RouterStore
 from shared.access import Access, AccessMetrics
 from shared.audit import AuditLog, MongoAuditLog
-from shared.broker import ensure_topics, make_broker
+from shared.broker import engine_partitions, ensure_topics, make_broker, verify_partitions
 from shared.events import records_of
 from shared.lease import EngineHost, Lease
 from shared.logging import configure_logging
@@ -31,6 +32,7 @@ from shared.settings import RouterSettings
 from shared.topics import AGENTS, MESSAGES, SLA
 
 GROUP_ID = "omniroute-router"
+INPUT_TOPICS = (MESSAGES, AGENTS, SLA)
 log = logging.getLogger(__name__)
 
 
@@ -50,6 +52,7 @@ def build_app(
     # Two brokers: `broker` publishes (and serves the API) on every replica; `inputs`
     # consumes, and only on the replica that holds the lease.
     broker = broker or make_broker(settings, registry)
+    own_inputs = inputs is None
     inputs = inputs or make_broker(
         settings.model_copy(update={"service_name": "router_engine"}), registry
     )
@@ -73,17 +76,14 @@ def build_app(
     )
 
     @inputs.subscriber(
-        MESSAGES,
-        AGENTS,
-        SLA,
+        # The lease is the membership: every partition, assigned, committed as GROUP_ID.
+        partitions=engine_partitions(*INPUT_TOPICS),
         group_id=GROUP_ID,
         batch=True,
         max_records=settings.kafka_max_batch,
         batch_timeout_ms=20,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         description="Customer messages, agent actions and SLA events, applied in order",
     )
     async def on_inputs(msg: KafkaMessage) -> None:
@@ -95,6 +95,10 @@ def build_app(
         lease=lease,
         inputs=inputs,
         load_state=engine.load,
+        # Real Kafka may differ from the contract's partition counts: refuse, don't skip.
+        check=partial(verify_partitions, settings.kafka_bootstrap, INPUT_TOPICS)
+        if own_inputs
+        else None,
         holder_gauge=Gauge(
             "omniroute_router_lease_holder",
             "1 while this replica holds the router lease and consumes.",

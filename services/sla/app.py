@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Coroutine
+from functools import partial
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -24,7 +25,7 @@ from services.sla.store import (
     SlaStore,
     WriteThroughJournal,
 )
-from shared.broker import ensure_topics, make_broker
+from shared.broker import engine_partitions, ensure_topics, make_broker, verify_partitions
 from shared.events import records_of
 from shared.lease import EngineHost, Lease
 from shared.logging import configure_logging
@@ -34,6 +35,7 @@ from shared.settings import SlaSettings
 from shared.topics import DEADLETTER, SLA, TICKETS
 
 GROUP_ID = "omniroute-sla"
+INPUT_TOPICS = (TICKETS,)
 
 
 def build_app(
@@ -71,6 +73,7 @@ def build_app(
         output = BrokerOutput(broker)
         published = published or NoPublishedLog()
     # `inputs` consumes only on the lease holder.
+    own_inputs = inputs is None
     inputs = inputs or make_broker(
         settings.model_copy(update={"service_name": "sla_engine"}), registry
     )
@@ -98,15 +101,14 @@ def build_app(
     )
 
     @inputs.subscriber(
-        TICKETS,
+        # The lease is the membership: every partition, assigned, committed as GROUP_ID.
+        partitions=engine_partitions(*INPUT_TOPICS),
         group_id=GROUP_ID,
         batch=True,
         max_records=settings.kafka_max_batch,
         batch_timeout_ms=20,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         description="Ticket events drive first-response, next-response and resolution timers",
     )
     async def on_ticket_events(msg: KafkaMessage) -> None:
@@ -117,6 +119,10 @@ def build_app(
         lease=lease,
         inputs=inputs,
         load_state=engine.load,
+        # Real Kafka may differ from the contract's partition counts: refuse, don't skip.
+        check=partial(verify_partitions, settings.kafka_bootstrap, INPUT_TOPICS)
+        if own_inputs
+        else None,
         holder_gauge=Gauge(
             "omniroute_sla_lease_holder",
             "1 while this replica holds the sla lease, consumes and fires timers.",

@@ -117,6 +117,7 @@ def build(keys: Keys, **overrides: Any) -> System:
             customers=FakeCustomerStore(),
             texts=FakeTrainingStore(),
             model=text_model(),
+            audit=MemoryAuditLog(),
         ),
         "router": router_app(
             RouterSettings(**common),

@@ -36,6 +36,8 @@ from services.ingest.http import SIGNATURE_HEADER, make_routes, sign
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError, Skipped
 from services.ingest.pipeline import Prepared, load_policy, prepare
+from shared.access import Access
+from shared.audit import MemoryAuditLog
 from shared.contracts.common import PROVIDERS_BY_CHANNEL, Channel
 from shared.contracts.deadletter import DeadLettered
 from shared.contracts.messages import MessageReceived
@@ -409,7 +411,8 @@ async def post(
         broker,  # type: ignore[arg-type]
         FakeCustomerStore(),
         POLICY,
-        IngestMetrics.create(CollectorRegistry()),
+        metrics := IngestMetrics.create(CollectorRegistry()),
+        access=Access.create(ingest_settings, MemoryAuditLog(), metrics.access),
     )
     transport = httpx.ASGITransport(app=Starlette(routes=routes))
     headers = {SIGNATURE_HEADER: supplied} if supplied is not None else {}

@@ -16,6 +16,8 @@ from services.ingest.http import SIGNATURE_HEADER, make_routes, sign
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import IngestPolicy
 from services.samples import chat_message
+from shared.access import Access
+from shared.audit import MemoryAuditLog
 from shared.settings import IngestSettings
 from tests.support.classifier import classify_policy, text_model
 from tests.support.fakes import FakeCustomerStore, FakeTrainingStore
@@ -111,7 +113,8 @@ def webhook() -> tuple[httpx.AsyncClient, FakeBroker]:
         broker,
         FakeCustomerStore(),
         IngestPolicy(),  # type: ignore[arg-type]
-        IngestMetrics.create(CollectorRegistry()),
+        metrics := IngestMetrics.create(CollectorRegistry()),
+        access=Access.create(settings, MemoryAuditLog(), metrics.access),
     )
     transport = httpx.ASGITransport(app=Starlette(routes=routes))
     return httpx.AsyncClient(transport=transport, base_url="http://ingest"), broker

@@ -1,0 +1,122 @@
+"""A dead engine is replaced within seconds, under traffic, with nothing lost or doubled.
+
+The lease is the membership: the standby assigns itself every input partition the moment
+it holds the lease, so it waits neither for a consumer-group session timeout nor for a
+rebalance. Measured here from SIGKILL of the holder to the first work done by the standby
+(a chat sent right after the kill routed into a ticket; its SLA timer started).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+
+from services.ingest.http import SIGNATURE_HEADER, sign
+from services.samples import chat_message
+from services.system import DEV_SECRET, LocalSystem
+from shared.topics import SLA
+from tests.support.kafka import read_all
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+TAKEOVER_LIMIT_S = 5.0
+
+
+def metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
+def timer_started(system: LocalSystem, ticket_id: str) -> bool:
+    records = asyncio.run(read_all(system.stack.kafka_bootstrap, (SLA,)))
+    return any(
+        e["ticket_id"] == ticket_id and e["event"] == "started"
+        for e in (json.loads(r.value) for r in records)
+    )
+
+
+def send(system: LocalSystem, run: str, n: int) -> str:
+    body = chat_message(
+        f"to-{run}-{n}", "m1", "my deposit has not arrived", visitor_id=f"{run}-{n}"
+    )
+    reply = httpx.post(
+        f"{system.url('ingest')}/v1/inbound/chat/generic",
+        content=body,
+        headers={SIGNATURE_HEADER: sign(DEV_SECRET, body)},
+        timeout=10,
+    )
+    assert reply.status_code == 202, reply.text
+    return str(reply.json()["message_ids"][0])
+
+
+@pytest.mark.parametrize("engine", ["router", "sla"])
+def test_the_standby_works_within_five_seconds_of_the_holders_death(
+    system: LocalSystem, db: Any, engine: str
+) -> None:
+    standby = system.add_replica(engine)
+    system.wait_ready(timeout_s=60, names=(standby,))
+    gauge = f"omniroute_{engine}_lease_holder"
+    wait_until(
+        lambda: metric(system.url(engine), gauge) + metric(system.url(standby), gauge) == 1,
+        30,
+        "one lease holder",
+    )
+    holder = engine if metric(system.url(engine), gauge) == 1 else standby
+    survivor = standby if holder == engine else engine
+
+    # A steady stream of chats before, during and after the kill.
+    run = uuid.uuid4().hex[:6]
+    sent: list[str] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        n = 0
+        while not stop.is_set() and n < 400:
+            sent.append(send(system, run, n))
+            n += 1
+            time.sleep(0.05)
+
+    streaming = threading.Thread(target=stream, daemon=True)
+    streaming.start()
+    wait_until(lambda: len(sent) >= 20, 30, "traffic flowing")
+    system.kill(holder, signal.SIGKILL)
+    killed = time.monotonic()
+    probe = send(system, f"{run}-probe", 0)
+
+    # The standby does the engine's work within the limit.
+    if engine == "router":
+        wait_until(lambda: db.tickets.find_one({"message_ids": probe}), 30, "probe routed")
+    else:
+        ticket = wait_until(lambda: db.tickets.find_one({"message_ids": probe}), 30, "ticket")
+        wait_until(lambda: timer_started(system, ticket["_id"]), 30, "timer started")
+    took_s = time.monotonic() - killed
+    stop.set()
+    streaming.join(timeout=30)
+    assert took_s <= TAKEOVER_LIMIT_S, f"{engine} took {took_s:.1f} s to work again"
+    assert metric(system.url(survivor), gauge) == 1
+
+    # Nothing lost, nothing doubled: every chat has exactly one ticket.
+    wait_until(
+        lambda: db.tickets.count_documents({"message_ids": {"$in": sent}}) >= len(sent),
+        60,
+        "every chat routed",
+    )
+    per_message = Counter(
+        m for t in db.tickets.find({"message_ids": {"$in": sent}}) for m in t["message_ids"]
+    )
+    assert set(per_message) == set(sent)
+    assert max(per_message.values()) == 1
+    # Leave the module with one process per service, under the service's own name.
+    if survivor != engine:
+        system.services[engine] = system.services.pop(survivor)
