@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from services.ingest.store import CustomerRecord, MongoCustomerStore
+from services.ingest.customers import CustomerRecord
+from services.ingest.store import MongoCustomerStore
 from shared.contracts.messages import Identity
 from shared.mongo import make_mongo_client
 from shared.settings import IngestSettings

@@ -19,17 +19,12 @@ from urllib.parse import unquote_plus
 from pydantic import ValidationError
 
 from services.ingest.classify import Classification, ClassifyPolicy, classify_many
+from services.ingest.customers import CustomerRef
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError, Skipped
 from services.ingest.pipeline import IngestPolicy, Prepared, finish, language_of, prepare
 from services.ingest.redact import redact
-from services.ingest.store import (
-    ClassifiedText,
-    Correction,
-    CustomerRef,
-    CustomerStore,
-    TrainingStore,
-)
+from services.ingest.store import ClassifiedText, Correction, CustomerStore, TrainingStore
 from services.ingest.textmodel import TextModel
 from shared.contracts.common import PROVIDERS_BY_CHANNEL, Channel
 from shared.contracts.messages import MESSAGE_RECEIVED

@@ -14,11 +14,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from services.ingest.classify import Classification, ToClassify
+from services.ingest.customers import CustomerRef
 from services.ingest.language import detect_language
 from services.ingest.model import ParsedMessage, ParseError, ParserConfig, Skipped
 from services.ingest.parsers.sniff import PARSERS, sniff
 from services.ingest.redact import redact
-from services.ingest.store import CustomerRef
 from shared.contracts.common import PROVIDERS_BY_CHANNEL, Channel, Provider
 from shared.contracts.messages import EmailThread, MessageReceived, Redaction
 from shared.ids import conversation_id, message_id

@@ -14,37 +14,21 @@ holding the store's lock — the benchmark's first bottleneck. See docs/benchmar
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pymongo import ASCENDING, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from services.ingest.customers import (
+    CustomerRecord,
+    CustomerRef,
+    primary_identity,
+)
 from shared.contracts.messages import Identity
 from shared.ids import customer_id
 from shared.mongo import DUPLICATE_KEY, Database, Document
-
-# Which identity names a new customer: the strongest one the message carries.
-IDENTITY_STRENGTH = (
-    "account_uid",
-    "email",
-    "phone",
-    "x",
-    "telegram",
-    "wechat",
-    "chatwoot",
-    "chat_visitor",
-)
-
-
-@dataclass(frozen=True)
-class CustomerRef:
-    customer_id: str
-    tier: str = "standard"
-    anti_phishing_code: str | None = None
-    new: bool = False
-    language: str | None = None  # preferred, from the exchange's records
 
 
 class CustomerStore(Protocol):
@@ -55,24 +39,6 @@ class CustomerStore(Protocol):
     ) -> list[CustomerRef]: ...
 
     async def upsert(self, customer: CustomerRecord) -> None: ...
-
-
-@dataclass(frozen=True)
-class CustomerRecord:
-    """What an exchange loads through the API or the bulk import."""
-
-    customer_id: str | None
-    identities: tuple[Identity, ...]
-    tier: str = "standard"
-    anti_phishing_code: str | None = None
-    language: str | None = None
-
-    def with_id(self, customer_id: str) -> CustomerRecord:
-        return replace(self, customer_id=customer_id)
-
-
-def primary_identity(identities: Sequence[Identity]) -> Identity:
-    return min(identities, key=lambda i: IDENTITY_STRENGTH.index(i.kind))
 
 
 def _key(identity: Identity) -> tuple[str, str]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
-
-from shared.mongo import Document
+from typing import Any, Literal
 
 HOLDS_CAPACITY = frozenset({"offered", "assigned", "waiting_on_customer"})
 OutcomeStatus = Literal["accepted", "rejected"]
@@ -56,7 +54,7 @@ class ActionOutcome:
     at: datetime
     reason: str | None = None
 
-    def doc(self) -> Document:
+    def doc(self) -> dict[str, Any]:
         return {
             "kind": "action",
             "status": self.status,

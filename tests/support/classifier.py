@@ -10,8 +10,8 @@ import functools
 from datetime import UTC, datetime
 
 from services.ingest.classify import ClassifyPolicy, classify_many, load_rules
+from services.ingest.customers import CustomerRef
 from services.ingest.pipeline import Prepared, finish, language_of
-from services.ingest.store import CustomerRef
 from services.ingest.textmodel import TextModel
 from services.ingest.training import load_or_train
 from shared.contracts.messages import MessageReceived

@@ -7,13 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from services.ingest.store import (
-    ClassifiedText,
-    Correction,
-    CustomerRecord,
-    CustomerRef,
-    primary_identity,
-)
+from services.ingest.customers import CustomerRecord, CustomerRef, primary_identity
+from services.ingest.store import ClassifiedText, Correction
 from services.router.actions import ActionOutcome
 from services.router.engine import RouterState, Ticket
 from services.router.selection import AgentState

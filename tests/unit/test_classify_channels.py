@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from services.ingest.customers import CustomerRef
 from services.ingest.pipeline import IngestPolicy, Prepared, load_policy, prepare
-from services.ingest.store import CustomerRef
 from shared.contracts.messages import MessageReceived
 from shared.settings import REPO_POLICY_DIR
 from tests.support.classifier import complete

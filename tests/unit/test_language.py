@@ -103,10 +103,10 @@ def test_short_text_falls_back_to_the_customer_then_the_channel(
 
 def test_the_callers_menu_choice_sets_the_language() -> None:
 
+    from services.ingest.customers import CustomerRef
     from services.ingest.model import IvrMenus, MenuChoice, ParsedMessage, ParserConfig
     from services.ingest.parsers.calllog import parse_calllog
     from services.ingest.pipeline import Prepared, language_of
-    from services.ingest.store import CustomerRef
 
     topics = {"1": MenuChoice(category="stolen_funds")}
     config = ParserConfig(
