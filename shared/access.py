@@ -17,6 +17,7 @@ Only /healthz, /readyz, /metrics, /v1/banners and /status are built without `acc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -37,6 +38,7 @@ from shared.scopes import Scope
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+AUDIT_TIMEOUT_S = 1.0
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/banners", "/status"})
 READS = frozenset({"GET", "HEAD"})
@@ -223,7 +225,9 @@ class Access:
             reason=call.reason,
         )
         try:
-            await self.audit.record(entry)
+            # Bounded: a store that hangs must not hold the caller (the write itself, a
+            # Kafka publish, went through); the record is then logged instead.
+            await asyncio.wait_for(self.audit.record(entry), AUDIT_TIMEOUT_S)
         except Exception:
             self.metrics.audit_failures.inc()
             log.exception(

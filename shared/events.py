@@ -86,16 +86,14 @@ def header(headers: Iterable[tuple[str, bytes]] | Mapping[str, Any], name: str) 
     return None
 
 
-async def publish_all(broker: KafkaBroker, events: Iterable[OutboundEvent]) -> int:
-    """Send every event and wait until the broker has all of them.
+async def send_all(broker: KafkaBroker, events: Iterable[OutboundEvent]) -> list[Any]:
+    """Hand every event to the producer without waiting: the futures of their acks.
 
-    Sends without awaiting each one so aiokafka batches them, then waits for every
-    acknowledgement: the caller commits its input offsets only after this returns.
+    Not awaiting each one lets aiokafka batch them; FastStream's in-memory test broker
+    delivers at once and returns none.
     """
     futures = []
-    count = 0
     for event in events:
-        count += 1
         fut = await broker.publish(
             event.value,
             event.topic,
@@ -103,11 +101,21 @@ async def publish_all(broker: KafkaBroker, events: Iterable[OutboundEvent]) -> i
             headers=event.headers,
             no_confirm=True,
         )
-        if fut is not None:  # FastStream's in-memory test broker delivers at once
+        if isinstance(fut, asyncio.Future):
             futures.append(fut)
+    return futures
+
+
+async def publish_all(broker: KafkaBroker, events: Iterable[OutboundEvent]) -> int:
+    """Send every event and wait until the broker has all of them.
+
+    The caller commits its input offsets only after this returns.
+    """
+    events = list(events)
+    futures = await send_all(broker, events)
     if futures:
         await asyncio.gather(*futures)
-    return count
+    return len(events)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from services.notify.decide import (
     Batch,
     Facts,
@@ -35,6 +33,7 @@ from services.notify.render import IncidentText, Templates, render
 from services.notify.route import route_updates
 from services.notify.store import NotifyStore, notification_doc
 from services.sla.deadlines import SlaPolicy
+from shared.consume import Contracts, Decoder
 from shared.contracts.incidents import INCIDENT_EVENT_TYPES, Incident
 from shared.contracts.messages import MESSAGE_RECEIVED, MessageReceived
 from shared.contracts.notifications import (
@@ -44,8 +43,7 @@ from shared.contracts.notifications import (
 )
 from shared.contracts.sla import SlaEvent
 from shared.contracts.tickets import TicketEvent
-from shared.deadletter import dead_letter
-from shared.events import NotACloudEvent, OutboundEvent, envelope_of, make_event
+from shared.events import OutboundEvent, make_event
 from shared.ids import event_id
 from shared.topics import NOTIFICATIONS
 
@@ -75,6 +73,16 @@ def announce(n: NotificationRecorded, status: NotificationStatus) -> OutboundEve
     )
 
 
+INPUTS = Contracts(
+    {
+        MESSAGE_RECEIVED: MessageReceived,
+        "omniroute.ticket.": TicketEvent,
+        "omniroute.sla.": SlaEvent,
+        **dict.fromkeys(INCIDENT_EVENT_TYPES, Incident),
+    }
+)
+
+
 @dataclass
 class Inputs:
     messages: list[MessageReceived] = field(default_factory=list)
@@ -97,47 +105,26 @@ class Notifier:
     def _parse(self, records: Sequence[Any], now: datetime) -> Inputs:
         """The batch's events by kind, and dead letters for the records that are not one.
 
-        Poison: a record without `ce_type` or `ce_id`, a type notify does not consume
-        (its topics carry only the contract's types: an unknown one is parked with its
-        reason, not dropped), and data that fails its type's model.
+        Poison (the consumer kit's rules): a record without `ce_type` or `ce_id`, a type
+        notify does not consume (its topics carry only the contract's types: an unknown
+        one is parked with its reason, not dropped), and data that fails its type's model.
         """
-        got = Inputs()
-        for record in records:
-            value = record.value or b""
-            try:
-                env = envelope_of(record)
-            except NotACloudEvent as exc:
-                got.dead.append(self._dead(exc.reason, value, now, record))
-                continue
-            ce_type, ce_id = env.type, env.id
-            try:
-                if ce_type == MESSAGE_RECEIVED:
-                    got.messages.append(MessageReceived.model_validate_json(value))
-                elif ce_type.startswith("omniroute.ticket."):
-                    got.tickets.append((TicketEvent.model_validate_json(value), ce_id))
-                elif ce_type.startswith("omniroute.sla."):
-                    got.sla.append((SlaEvent.model_validate_json(value), ce_id))
-                elif ce_type in INCIDENT_EVENT_TYPES:
-                    got.incidents.append((Incident.model_validate_json(value), ce_id))
-                else:
-                    reason = "unknown event type"
-                    got.dead.append(self._dead(reason, value, now, record))
-            except ValidationError as exc:
-                kind = ce_type.split(".")[1] if ce_type.count(".") >= 2 else "input"
-                got.dead.append(
-                    self._dead(
-                        f"invalid {kind} event", value, now, record, f"{exc.error_count()} errors"
-                    )
-                )
-        return got
-
-    def _dead(
-        self, reason: str, value: bytes, now: datetime, record: Any, detail: str | None = None
-    ) -> OutboundEvent:
-        self.metrics.deadletters.labels(reason).inc()
-        return dead_letter(
-            service="notify", reason=reason, detail=detail, payload=value, now=now, record=record
+        decoder = Decoder(
+            "notify", INPUTS, on_dead=lambda reason: self.metrics.deadletters.labels(reason).inc()
         )
+        batch = decoder.decode(records, now)
+        got = Inputs(dead=batch.dead)
+        for item in batch.events:
+            ev = item.event
+            if isinstance(ev, MessageReceived):
+                got.messages.append(ev)
+            elif isinstance(ev, TicketEvent):
+                got.tickets.append((ev, item.ce_id))
+            elif isinstance(ev, SlaEvent):
+                got.sla.append((ev, item.ce_id))
+            elif isinstance(ev, Incident):
+                got.incidents.append((ev, item.ce_id))
+        return got
 
     async def process(self, records: Sequence[Any]) -> list[OutboundEvent]:
         now = self.clock()

@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from faststream.kafka import KafkaBroker
-from pydantic import ValidationError
 
 from services.router.engine import Changes, RouterState
 from services.router.metrics import RouterMetrics
 from services.router.store import RouterStore
+from shared.consume import Contracts, Decoder, Incoming, kind_of
 from shared.contracts.agents import (
     AGENT_ACTION_TAKEN,
     AGENT_PRESENCE_CHANGED,
@@ -29,8 +29,7 @@ from shared.contracts.agents import (
 from shared.contracts.messages import MESSAGE_RECEIVED, MessageReceived
 from shared.contracts.sla import SlaEvent
 from shared.contracts.tickets import TicketEvent, ticket_event_type
-from shared.deadletter import dead_letter
-from shared.events import NotACloudEvent, OutboundEvent, envelope_of, make_event, publish_all
+from shared.events import OutboundEvent, make_event, publish_all
 from shared.ids import event_id
 from shared.lease import Lease
 from shared.topics import TICKETS
@@ -39,10 +38,17 @@ log = logging.getLogger(__name__)
 SOURCE = "omniroute/router"
 
 
-def _kind(ce_type: str) -> str:
-    """The kind of a known type (`omniroute.message.received.v1` -> message), for reasons."""
-    parts = ce_type.split(".")
-    return parts[1] if len(parts) > 2 else "input"
+# Every type on the router's input topics is in the contract: one it does not know is
+# dead-lettered, not dropped.
+INPUTS = Contracts(
+    {
+        MESSAGE_RECEIVED: MessageReceived,
+        AGENT_PROFILE_UPDATED: AgentProfileUpdated,
+        AGENT_PRESENCE_CHANGED: AgentPresenceChanged,
+        AGENT_ACTION_TAKEN: AgentActionTaken,
+        "omniroute.sla.": SlaEvent,
+    }
+)
 
 
 def ticket_event(ev: TicketEvent) -> OutboundEvent:
@@ -73,6 +79,11 @@ class RouterEngine:
     _batch_agent_events: list[str] = field(default_factory=list)
     _reload: bool = False
 
+    def __post_init__(self) -> None:
+        self.decoder = Decoder(
+            "router", INPUTS, on_dead=lambda _reason: self.metrics.deadletters.inc()
+        )
+
     async def load(self) -> None:
         """(Re)build the state from MongoDB: at start and on every lease takeover."""
         self.loaded = False
@@ -89,62 +100,32 @@ class RouterEngine:
         self.loaded = True
         self.metrics.observe_state(self.state, self.clock())
 
-    def _apply(self, record: Any, now: datetime) -> Changes | OutboundEvent:
-        """One input record applied, or its dead letter.
+    def _apply(self, item: Incoming, now: datetime) -> Changes | OutboundEvent:
+        """One decoded input applied to the state, or its dead letter.
 
-        Poison, each dead-lettered with its reason: a record without `ce_type` or `ce_id`,
-        a type the router does not consume (every type on its topics is in the contract:
-        one it does not know is parked where people look, not dropped), data that fails
-        its type's model, and an event the decision raises on. A decision that raises may
-        have changed memory halfway, so the state is reloaded after the batch is stored.
+        A decision that raises may have changed memory halfway, so the state is reloaded
+        after the batch is stored.
         """
-        value = record.value or b""
+        ev = item.event
         try:
-            env = envelope_of(record)
-        except NotACloudEvent as exc:
-            return self._dead(exc.reason, None, value, now, record)
-        try:
-            if env.type == MESSAGE_RECEIVED:
-                message = MessageReceived.model_validate_json(value)
-                return self.state.on_message(message, now, defer=True)
-            if env.type == AGENT_PROFILE_UPDATED:
-                ev = AgentProfileUpdated.model_validate_json(value)
-                self._batch_agent_events.append(env.id)
-                return self.state.on_profile(ev, env.id, now)
-            if env.type == AGENT_PRESENCE_CHANGED:
-                pev = AgentPresenceChanged.model_validate_json(value)
-                self._batch_agent_events.append(env.id)
-                return self.state.on_presence(pev, env.id, now)
-            if env.type == AGENT_ACTION_TAKEN:
-                aev = AgentActionTaken.model_validate_json(value)
-                self._batch_agent_events.append(env.id)
-                return self.state.on_action(aev, env.id, now)
-            if env.type.startswith("omniroute.sla."):
-                sev = SlaEvent.model_validate_json(value)
-                return self.state.on_sla(sev, now)
-        except ValidationError as exc:
-            return self._dead(
-                f"invalid {_kind(env.type)} event",
-                f"{exc.error_count()} errors",
-                value,
-                now,
-                record,
-            )
+            if isinstance(ev, MessageReceived):
+                return self.state.on_message(ev, now, defer=True)
+            if isinstance(ev, AgentProfileUpdated):
+                self._batch_agent_events.append(item.ce_id)
+                return self.state.on_profile(ev, item.ce_id, now)
+            if isinstance(ev, AgentPresenceChanged):
+                self._batch_agent_events.append(item.ce_id)
+                return self.state.on_presence(ev, item.ce_id, now)
+            if isinstance(ev, AgentActionTaken):
+                self._batch_agent_events.append(item.ce_id)
+                return self.state.on_action(ev, item.ce_id, now)
+            assert isinstance(ev, SlaEvent)
+            return self.state.on_sla(ev, now)
         except Exception as exc:
-            log.exception("decision failed", extra={"ce_type": env.type, "ce_id": env.id})
+            log.exception("decision failed", extra={"ce_type": item.ce_type, "ce_id": item.ce_id})
             self._reload = True
-            return self._dead(
-                f"unprocessable {_kind(env.type)} event", type(exc).__name__, value, now, record
-            )
-        return self._dead("unknown event type", None, value, now, record)
-
-    def _dead(
-        self, reason: str, detail: str | None, value: bytes, now: datetime, record: Any
-    ) -> OutboundEvent:
-        self.metrics.deadletters.inc()
-        return dead_letter(
-            service="router", reason=reason, detail=detail, payload=value, now=now, record=record
-        )
+            reason = f"unprocessable {kind_of(item.ce_type)} event"
+            return self.decoder.dead(reason, item.record, now, type(exc).__name__)
 
     async def process(self, records: Sequence[Any]) -> int:
         async with self.lock:
@@ -188,8 +169,10 @@ class RouterEngine:
         extra: list[OutboundEvent] = []
         self._batch_agent_events = []
         self._reload = False
-        for record in records:
-            result = self._apply(record, now)
+        batch = self.decoder.decode(records, now)
+        extra += batch.dead
+        for item in batch.events:
+            result = self._apply(item, now)
             if isinstance(result, OutboundEvent):
                 extra.append(result)
             else:

@@ -22,17 +22,16 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
-from pydantic import ValidationError
 
 from services.sla.compactor import Compactor
 from services.sla.deadlines import SlaState
 from services.sla.metrics import SlaMetrics
 from services.sla.published import NoPublishedLog, PublishedLog
 from services.sla.store import JournalEntry, Marks, SlaJournal, SlaStore, merge_timers
+from shared.consume import Contracts, Decoder
 from shared.contracts.sla import SlaEvent, sla_event_type
 from shared.contracts.tickets import TicketEvent
-from shared.deadletter import dead_letter
-from shared.events import NotACloudEvent, OutboundEvent, envelope_of, make_event
+from shared.events import OutboundEvent, make_event, send_all
 from shared.ids import event_id
 from shared.lease import Lease
 from shared.topics import SLA
@@ -104,18 +103,7 @@ class BrokerOutput:
     broker: KafkaBroker
 
     async def send(self, events: Iterable[OutboundEvent]) -> list[asyncio.Future[Any]]:
-        futures: list[asyncio.Future[Any]] = []
-        for event in events:
-            fut = await self.broker.publish(
-                event.value,
-                event.topic,
-                key=event.key.encode() if event.key is not None else None,
-                headers=event.headers,
-                no_confirm=True,
-            )
-            if isinstance(fut, asyncio.Future):
-                futures.append(fut)
-        return futures
+        return await send_all(self.broker, events)
 
 
 @dataclass
@@ -173,6 +161,10 @@ class Step:
         return bool(self.tickets or self.other)
 
 
+# support.tickets carries only ticket events: anything else is dead-lettered.
+INPUTS = Contracts({"omniroute.ticket.": TicketEvent})
+
+
 @dataclass
 class SlaEngine:
     state: SlaState
@@ -191,8 +183,10 @@ class SlaEngine:
     marks: Marks = field(default_factory=dict)
     gc: GcPause | None = None  # the service process sets one; tests share theirs
     compactor: Compactor = field(init=False)
+    decoder: Decoder = field(init=False)
 
     def __post_init__(self) -> None:
+        self.decoder = Decoder("sla", INPUTS)
         self.compactor = Compactor(
             self.store,
             self.journal,
@@ -353,22 +347,11 @@ class SlaEngine:
         """
         now = self.clock()
         step = Step()
-        for record in records:
-            value = record.value or b""
-            try:
-                ce_type = envelope_of(record).type
-            except NotACloudEvent as exc:
-                step.other.append(self._dead(exc.reason, None, value, now, record))
-                continue
-            if not ce_type.startswith("omniroute.ticket."):
-                step.other.append(self._dead("unknown event type", None, value, now, record))
-                continue
-            try:
-                ev = TicketEvent.model_validate_json(value)
-            except ValidationError as exc:
-                detail = f"{exc.error_count()} errors"
-                step.other.append(self._dead("invalid ticket event", detail, value, now, record))
-                continue
+        batch = self.decoder.decode(records, now)
+        step.other += batch.dead
+        for item in batch.events:
+            ev = item.event
+            assert isinstance(ev, TicketEvent)
             try:
                 out, ids = self.state.on_ticket(ev, now)
             except Exception as exc:
@@ -376,7 +359,7 @@ class SlaEngine:
                 step.reload = True
                 detail = type(exc).__name__
                 step.other.append(
-                    self._dead("unprocessable ticket event", detail, value, now, record)
+                    self.decoder.dead("unprocessable ticket event", item.record, now, detail)
                 )
                 continue
             if ids or out:
@@ -389,13 +372,6 @@ class SlaEngine:
                 step.decided += out
         self.state.evict(now)
         return step
-
-    def _dead(
-        self, reason: str, detail: str | None, value: bytes, now: datetime, record: Any
-    ) -> OutboundEvent:
-        return dead_letter(
-            service="sla", reason=reason, detail=detail, payload=value, now=now, record=record
-        )
 
     async def tick(self) -> int:
         """Fire what is due: journal the fired flags, then publish. Returns events fired."""

@@ -92,9 +92,18 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
     MESSAGES: ("router", "notify"),
     AGENTS: ("router",),
     SLA: ("router", "notify"),
-    TICKETS: ("sla", "notify"),
+    TICKETS: ("sla", "notify", "ingest"),
     INCIDENTS: ("notify",),
 }
+# Consumers that read one type of a topic and leave its poison to the topic's main
+# consumers: ingest keeps agents' `recategorized` corrections as training examples.
+AUXILIARY: dict[str, tuple[str, ...]] = {TICKETS: ("ingest",)}
+
+
+def dead_letterers(topic: str) -> tuple[str, ...]:
+    return tuple(c for c in CONSUMERS[topic] if c not in AUXILIARY.get(topic, ()))
+
+
 # The good inbound message of each channel, one provider shape each.
 GOOD_SHAPE = {"chat": "chat", "email": "email", "social": "telegram", "phone": "call-log"}
 END_OF_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
@@ -210,7 +219,7 @@ def variant(
         "ce_source": "omniroute/tests/poison",
         "content-type": "application/json",
     }
-    dead = CONSUMERS[topic] if dead is None else tuple(dead)
+    dead = dead_letterers(topic) if dead is None else tuple(dead)
     return Record(f"{topic} {label}", topic, json.dumps(data).encode(), headers, dead, reason)
 
 
@@ -218,7 +227,7 @@ def poison_events(
     topic: str, ce_type: str, good: BaseModel, id_field: str, new_id: Callable[[], str]
 ) -> list[Record]:
     """The CloudEvents poison every consumed topic gets; each names a fresh id."""
-    consumers = CONSUMERS[topic]
+    consumers = dead_letterers(topic)
 
     def doc(**over: Any) -> dict[str, Any]:
         return {**good.model_dump(mode="json"), id_field: new_id(), **over}
