@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from faststream.asgi import AsgiFastStream
@@ -24,15 +24,17 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from shared.asyncapi import document
 from shared.settings import ServiceSettings
 
+BodyT = TypeVar("BodyT", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -140,6 +142,19 @@ def invalid_body(exc: ValidationError) -> JSONResponse:
     )
 
 
+async def parse_body(
+    request: Request, model: type[BodyT], limit: int = MAX_API_BODY_BYTES
+) -> BodyT | JSONResponse:
+    """The body as `model`, or the response to return (413 too large, 422 with the reason)."""
+    body = await read_body(request, limit)
+    if isinstance(body, JSONResponse):
+        return body
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        return invalid_body(exc)
+
+
 class ServiceApp(AsgiFastStream):
     """AsgiFastStream whose HTTP traffic goes to a Starlette app."""
 
@@ -156,7 +171,7 @@ class ServiceApp(AsgiFastStream):
     ) -> None:
         super().__init__(
             broker,
-            specification=specification or AsyncAPI(title=title),
+            specification=specification or document(title),
             on_startup=on_startup,
             after_startup=after_startup,
             on_shutdown=on_shutdown,

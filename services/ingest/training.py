@@ -39,7 +39,8 @@ from shared.contracts.common import CATEGORIES, Category
 
 log = logging.getLogger(__name__)
 
-REGISTERS = (
+# How an example is written (data/classify/README.md); "correction": an agent's.
+Register = Literal[
     "chat",
     "email",
     "voice",
@@ -50,7 +51,7 @@ REGISTERS = (
     "mixed",
     "traditional",
     "correction",
-)
+]
 
 
 class CorpusError(ValueError):
@@ -63,18 +64,7 @@ class Example(BaseModel):
     text: str = Field(min_length=1, max_length=20_000)
     language: Literal["en", "zh"]
     category: Category
-    style: Literal[
-        "chat",
-        "email",
-        "voice",
-        "social",
-        "howto",
-        "negation",
-        "followup",
-        "mixed",
-        "traditional",
-        "correction",
-    ] = Field(alias="register", description="How it is written (data/classify/README.md)")
+    style: Register = Field(alias="register", description="How it is written")
 
     @property
     def digest(self) -> str:

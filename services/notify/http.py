@@ -12,7 +12,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from faststream.kafka import KafkaBroker
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -32,7 +31,7 @@ from shared.contracts.incidents import Incident, incident_event_type
 from shared.events import OutboundEvent, make_event, publish_all
 from shared.ids import event_id, stable_id
 from shared.scopes import INCIDENTS_READ, INCIDENTS_WRITE
-from shared.service import invalid_body, read_body
+from shared.service import parse_body
 from shared.settings import NotifySettings
 from shared.topics import INCIDENTS
 
@@ -64,13 +63,9 @@ def make_routes(
     access: Access,
 ) -> list[BaseRoute]:
     async def create(request: Request, call: Call) -> Response:
-        body = await read_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        try:
-            data = IncidentIn.model_validate_json(body)
-        except ValidationError as exc:
-            return invalid_body(exc)
+        data = await parse_body(request, IncidentIn)
+        if isinstance(data, JSONResponse):
+            return data
         # An Idempotency-Key makes a retried POST the same incident.
         idem = request.headers.get("idempotency-key")
         iid = stable_id("inc", idem, length=16) if idem else f"inc_{uuid.uuid4().hex[:16]}"
@@ -90,13 +85,9 @@ def make_routes(
         iid = str(request.path_params["incident_id"])
         if not ID_PATTERN.match(iid):
             return JSONResponse({"error": "invalid id"}, status_code=400)
-        body = await read_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        try:
-            patch = IncidentPatch.model_validate_json(body)
-        except ValidationError as exc:
-            return invalid_body(exc)
+        patch = await parse_body(request, IncidentPatch)
+        if isinstance(patch, JSONResponse):
+            return patch
         for _ in range(CAS_RETRIES):
             current = await store.get_incident(iid)
             if current is None:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faststream.kafka import KafkaBroker
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
@@ -38,7 +38,7 @@ from shared.contracts.common import Category
 from shared.events import make_event, publish_all
 from shared.ids import event_id
 from shared.scopes import AGENTS_ADMIN, AGENTS_READ, TICKETS_ACT, TICKETS_READ
-from shared.service import invalid_body, read_body
+from shared.service import parse_body
 from shared.settings import RouterSettings
 from shared.topics import AGENTS
 
@@ -138,13 +138,9 @@ def make_routes(
         aid = str(request.path_params["agent_id"])
         if err := bad_id(aid):
             return err
-        body = await read_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        try:
-            profile = AgentProfile.model_validate_json(body, strict=False)
-        except ValidationError as exc:
-            return invalid_body(exc)
+        profile = await parse_body(request, AgentProfile)
+        if isinstance(profile, JSONResponse):
+            return profile
         ev = AgentProfileUpdated(agent_id=aid, profile=profile, at=datetime.now(UTC))
         eid = agent_event_id(aid, request)
         await publish(ev, AGENT_PROFILE_UPDATED, aid, eid)
@@ -157,13 +153,9 @@ def make_routes(
             return err
         if denied := not_for(call, aid):
             return denied
-        body = await read_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        try:
-            data = PresenceIn.model_validate_json(body)
-        except ValidationError as exc:
-            return invalid_body(exc)
+        data = await parse_body(request, PresenceIn)
+        if isinstance(data, JSONResponse):
+            return data
         ev = AgentPresenceChanged(agent_id=aid, status=data.status, at=datetime.now(UTC))
         eid = agent_event_id(aid, request)
         await publish(ev, AGENT_PRESENCE_CHANGED, aid, eid)
@@ -206,13 +198,9 @@ def make_routes(
             return JSONResponse({"error": "unknown action"}, status_code=404)
         if err := bad_id(tid):
             return err
-        body = await read_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        try:
-            data = ActionIn.model_validate_json(body)
-        except ValidationError as exc:
-            return invalid_body(exc)
+        data = await parse_body(request, ActionIn)
+        if isinstance(data, JSONResponse):
+            return data
         if denied := not_for(call, data.agent_id):
             return denied
         ev = AgentActionTaken(
@@ -229,13 +217,9 @@ def make_routes(
         tid = str(request.path_params["ticket_id"])
         if err := bad_id(tid):
             return err
-        body = await read_body(request)
-        if isinstance(body, JSONResponse):
-            return body
-        try:
-            data = CategoryIn.model_validate_json(body)
-        except ValidationError as exc:
-            return invalid_body(exc)
+        data = await parse_body(request, CategoryIn)
+        if isinstance(data, JSONResponse):
+            return data
         if denied := not_for(call, data.agent_id):
             return denied
         ev = AgentActionTaken(
