@@ -39,6 +39,9 @@ def make_broker(settings: ServiceSettings, registry: CollectorRegistry) -> Kafka
         log_level=logging.DEBUG,
         parser=tolerant_headers,
         decoder=raw_bodies,
+        # Handlers take their batch's records as they are (`shared.asyncapi.records`);
+        # their parameter types document the contract and must not validate a batch.
+        apply_types=False,
     )
 
 

@@ -6,7 +6,6 @@ import logging
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
@@ -25,14 +24,16 @@ from services.ingest.store import (
 from services.ingest.textmodel import TextModel
 from services.ingest.training import load_or_train
 from shared.access import Access
+from shared.asyncapi import RawInbound, Records, declare_sends, records
 from shared.audit import AuditLog, MongoAuditLog
 from shared.broker import ensure_topics, make_broker
-from shared.events import publish_all, records_of
+from shared.contracts.tickets import TicketEvent
+from shared.events import publish_all
 from shared.logging import configure_logging
 from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import IngestSettings
-from shared.topics import INBOUND_BY_CHANNEL, TICKETS
+from shared.topics import DEADLETTER, INBOUND_BY_CHANNEL, MESSAGES, TICKETS
 
 log = logging.getLogger(__name__)
 GROUP_ID = "omniroute-ingest"
@@ -81,12 +82,13 @@ def build_app(
         auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-        description="Raw provider payloads; `provider` header says which format",
+        decoder=records,
+        description="Customer messages from channel adapters in providers' own formats;"
+        " each becomes one event on support.messages, or a dead letter with the reason",
     )
-    async def on_inbound(msg: KafkaMessage) -> None:
-        records = records_of(msg.raw_message)
+    async def on_inbound(batch: Records[RawInbound]) -> None:
         async with backoff.guard():
-            events = await ingestor.process([inbound_from_record(r) for r in records])
+            events = await ingestor.process([inbound_from_record(r) for r in batch])
         # Offsets are committed (by the ack policy) only after every event is acknowledged.
         await publish_all(broker, events)
 
@@ -100,12 +102,16 @@ def build_app(
         auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        decoder=records,
         description="Ticket events; agents' `recategorized` corrections become training examples",
     )
-    async def on_ticket(msg: KafkaMessage) -> None:
+    async def on_ticket(batch: Records[TicketEvent]) -> None:
         async with backoff.guard():
-            dead = await teacher.process(records_of(msg.raw_message))
+            dead = await teacher.process(batch)
         await publish_all(broker, dead)
+
+    # Messages and dead letters; the webhooks' payloads, forwarded to the inbound topics.
+    declare_sends(broker, MESSAGES, DEADLETTER, *INBOUND_BY_CHANNEL.values())
 
     async def startup() -> None:
         configure_logging("ingest", settings.log_level)

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import httpx
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
@@ -21,14 +20,19 @@ from services.notify.senders import SmtpTransport, Transports
 from services.notify.store import MongoNotifyStore, NotifyStore
 from services.sla.deadlines import load_policy as load_sla_policy
 from shared.access import Access, AccessMetrics
+from shared.asyncapi import Records, declare_sends, records
 from shared.audit import AuditLog, MongoAuditLog
 from shared.broker import ensure_topics, make_broker
-from shared.events import OutboundEvent, publish_all, records_of
+from shared.contracts.incidents import Incident
+from shared.contracts.messages import MessageReceived
+from shared.contracts.sla import SlaEvent
+from shared.contracts.tickets import TicketEvent
+from shared.events import OutboundEvent, publish_all
 from shared.logging import configure_logging
 from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import NotifySettings
-from shared.topics import INCIDENTS, MESSAGES, SLA, TICKETS
+from shared.topics import DEADLETTER, INCIDENTS, MESSAGES, NOTIFICATIONS, SLA, TICKETS
 
 GROUP_ID = "omniroute-notify"
 
@@ -130,16 +134,21 @@ def build_app(
         auto_offset_reset="earliest",
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        decoder=records,
         description="Messages (routes and facts), ticket changes, SLA breaches and incidents"
         " that customers are told about",
     )
-    async def on_inputs(msg: KafkaMessage) -> None:
-        records = records_of(msg.raw_message)
+    async def on_inputs(
+        batch: Records[MessageReceived | TicketEvent | SlaEvent | Incident],
+    ) -> None:
         # Notifications are stored (the outbox) before the ack policy commits the offsets.
         async with backoff.guard():
-            events = await notifier.process(records)
+            events = await notifier.process(batch)
         await publish_all(broker, events)
         delivery.wake()
+
+    # Notifications and dead letters; the API's incidents.
+    declare_sends(broker, NOTIFICATIONS, DEADLETTER, INCIDENTS)
 
     async def startup() -> None:
         configure_logging("notify", settings.log_level)

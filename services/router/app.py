@@ -9,8 +9,6 @@ from functools import partial
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry, Gauge
 from pymongo import AsyncMongoClient
 
@@ -21,15 +19,18 @@ from services.router.metrics import RouterMetrics
 from services.router.priority import load_policy
 from services.router.store import MongoRouterStore, RouterStore
 from shared.access import Access, AccessMetrics
+from shared.asyncapi import Records, declare_sends, document, records
 from shared.audit import AuditLog, MongoAuditLog
 from shared.broker import engine_partitions, ensure_topics, make_broker, verify_partitions
-from shared.events import records_of
+from shared.contracts.agents import AgentEvent
+from shared.contracts.messages import MessageReceived
+from shared.contracts.sla import SlaEvent
 from shared.lease import EngineHost, Lease
 from shared.logging import configure_logging
 from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import RouterSettings
-from shared.topics import AGENTS, MESSAGES, SLA
+from shared.topics import AGENTS, DEADLETTER, MESSAGES, SLA, TICKETS
 
 GROUP_ID = "omniroute-router"
 INPUT_TOPICS = (MESSAGES, AGENTS, SLA)
@@ -84,12 +85,18 @@ def build_app(
         batch_timeout_ms=20,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
-        description="Customer messages, agent actions and SLA events, applied in order",
+        decoder=records,
+        description="Customer messages (support.messages), agent profiles, presence and"
+        " actions (support.agents) and SLA warnings and breaches (support.sla), applied in"
+        " order to one matching engine on the lease holder",
     )
-    async def on_inputs(msg: KafkaMessage) -> None:
+    async def on_inputs(batch: Records[MessageReceived | AgentEvent | SlaEvent]) -> None:
         # State and events are stored, then published, before the ack policy commits.
         async with backoff.guard():
-            await engine.process(records_of(msg.raw_message))
+            await engine.process(batch)
+
+    # The engine's ticket events and dead letters; the API's agent actions.
+    declare_sends(broker, TICKETS, DEADLETTER, AGENTS)
 
     host = EngineHost(
         lease=lease,
@@ -154,5 +161,5 @@ def build_app(
         after_startup=[after_startup],
         on_shutdown=[shutdown],
         title="omniroute router",
-        specification=AsyncAPI(inputs, title="omniroute router"),
+        specification=document("omniroute router", inputs, broker),
     )

@@ -9,8 +9,6 @@ from functools import partial
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry, Gauge
 from pymongo import AsyncMongoClient
 
@@ -25,8 +23,9 @@ from services.sla.store import (
     SlaStore,
     WriteThroughJournal,
 )
+from shared.asyncapi import Records, declare_sends, document, records
 from shared.broker import engine_partitions, ensure_topics, make_broker, verify_partitions
-from shared.events import records_of
+from shared.contracts.tickets import TicketEvent
 from shared.lease import EngineHost, Lease
 from shared.logging import configure_logging
 from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
@@ -109,11 +108,16 @@ def build_app(
         batch_timeout_ms=20,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
-        description="Ticket events drive first-response, next-response and resolution timers",
+        decoder=records,
+        description="Ticket events drive first-response, next-response and resolution timers"
+        " (started, paused while waiting on the customer, met), on the lease holder",
     )
-    async def on_ticket_events(msg: KafkaMessage) -> None:
+    async def on_ticket_events(batch: Records[TicketEvent]) -> None:
         async with backoff.guard():
-            await engine.process(records_of(msg.raw_message))
+            await engine.process(batch)
+
+    # The engine's timer events and dead letters.
+    declare_sends(broker, SLA, DEADLETTER)
 
     host = EngineHost(
         lease=lease,
@@ -172,5 +176,5 @@ def build_app(
         after_startup=[after_startup],
         on_shutdown=[shutdown],
         title="omniroute sla",
-        specification=AsyncAPI(inputs, title="omniroute sla"),
+        specification=document("omniroute sla", inputs, broker),
     )

@@ -36,18 +36,24 @@ class AgentProfile(Contract):
 
 
 class AgentProfileUpdated(Contract):
+    """An agent's profile as set at the desk: skills, languages, capacity per channel."""
+
     agent_id: str
     profile: AgentProfile
     at: UtcDatetime
 
 
 class AgentPresenceChanged(Contract):
+    """An agent came online, stepped away or went offline."""
+
     agent_id: str
     status: Presence
     at: UtcDatetime
 
 
 class AgentActionTaken(Contract):
+    """An agent acted on a ticket: accepted, declined, replied, waited, resolved, recategorized."""
+
     agent_id: str
     ticket_id: str
     action: AgentActionName
@@ -56,3 +62,7 @@ class AgentActionTaken(Contract):
     category: Category | None = Field(
         default=None, description="On `recategorize`: the category the agent says is right"
     )
+
+
+# What `support.agents` carries.
+AgentEvent = AgentProfileUpdated | AgentPresenceChanged | AgentActionTaken

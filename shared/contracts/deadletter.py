@@ -11,6 +11,8 @@ MAX_PAYLOAD_CHARS = 65_536
 
 
 class DeadLettered(Contract):
+    """A record or a task a service gave up on, and why."""
+
     reason: str = Field(description="Short, stable reason (also a metric label)")
     detail: str | None = Field(default=None, description="Longer explanation, no personal data")
     service: str = Field(description="Which service gave up on it")

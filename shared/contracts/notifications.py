@@ -26,6 +26,8 @@ def notification_event_type(status: NotificationStatus) -> str:
 
 
 class NotificationRecorded(Contract):
+    """A notification to a customer, at one step of its life (`status`)."""
+
     notification_id: str = Field(description="Deterministic per (ticket, cause)")
     ticket_id: str
     customer_id: str

@@ -19,6 +19,8 @@ def sla_event_type(event: SlaEventName) -> str:
 
 
 class SlaEvent(Contract):
+    """One step of an SLA timer (a ticket's first response, next response or resolution)."""
+
     timer_id: str
     ticket_id: str
     event: SlaEventName
