@@ -64,7 +64,7 @@ test: lint typecheck $(MODEL) $(NPM_STAMP)
 	$(BIN)/python -m pytest
 
 unit: $(STAMP) $(MODEL) $(NPM_STAMP)
-	$(BIN)/python -m pytest tests/unit tests/service
+	$(BIN)/python -m pytest tests/unit tests/service tests/deploy
 
 # The committed AsyncAPI documents (docs/asyncapi/), regenerated from the code with the
 # default settings; tests/unit/test_asyncapi.py fails when they differ.

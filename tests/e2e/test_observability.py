@@ -28,8 +28,7 @@ from services.samples import chat_message
 from services.system import DEV_SECRET, DEV_TOKEN, SERVICES, LocalSystem
 from shared.embedded import free_port, spawn, stop_process
 from shared.topics import INBOUND_CHAT
-from tests.support.waiting import wait_until
-from tests.unit.test_deploy_monitoring import (
+from tests.support.monitoring import (
     DASHBOARD,
     RULES,
     alert_queries,
@@ -37,6 +36,7 @@ from tests.unit.test_deploy_monitoring import (
     exported_names,
     missing_names,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}

@@ -1,7 +1,7 @@
 """docker-compose.yml's Prometheus and Grafana, checked without Docker: Prometheus scrapes
 the four services where compose runs them and loads the alerts Kubernetes gets; Grafana
 gets that Prometheus as its data source and the dashboard. (The Compose schema and the
-services themselves: tests/unit/test_packaging.py.)"""
+services themselves: tests/deploy/test_packaging.py.)"""
 
 from __future__ import annotations
 
