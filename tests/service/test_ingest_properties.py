@@ -45,6 +45,7 @@ from shared.settings import REPO_POLICY_DIR, IngestSettings
 from shared.topics import DEADLETTER, INBOUND_BY_CHANNEL, MESSAGES
 from tests.support.classifier import classify_policy, text_model
 from tests.support.fakes import FakeCustomerStore, FakeTrainingStore, Record
+from tests.support.mutations import json_values, mutate
 from tests.support.payloads import SHAPES, Shape
 
 POLICY = load_policy(REPO_POLICY_DIR / "ingest.yaml")
@@ -89,18 +90,7 @@ TEXT = st.one_of(
     st.text(st.characters(exclude_categories=("Cs",)), max_size=80),
     st.lists(st.sampled_from(HOSTILE_TEXT), min_size=1, max_size=3).map(" ".join),
 ).map(lambda t: f"help {t}")  # never blank: a blank message is skipped, not published
-JSON_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False)
-    | st.text(max_size=12)
-    | st.sampled_from(HOSTILE_VALUES).map(copy.deepcopy),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=10,
-)
+JSON_VALUES = json_values(HOSTILE_VALUES, max_text=12, max_leaves=10)
 # The id a provider payload cannot do without, per JSON shape.
 REQUIRED_ID: dict[str, tuple[str | int, ...]] = {
     "x-dm": ("direct_message_events", 0, "id"),
@@ -122,21 +112,6 @@ class Item:
     raw: bytes
     shape: Shape | None = None
     n: int = 0
-
-
-def _slots(value: Any) -> list[tuple[Any, Any]]:
-    """Every (container, key) in a JSON value, so a mutation can hit any depth."""
-    found: list[tuple[Any, Any]] = []
-    if isinstance(value, dict):
-        items: Any = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        items = []
-    for key, child in items:
-        found.append((value, key))
-        found.extend(_slots(child))
-    return found
 
 
 @st.composite
@@ -195,18 +170,7 @@ def mutated(draw: st.DrawFn, n: int) -> Item:
     raw = shape.build(n, draw(TEXT))
     if shape in JSON_SHAPES and draw(st.booleans()):
         data = json.loads(raw)
-        for _ in range(draw(st.integers(1, 3))):
-            slots = _slots(data)
-            if not slots:
-                break
-            container, key = draw(st.sampled_from(slots))
-            action = draw(st.sampled_from(["drop", "replace", "add"]))
-            if action == "drop" and isinstance(container, dict):
-                del container[key]
-            elif action == "add" and isinstance(container, dict):
-                container[draw(st.text(max_size=8))] = draw(JSON_VALUES)
-            else:
-                container[key] = draw(JSON_VALUES)
+        mutate(draw, data, JSON_VALUES)
         # ASCII escapes let lone surrogates reach the parser, as they can on the wire.
         raw = json.dumps(data, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
     else:

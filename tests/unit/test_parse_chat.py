@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,10 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.ingest.model import ParsedMessage, ParseError, ParserConfig, ParseResult, Skipped
+from services.ingest.model import ParseError, ParserConfig
 from services.ingest.parsers.chat_generic import parse_chat_generic
 from services.ingest.parsers.chatwoot import parse_chatwoot
 from shared.contracts.messages import Attachment, Identity
+from tests.support.mutations import json_values, mutations
+from tests.support.parsers import check_contract, dumps, only_message, only_skip
 
 CONFIG = ParserConfig()
 
@@ -71,23 +71,6 @@ CHAT_GENERIC: dict[str, Any] = {
     },
     "text": "我的充值还没到账\x00\x1b[2J，txid 0x5c50",
 }
-
-
-def dumps(payload: object) -> bytes:
-    # ASCII escapes let lone surrogates ("\ud800") reach the parser, as they can on the wire.
-    return json.dumps(payload).encode()
-
-
-def only_message(result: ParseResult) -> ParsedMessage:
-    assert len(result) == 1
-    assert isinstance(result[0], ParsedMessage), result
-    return result[0]
-
-
-def only_skip(result: ParseResult) -> str:
-    assert len(result) == 1
-    assert isinstance(result[0], Skipped), result
-    return result[0].reason
 
 
 # --- Chatwoot ----------------------------------------------------------------------------
@@ -304,97 +287,33 @@ def test_same_payload_twice_gives_the_same_ids(parser: Any, raw: bytes) -> None:
 
 # --- properties: hostile input only ever raises ParseError --------------------------------
 
-HOSTILE = st.sampled_from(
+JSON_VALUES = json_values(
     ["$where", {"$gt": ""}, {"$ne": None}, "\x00\x1b[31m\u202e", "\ud800", 10**40, "", [], {}]
-).map(copy.deepcopy)
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | HOSTILE,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=12,
 )
-REASON = re.compile(r"[a-z]+: [a-zA-Z0-9_<> -]{3,50}")
-CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 PROPERTY = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def _slots(value: Any) -> list[tuple[Any, Any]]:
-    """Every (container, key) in a JSON value, so a mutation can hit any depth."""
-    found: list[tuple[Any, Any]] = []
-    items = (
-        value.items()
-        if isinstance(value, dict)
-        else enumerate(value)
-        if isinstance(value, list)
-        else []
-    )
-    for key, child in items:
-        found.append((value, key))
-        found.extend(_slots(child))
-    return found
-
-
-@st.composite
-def mutations(draw: st.DrawFn, payload: dict[str, Any]) -> Any:
-    data = copy.deepcopy(payload)
-    for _ in range(draw(st.integers(1, 3))):
-        slots = _slots(data)
-        if not slots:
-            break
-        container, key = draw(st.sampled_from(slots))
-        action = draw(st.sampled_from(["drop", "replace", "add"]))
-        if action == "drop" and isinstance(container, dict):
-            del container[key]
-        elif action == "add" and isinstance(container, dict):
-            container[draw(st.text(max_size=8))] = draw(JSON_VALUES)
-        else:
-            container[key] = draw(JSON_VALUES)
-    return data
-
-
-def check_contract(parser: Any, raw: bytes) -> None:
-    """Either a well-formed result or a ParseError with a short, content-free reason."""
-    error: str | None = None
-    try:
-        result = parser(raw, CONFIG)
-    except ParseError as raised:
-        error, result = raised.reason, []
-    assert error is not None or result
-    reasons = [error] if error else []
-    reasons += [item.reason for item in result if isinstance(item, Skipped)]
-    assert all(REASON.fullmatch(reason) for reason in reasons), reasons
-    for item in result:
-        if isinstance(item, Skipped):
-            continue
-        assert isinstance(item, ParsedMessage)
-        assert not CONTROL.search(item.text)
-        json.dumps(item.model_dump(mode="json"), ensure_ascii=False).encode("utf-8")
-        assert item.sent_at is None or item.sent_at.tzinfo is UTC
-        assert all(identity.value == identity.value.strip() for identity in item.identities)
 
 
 @PROPERTY
 @given(raw=st.binary(max_size=300))
 def test_random_bytes_only_raise_parse_error(raw: bytes) -> None:
-    check_contract(parse_chatwoot, raw)
-    check_contract(parse_chat_generic, raw)
+    check_contract(parse_chatwoot, raw, CONFIG)
+    check_contract(parse_chat_generic, raw, CONFIG)
 
 
 @PROPERTY
 @given(value=JSON_VALUES)
 def test_random_json_only_raises_parse_error(value: Any) -> None:
-    check_contract(parse_chatwoot, dumps(value))
-    check_contract(parse_chat_generic, dumps(value))
+    check_contract(parse_chatwoot, dumps(value), CONFIG)
+    check_contract(parse_chat_generic, dumps(value), CONFIG)
 
 
 @PROPERTY
-@given(payload=mutations(CHATWOOT_INCOMING))
+@given(payload=mutations(CHATWOOT_INCOMING, JSON_VALUES))
 def test_mutated_chatwoot_payloads_only_raise_parse_error(payload: Any) -> None:
-    check_contract(parse_chatwoot, dumps(payload))
+    check_contract(parse_chatwoot, dumps(payload), CONFIG)
 
 
 @PROPERTY
-@given(payload=mutations(CHAT_GENERIC))
+@given(payload=mutations(CHAT_GENERIC, JSON_VALUES))
 def test_mutated_generic_chat_messages_only_raise_parse_error(payload: Any) -> None:
-    check_contract(parse_chat_generic, dumps(payload))
+    check_contract(parse_chat_generic, dumps(payload), CONFIG)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib
-import json
 import os
 import quopri
-import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +18,7 @@ from hypothesis import strategies as st
 from services.ingest.model import ParsedMessage, ParseError, ParserConfig, Skipped
 from services.ingest.parsers.email import parse_email
 from shared.contracts.messages import Attachment, EmailThread, Identity
+from tests.support.parsers import check_contract
 
 SUPPORT = "support@exchange.example"
 CONFIG = ParserConfig(own_email_addresses=frozenset({"Support@Exchange.example"}))
@@ -34,7 +33,6 @@ REASONS = {
     "email: report",
     "email: own address",
 }
-CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def mail(headers: str, body: bytes | str = b"") -> bytes:
@@ -867,27 +865,9 @@ iVBORw0KGgo=
     )
 
 
-def check_contract(raw: bytes) -> None:
+def check_email(raw: bytes) -> None:
     """Whatever the bytes: one result, or a ParseError with a known reason."""
-    error: str | None = None
-    try:
-        result = parse_email(raw, CONFIG)
-    except ParseError as raised:
-        error, result = raised.reason, []
-    if error is not None:
-        assert error in REASONS
-        return
-    assert len(result) == 1
-    item = result[0]
-    if isinstance(item, Skipped):
-        assert item.reason in REASONS
-        return
-    assert isinstance(item, ParsedMessage)
-    assert len(item.text) <= CONFIG.max_text_chars
-    assert not CONTROL.search(item.text)
-    assert item.sent_at is None or item.sent_at.tzinfo is UTC
-    # Everything must survive publishing as UTF-8 JSON (no lone surrogates).
-    json.dumps(item.model_dump(mode="json"), ensure_ascii=False).encode("utf-8")
+    assert len(check_contract(parse_email, raw, CONFIG, REASONS)) <= 1
 
 
 def _corpus_dir() -> Path | None:
@@ -909,7 +889,7 @@ def test_cpython_email_corpus_parses_or_raises_parse_error() -> None:
     outcomes: dict[str, int] = {}
     for path in files:
         raw = path.read_bytes()
-        check_contract(raw)
+        check_email(raw)
         try:
             kind = type(parse_email(raw, CONFIG)[0]).__name__
         except ParseError:
@@ -978,13 +958,13 @@ PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 @PROPERTY
 @given(raw=st.binary(max_size=2_000))
 def test_random_bytes_only_raise_parse_error(raw: bytes) -> None:
-    check_contract(raw)
+    check_email(raw)
 
 
 @PROPERTY
 @given(raw=mutated_messages())
 def test_mutated_messages_only_raise_parse_error(raw: bytes) -> None:
-    check_contract(raw)
+    check_email(raw)
 
 
 # Garbled MIME parameters (RFC 2231 continuations, stray quotes and encoded words)
@@ -1020,4 +1000,4 @@ def mime_parts(draw: st.DrawFn, depth: int = 0) -> str:
 @given(part=mime_parts())
 def test_garbled_mime_headers_only_raise_parse_error(part: str) -> None:
     raw = "From: Ann <ann@example.com>\r\n" + part
-    check_contract(raw.encode("utf-8", "surrogateescape"))
+    check_email(raw.encode("utf-8", "surrogateescape"))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -16,15 +14,14 @@ from hypothesis import strategies as st
 from services.ingest.model import (
     IvrMenus,
     MenuChoice,
-    ParsedMessage,
     ParseError,
     ParserConfig,
-    ParseResult,
-    Skipped,
 )
 from services.ingest.parsers.calllog import parse_calllog
 from services.ingest.parsers.twilio import parse_twilio
 from shared.contracts.messages import Identity
+from tests.support.mutations import json_values
+from tests.support.parsers import check_contract, only_message, only_skip
 
 HOTLINE = "+85230018888"
 TOPICS = {
@@ -110,18 +107,6 @@ CALL_LOG: dict[str, Any] = {
 
 def form(fields: dict[str, str]) -> bytes:
     return urlencode(fields).encode("ascii")
-
-
-def only_message(result: ParseResult) -> ParsedMessage:
-    assert len(result) == 1
-    assert isinstance(result[0], ParsedMessage), result
-    return result[0]
-
-
-def only_skip(result: ParseResult) -> str:
-    assert len(result) == 1
-    assert isinstance(result[0], Skipped), result
-    return result[0].reason
 
 
 # --- Twilio ------------------------------------------------------------------------------
@@ -424,53 +409,23 @@ def test_same_payload_twice_gives_the_same_ids(parser: Any, raw: bytes) -> None:
 
 # --- properties: hostile input only ever raises ParseError --------------------------------
 
-HOSTILE = st.sampled_from(
+JSON_VALUES = json_values(
     ["$where", {"$gt": ""}, "\x00\x1b[31m\u202e", "\ud800", 10**40, "+", "00", "", [], {}]
-).map(copy.deepcopy)
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | HOSTILE,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=12,
 )
-REASON = re.compile(r"[a-z]+: [a-zA-Z0-9_<> -]{3,50}")
-CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 PROPERTY = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def check_contract(parser: Any, raw: bytes) -> None:
-    """Either a well-formed result or a ParseError with a short, content-free reason."""
-    error: str | None = None
-    try:
-        result = parser(raw, CONFIG)
-    except ParseError as raised:
-        error, result = raised.reason, []
-    assert error is not None or result
-    reasons = [error] if error else []
-    reasons += [item.reason for item in result if isinstance(item, Skipped)]
-    assert all(REASON.fullmatch(reason) for reason in reasons), reasons
-    for item in result:
-        if isinstance(item, Skipped):
-            continue
-        assert isinstance(item, ParsedMessage)
-        assert not CONTROL.search(item.text)
-        json.dumps(item.model_dump(mode="json"), ensure_ascii=False).encode("utf-8")
-        assert item.sent_at is None or item.sent_at.tzinfo is UTC
-        assert item.kind == "message" or item.callback_number
 
 
 @PROPERTY
 @given(raw=st.binary(max_size=300))
 def test_random_bytes_only_raise_parse_error(raw: bytes) -> None:
-    check_contract(parse_twilio, raw)
-    check_contract(parse_calllog, raw)
+    check_contract(parse_twilio, raw, CONFIG)
+    check_contract(parse_calllog, raw, CONFIG)
 
 
 @PROPERTY
 @given(value=JSON_VALUES)
 def test_random_json_only_raises_parse_error(value: Any) -> None:
-    check_contract(parse_calllog, json.dumps(value).encode())
+    check_contract(parse_calllog, json.dumps(value).encode(), CONFIG)
 
 
 FORM_VALUES = st.sampled_from(
@@ -504,9 +459,8 @@ def test_mutated_twilio_forms_only_raise_parse_error(
     base: dict[str, str], dropped: set[str], changed: dict[str, str]
 ) -> None:
     fields = {key: value for key, value in base.items() if key not in dropped} | changed
-    check_contract(
-        parse_twilio, urlencode(fields, encoding="utf-8", errors="surrogatepass").encode()
-    )
+    raw = urlencode(fields, encoding="utf-8", errors="surrogatepass").encode()
+    check_contract(parse_twilio, raw, CONFIG)
 
 
 @PROPERTY
@@ -518,4 +472,4 @@ def test_mutated_call_logs_only_raise_parse_error(
     dropped: set[str], changed: dict[str, Any]
 ) -> None:
     log = {key: value for key, value in CALL_LOG.items() if key not in dropped} | changed
-    check_contract(parse_calllog, json.dumps(log).encode())
+    check_contract(parse_calllog, json.dumps(log).encode(), CONFIG)

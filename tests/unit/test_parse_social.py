@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,11 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.ingest.model import ParsedMessage, ParseError, ParserConfig, ParseResult, Skipped
+from services.ingest.model import ParsedMessage, ParseError, ParserConfig, Skipped
 from services.ingest.parsers.telegram import parse_telegram
 from services.ingest.parsers.wechat import parse_wechat
 from services.ingest.parsers.x import parse_x
 from shared.contracts.messages import Attachment, Identity
+from tests.support.mutations import json_values, mutations
+from tests.support.parsers import check_contract, dumps, only_message, only_skip
 
 EXCHANGE_X_ID = "4337869213"
 SUPPORT_BOT_ID = 7000000001
@@ -117,23 +117,6 @@ WECHAT_TEXT = (
     "<Content><![CDATA[充值未到账，交易哈希 0xabc]]></Content>"
     "<MsgId>24567890123456789</MsgId><MsgDataId></MsgDataId><Idx></Idx></xml>"
 ).encode()
-
-
-def dumps(payload: object) -> bytes:
-    # ASCII escapes let lone surrogates ("\ud800") reach the parser, as they can on the wire.
-    return json.dumps(payload).encode()
-
-
-def only_message(result: ParseResult) -> ParsedMessage:
-    assert len(result) == 1
-    assert isinstance(result[0], ParsedMessage), result
-    return result[0]
-
-
-def only_skip(result: ParseResult) -> str:
-    assert len(result) == 1
-    assert isinstance(result[0], Skipped), result
-    return result[0].reason
 
 
 # --- X -----------------------------------------------------------------------------------
@@ -550,7 +533,7 @@ def test_same_payload_twice_gives_the_same_ids(parser: Any, raw: bytes) -> None:
 
 # --- properties: hostile input only ever raises ParseError --------------------------------
 
-HOSTILE = st.sampled_from(
+JSON_VALUES = json_values(
     [
         "$where",
         {"$gt": ""},
@@ -563,72 +546,7 @@ HOSTILE = st.sampled_from(
         [],
         {},
     ]
-).map(copy.deepcopy)
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | HOSTILE,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=12,
 )
-REASON = re.compile(r"[a-z]+: [a-zA-Z0-9_<> -]{3,50}")
-CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def _slots(value: Any) -> list[tuple[Any, Any]]:
-    """Every (container, key) in a JSON value, so a mutation can hit any depth."""
-    found: list[tuple[Any, Any]] = []
-    items = (
-        value.items()
-        if isinstance(value, dict)
-        else enumerate(value)
-        if isinstance(value, list)
-        else []
-    )
-    for key, child in items:
-        found.append((value, key))
-        found.extend(_slots(child))
-    return found
-
-
-@st.composite
-def mutations(draw: st.DrawFn, payload: dict[str, Any]) -> Any:
-    data = copy.deepcopy(payload)
-    for _ in range(draw(st.integers(1, 3))):
-        slots = _slots(data)
-        if not slots:
-            break
-        container, key = draw(st.sampled_from(slots))
-        action = draw(st.sampled_from(["drop", "replace", "add"]))
-        if action == "drop" and isinstance(container, dict):
-            del container[key]
-        elif action == "add" and isinstance(container, dict):
-            container[draw(st.text(max_size=8))] = draw(JSON_VALUES)
-        else:
-            container[key] = draw(JSON_VALUES)
-    return data
-
-
-def check_contract(parser: Any, raw: bytes) -> None:
-    """Either a well-formed result or a ParseError with a short, content-free reason."""
-    error: str | None = None
-    try:
-        result = parser(raw, CONFIG)
-    except ParseError as raised:
-        error, result = raised.reason, []
-    assert error is not None or result
-    reasons = [error] if error else []
-    reasons += [item.reason for item in result if isinstance(item, Skipped)]
-    assert all(REASON.fullmatch(reason) for reason in reasons), reasons
-    for item in result:
-        if isinstance(item, Skipped):
-            continue
-        assert isinstance(item, ParsedMessage)
-        assert not CONTROL.search(item.text)
-        json.dumps(item.model_dump(mode="json"), ensure_ascii=False).encode("utf-8")
-        assert item.sent_at is None or item.sent_at.tzinfo is UTC
-
-
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -636,26 +554,26 @@ PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 @given(raw=st.binary(max_size=300))
 def test_random_bytes_only_raise_parse_error(raw: bytes) -> None:
     for parser in (parse_x, parse_telegram, parse_wechat):
-        check_contract(parser, raw)
+        check_contract(parser, raw, CONFIG)
 
 
 @PROPERTY
 @given(value=JSON_VALUES)
 def test_random_json_only_raises_parse_error(value: Any) -> None:
     for parser in (parse_x, parse_telegram):
-        check_contract(parser, dumps(value))
+        check_contract(parser, dumps(value), CONFIG)
 
 
 @PROPERTY
-@given(payload=mutations(X_DM) | mutations(X_MENTION))
+@given(payload=mutations(X_DM, JSON_VALUES) | mutations(X_MENTION, JSON_VALUES))
 def test_mutated_x_payloads_only_raise_parse_error(payload: Any) -> None:
-    check_contract(parse_x, dumps(payload))
+    check_contract(parse_x, dumps(payload), CONFIG)
 
 
 @PROPERTY
-@given(payload=mutations(TG_MESSAGE))
+@given(payload=mutations(TG_MESSAGE, JSON_VALUES))
 def test_mutated_telegram_updates_only_raise_parse_error(payload: Any) -> None:
-    check_contract(parse_telegram, dumps(payload))
+    check_contract(parse_telegram, dumps(payload), CONFIG)
 
 
 WECHAT_TAGS = st.sampled_from(
@@ -689,4 +607,4 @@ def test_generated_wechat_xml_only_raises_parse_error(fields: dict[str, str], cd
         f"<{tag}><![CDATA[{value}]]></{tag}>" if cdata else f"<{tag}>{value}</{tag}>"
         for tag, value in fields.items()
     )
-    check_contract(parse_wechat, f"<xml>{body}</xml>".encode("utf-8", "surrogatepass"))
+    check_contract(parse_wechat, f"<xml>{body}</xml>".encode("utf-8", "surrogatepass"), CONFIG)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,11 +12,7 @@ from hypothesis import strategies as st
 from services.ingest.model import ParsedMessage, ParserConfig, Skipped
 from services.ingest.parsers.sniff import PARSERS, sniff
 from shared.contracts.common import CHANNELS, PROVIDERS_BY_CHANNEL, Channel, Provider
-
-
-def dumps(payload: object) -> bytes:
-    return json.dumps(payload).encode()
-
+from tests.support.parsers import dumps
 
 X_DM = dumps(
     {
