@@ -38,12 +38,12 @@ from shared.scopes import SCOPES, TICKETS_ACT, TICKETS_ACT_AS
 from shared.service import ServiceApp
 from shared.settings import IngestSettings, NotifySettings, RouterSettings, SlaSettings
 from shared.topics import AGENTS, MESSAGES, TICKETS
-from tests.service.test_notify_service import FakeNotifyStore
 from tests.support.access import Issuer, Keys
 from tests.support.classifier import text_model
 from tests.support.factories import T0, message
 from tests.support.fakes import (
     FakeCustomerStore,
+    FakeNotifyStore,
     FakeRouterStore,
     FakeSlaStore,
     FakeTrainingStore,

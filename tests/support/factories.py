@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from services.router.engine import RouterState
+from shared.contracts.agents import AgentPresenceChanged, AgentProfile, AgentProfileUpdated
 from shared.contracts.messages import MessageReceived
 from shared.contracts.tickets import TicketEvent
 
@@ -45,3 +47,12 @@ def ticket_event(event: str = "opened", seq: int = 1, **over: Any) -> TicketEven
     }
     data.update(over)
     return TicketEvent.model_validate(data)
+
+
+def agent(state: RouterState, aid: str, *, auto: bool = True, chat: int = 1, **kw: object) -> None:
+    """Agent `aid` known to the router's `state` and online (its profile fields in `kw`)."""
+    profile = AgentProfile.model_validate(
+        {"name": aid, "capacity": {"chat": chat, "email": 2}, "auto_accept": auto, **kw}
+    )
+    state.on_profile(AgentProfileUpdated(agent_id=aid, profile=profile, at=T0), f"p-{aid}", T0)
+    state.on_presence(AgentPresenceChanged(agent_id=aid, status="online", at=T0), f"o-{aid}", T0)

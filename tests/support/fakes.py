@@ -9,11 +9,14 @@ from typing import Any
 
 from services.ingest.customers import CustomerRecord, CustomerRef, primary_identity
 from services.ingest.store import ClassifiedText, Correction
+from services.notify.decide import Facts, TicketView
+from services.notify.route import RouteUpdate
 from services.router.actions import ActionOutcome
 from services.router.engine import RouterState, Ticket
 from services.router.selection import AgentState
 from services.router.store import agent_doc, agent_from_doc, ticket_doc, ticket_from_doc
 from services.sla.deadlines import SlaState, Timer
+from shared.contracts.incidents import Incident
 from shared.contracts.messages import Identity
 from shared.events import OutboundEvent
 from shared.ids import customer_id
@@ -113,7 +116,6 @@ class FakeRouterStore:
     applied: set[str] = field(default_factory=set)
     actions: dict[str, dict[str, Any]] = field(default_factory=dict)  # outcomes by event id
     position: int = 0
-    saves: int = 0
     fail_next_save: bool = False
 
     async def ensure_indexes(self) -> None:
@@ -141,7 +143,6 @@ class FakeRouterStore:
         if self.fail_next_save:
             self.fail_next_save = False
             raise ConnectionError("store unavailable")  # nothing written, like a transaction
-        self.saves += 1
         self.outbox.extend(outbox)
         for t in tickets:
             self.tickets[t.ticket_id] = ticket_doc(t)
@@ -190,17 +191,90 @@ class FakeSlaStore:
 
 
 @dataclass
-class FakeNotificationStore:
+class FakeNotifyStore:
+    """The part of the NotifyStore protocol the Kafka edge uses, in memory."""
+
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    views: dict[str, TicketView] = field(default_factory=dict)
+    routes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    incidents: dict[str, Incident] = field(default_factory=dict)
+    links: set[tuple[str, str]] = field(default_factory=set)
+    codes: dict[str, str] = field(default_factory=dict)
 
     async def ensure_indexes(self) -> None:
         return None
 
-    async def add_new(self, docs: list[dict[str, Any]]) -> set[str]:
+    async def save_routes(self, updates: Sequence[RouteUpdate]) -> None:
+        for u in updates:
+            r = self.routes.setdefault(u.conversation_id, {"assets": set(), "networks": set()})
+            r.update(u.latest)
+            r["assets"] |= u.assets
+            r["networks"] |= u.networks
+
+    async def get_views(self, ticket_ids: Iterable[str]) -> dict[str, TicketView]:
+        return {t: self.views[t] for t in ticket_ids if t in self.views}
+
+    async def save_views(self, views: Iterable[TicketView], now: datetime) -> None:
+        for v in views:
+            if v.ticket_id not in self.views or self.views[v.ticket_id].seq < v.seq:
+                self.views[v.ticket_id] = v
+
+    async def queued_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for v in self.views.values():
+            if v.state == "queued":
+                out[v.priority] = out.get(v.priority, 0) + 1
+        return out
+
+    async def get_facts(self, conversation_ids: Iterable[str | None]) -> dict[str, Facts]:
+        return {
+            c: Facts(frozenset(self.routes[c]["assets"]), frozenset(self.routes[c]["networks"]))
+            for c in conversation_ids
+            if c in self.routes
+        }
+
+    async def anti_phishing_codes(self, customer_ids: Iterable[str]) -> dict[str, str]:
+        return {c: self.codes[c] for c in customer_ids if c in self.codes}
+
+    async def add_notifications(self, docs: Sequence[dict[str, Any]]) -> set[str]:
         new = {d["_id"] for d in docs if d["_id"] not in self.docs}
         for d in docs:
             self.docs.setdefault(d["_id"], d)
         return new
+
+    async def merge_pending(self, ids: Iterable[str], into: dict[str, str]) -> None:
+        for i in ids:
+            if self.docs[i]["status"] == "pending":
+                self.docs[i]["status"] = "merged"
+
+    async def add_links(self, links: Iterable[tuple[str, str]], now: datetime) -> None:
+        self.links |= set(links)
+
+    async def get_incidents(self, ids: Iterable[str]) -> dict[str, Incident]:
+        return {i: self.incidents[i] for i in ids if i in self.incidents}
+
+    async def open_incidents(self) -> list[Incident]:
+        return [i for i in self.incidents.values() if i.open]
+
+    async def apply_incident(self, incident: Incident) -> Incident:
+        cur = self.incidents.get(incident.incident_id)
+        if cur is None or cur.version < incident.version:
+            self.incidents[incident.incident_id] = incident
+            return incident
+        return cur
+
+    async def open_views(self, categories: Sequence[str]) -> list[TicketView]:
+        return [
+            v
+            for v in self.views.values()
+            if v.open and (not categories or v.category in categories)
+        ]
+
+    async def linked_views(self, incident_id: str) -> list[TicketView]:
+        return [self.views[t] for i, t in sorted(self.links) if i == incident_id]
+
+    def of(self, ticket_id: str) -> dict[str, dict[str, Any]]:
+        return {d["cause"]: d for d in self.docs.values() if d["ticket_id"] == ticket_id}
 
 
 @dataclass

@@ -17,8 +17,7 @@ from services.sla.deadlines import load_policy as load_sla_policy
 from shared.contracts.agents import AgentActionTaken
 from shared.contracts.tickets import TicketEvent
 from shared.settings import REPO_POLICY_DIR
-from tests.support.factories import T0, message, ticket_event
-from tests.unit.test_router_engine import agent
+from tests.support.factories import T0, agent, message, ticket_event
 
 NOT_ASSIGNEE = "not the assignee: the ticket is with another agent"
 

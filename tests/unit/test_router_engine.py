@@ -16,20 +16,12 @@ from shared.contracts.agents import (
 )
 from shared.contracts.sla import SlaEvent
 from shared.settings import REPO_POLICY_DIR
-from tests.support.factories import T0, message
+from tests.support.factories import T0, agent, message
 
 
 @pytest.fixture
 def policy() -> RoutingPolicy:
     return load_policy(REPO_POLICY_DIR / "routing.yaml")
-
-
-def agent(state: RouterState, aid: str, *, auto: bool = True, chat: int = 1, **kw: object) -> None:
-    profile = AgentProfile.model_validate(
-        {"name": aid, "capacity": {"chat": chat, "email": 2}, "auto_accept": auto, **kw}
-    )
-    state.on_profile(AgentProfileUpdated(agent_id=aid, profile=profile, at=T0), f"p-{aid}", T0)
-    state.on_presence(AgentPresenceChanged(agent_id=aid, status="online", at=T0), f"o-{aid}", T0)
 
 
 def test_priorities_follow_the_policy(policy: RoutingPolicy) -> None:
