@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from faststream.kafka import KafkaBroker
 from prometheus_client import Gauge
@@ -40,6 +41,30 @@ class LeaseLost(RuntimeError):
 
 def replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class EngineLease(Protocol):
+    """What an engine and its host need of a lease: `Lease` in MongoDB, or a test's own."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def renew_every_s(self) -> float: ...
+
+    async def acquire_or_renew(self) -> bool:
+        """Takes or renews the lease: True if this replica holds it."""
+        ...
+
+    def valid(self) -> bool:
+        """Whether this replica can still prove it holds the lease (no I/O)."""
+        ...
+
+    async def release(self) -> None: ...
+
+    def check(self) -> None:
+        """Raises LeaseLost unless `valid()`."""
+        ...
 
 
 @dataclass
@@ -115,7 +140,7 @@ class Lease:
 class EngineHost:
     """Runs an engine's input broker only while this replica holds the lease."""
 
-    lease: Lease
+    lease: EngineLease
     inputs: KafkaBroker
     load_state: Callable[[], Awaitable[None]]
     holder_gauge: Gauge

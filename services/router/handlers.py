@@ -31,7 +31,7 @@ from shared.contracts.sla import SlaEvent
 from shared.contracts.tickets import TicketEvent, ticket_event_type
 from shared.events import OutboundEvent, make_event, publish_all
 from shared.ids import event_id
-from shared.lease import Lease
+from shared.lease import EngineLease
 from shared.topics import TICKETS
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class RouterEngine:
     store: RouterStore
     broker: KafkaBroker
     metrics: RouterMetrics
-    lease: Lease | None = None
+    lease: EngineLease | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     loaded: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -26,7 +26,7 @@ from services.sla.store import (
 from shared.asyncapi import Records, declare_sends, document, records
 from shared.broker import engine_partitions, ensure_topics, make_broker, verify_partitions
 from shared.contracts.tickets import TicketEvent
-from shared.lease import EngineHost, Lease
+from shared.lease import EngineHost, EngineLease, Lease
 from shared.logging import configure_logging
 from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
@@ -44,7 +44,7 @@ def build_app(
     inputs: KafkaBroker | None = None,
     mongo: AsyncMongoClient[Document] | None = None,
     registry: CollectorRegistry | None = None,
-    lease: Lease | None = None,
+    lease: EngineLease | None = None,
     store: SlaStore | None = None,
     journal: SlaJournal | None = None,
     published: PublishedLog | None = None,

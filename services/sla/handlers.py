@@ -33,7 +33,7 @@ from shared.contracts.sla import SlaEvent, sla_event_type
 from shared.contracts.tickets import TicketEvent
 from shared.events import OutboundEvent, make_event, send_all
 from shared.ids import event_id
-from shared.lease import Lease
+from shared.lease import EngineLease
 from shared.topics import SLA
 
 log = logging.getLogger(__name__)
@@ -173,7 +173,7 @@ class SlaEngine:
     metrics: SlaMetrics
     journal: SlaJournal
     published: PublishedLog = field(default_factory=NoPublishedLog)
-    lease: Lease | None = None
+    lease: EngineLease | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     max_fire: int = 1000
     compact_interval_s: float = 0.25

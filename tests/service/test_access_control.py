@@ -126,7 +126,7 @@ def build(keys: Keys, **overrides: Any) -> System:
             mongo=never,
             registry=registries["router"],
             store=router_store,
-            lease=HeldLease(),  # type: ignore[arg-type]
+            lease=HeldLease(),
             audit=MemoryAuditLog(),
         ),
         "sla": sla_app(
@@ -136,7 +136,7 @@ def build(keys: Keys, **overrides: Any) -> System:
             mongo=never,
             registry=registries["sla"],
             store=FakeSlaStore(),
-            lease=HeldLease(),  # type: ignore[arg-type]
+            lease=HeldLease(),
         ),
         "notify": notify_app(
             NotifySettings(**common),

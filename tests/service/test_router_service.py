@@ -47,7 +47,7 @@ async def test_message_in_ticket_events_out() -> None:
         inputs=broker,
         mongo=AsyncMongoClient(connect=False),
         store=store,
-        lease=HeldLease(),  # type: ignore[arg-type]
+        lease=HeldLease(),
     )
     seen: list[dict[str, Any]] = []
     dead: list[dict[str, Any]] = []
@@ -171,7 +171,7 @@ def new_engine(broker: KafkaBroker, store: FakeRouterStore, clock: Clock) -> Rou
         store=store,
         broker=broker,
         metrics=RouterMetrics.create(CollectorRegistry()),
-        lease=HeldLease(),  # type: ignore[arg-type]
+        lease=HeldLease(),
         clock=clock,
     )
 

@@ -23,7 +23,7 @@ async def test_opened_ticket_starts_timers_and_redelivery_does_not() -> None:
         SlaSettings(kafka_create_topics=False),
         broker=broker,
         inputs=broker,
-        lease=HeldLease(),  # type: ignore[arg-type]
+        lease=HeldLease(),
         mongo=AsyncMongoClient(connect=False),
         store=store,
     )

@@ -303,8 +303,6 @@ class HeldLease:
     """A lease this process always holds (in-memory tests have a single engine)."""
 
     name = "test"
-    holder = "test"
-    ttl_s = 6.0
     renew_every_s = 2.0
 
     async def acquire_or_renew(self) -> bool:
