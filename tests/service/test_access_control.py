@@ -49,6 +49,7 @@ from tests.support.fakes import (
     FakeTrainingStore,
     HeldLease,
 )
+from tests.support.kafka import captured
 
 PROVIDERS = sorted({p for ps in PROVIDERS_BY_CHANNEL.values() for p in ps})
 SECRETS = {p: f"{p}-webhook-secret-0123456789" for p in PROVIDERS}
@@ -351,11 +352,7 @@ async def test_a_token_for_alice_cannot_act_as_mallory(system: System) -> None:
 
 async def test_a_resolve_of_someone_elses_ticket_is_visible_as_rejected() -> None:
     system = build(KEYS)
-    seen: list[dict[str, Any]] = []
-
-    @system.broker.subscriber(TICKETS)
-    async def capture(body: dict[str, Any]) -> None:
-        seen.append(body)
+    seen = captured(system.broker, TICKETS)
 
     desk = KEYS.auth("with-tickets-act")  # tickets:act + tickets:act-as
     reader = KEYS.auth("with-tickets-read")

@@ -23,6 +23,7 @@ from shared.topics import DEADLETTER, INCIDENTS, MESSAGES, NOTIFICATIONS, TICKET
 from tests.support.factories import T0, message
 from tests.support.factories import ticket_event as make_ticket_event
 from tests.support.fakes import FakeNotifyStore
+from tests.support.kafka import captured
 
 
 @dataclass
@@ -48,16 +49,8 @@ async def edge() -> AsyncIterator[Edge]:
         store=store,  # type: ignore[arg-type]
         start_sender=False,
     )
-    announced: list[dict[str, Any]] = []
-    dead: list[dict[str, Any]] = []
-
-    @broker.subscriber(NOTIFICATIONS)
-    async def capture(body: dict[str, Any]) -> None:
-        announced.append(body)
-
-    @broker.subscriber(DEADLETTER)
-    async def capture_dead(body: dict[str, Any]) -> None:
-        dead.append(body)
+    announced = captured(broker, NOTIFICATIONS)
+    dead = captured(broker, DEADLETTER)
 
     async with TestKafkaBroker(broker) as br:
         yield Edge(br, store, announced, dead)

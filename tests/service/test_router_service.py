@@ -34,6 +34,7 @@ from shared.settings import REPO_POLICY_DIR, RouterSettings
 from shared.topics import AGENTS, DEADLETTER, MESSAGES, SLA, TICKETS
 from tests.support.factories import T0, message
 from tests.support.fakes import FakeRouterStore, HeldLease, record_of
+from tests.support.kafka import captured
 
 
 async def test_message_in_ticket_events_out() -> None:
@@ -49,16 +50,8 @@ async def test_message_in_ticket_events_out() -> None:
         store=store,
         lease=HeldLease(),
     )
-    seen: list[dict[str, Any]] = []
-    dead: list[dict[str, Any]] = []
-
-    @broker.subscriber(TICKETS)
-    async def capture(body: dict[str, Any]) -> None:
-        seen.append(body)
-
-    @broker.subscriber(DEADLETTER)
-    async def capture_dead(body: dict[str, Any]) -> None:
-        dead.append(body)
+    seen = captured(broker, TICKETS)
+    dead = captured(broker, DEADLETTER)
 
     async with TestKafkaBroker(broker) as br:
         profile = AgentProfile(name="A", auto_accept=True)
@@ -231,11 +224,7 @@ async def test_the_clock_expires_offers_through_store_then_publish(
 
 async def test_a_failed_save_reloads_and_the_redelivered_batch_applies_once() -> None:
     broker = KafkaBroker("localhost:9092")
-    seen: list[dict[str, Any]] = []
-
-    @broker.subscriber(TICKETS)
-    async def capture(body: dict[str, Any]) -> None:
-        seen.append(body)
+    seen = captured(broker, TICKETS)
 
     store, clock = FakeRouterStore(), Clock()
     async with TestKafkaBroker(broker) as br:
@@ -261,11 +250,7 @@ async def test_a_failed_save_reloads_and_the_redelivered_batch_applies_once() ->
 
 async def test_an_sla_breach_on_support_sla_escalates_the_ticket() -> None:
     broker = KafkaBroker("localhost:9092")
-    seen: list[dict[str, Any]] = []
-
-    @broker.subscriber(TICKETS)
-    async def capture(body: dict[str, Any]) -> None:
-        seen.append(body)
+    seen = captured(broker, TICKETS)
 
     store, clock = FakeRouterStore(), Clock()
     async with TestKafkaBroker(broker) as br:

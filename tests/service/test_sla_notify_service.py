@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from pymongo import AsyncMongoClient
 
@@ -14,6 +12,7 @@ from shared.settings import SlaSettings
 from shared.topics import SLA
 from tests.support.factories import ticket_event as make_ticket_event
 from tests.support.fakes import FakeSlaStore, HeldLease
+from tests.support.kafka import captured
 
 
 async def test_opened_ticket_starts_timers_and_redelivery_does_not() -> None:
@@ -27,11 +26,7 @@ async def test_opened_ticket_starts_timers_and_redelivery_does_not() -> None:
         mongo=AsyncMongoClient(connect=False),
         store=store,
     )
-    seen: list[dict[str, Any]] = []
-
-    @broker.subscriber(SLA)
-    async def capture(body: dict[str, Any]) -> None:
-        seen.append(body)
+    seen = captured(broker, SLA)
 
     opened = ticket_event(make_ticket_event("opened", 1, priority="P1"))
     async with TestKafkaBroker(broker) as br:

@@ -1,4 +1,5 @@
-"""Reading topics in tests: every record from the beginning, without a consumer group."""
+"""Reading topics in tests: on a real broker every record from the beginning, without a
+consumer group; in memory (TestKafkaBroker) what a service publishes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faststream.kafka import KafkaBroker
 
 
 async def read_all(bootstrap: str, topics: Sequence[str], timeout_ms: int = 1500) -> list[Any]:
@@ -33,6 +35,17 @@ async def read_all(bootstrap: str, topics: Sequence[str], timeout_ms: int = 1500
         return records
     finally:
         await consumer.stop()
+
+
+def captured(broker: KafkaBroker, topic: str) -> list[dict[str, Any]]:
+    """The JSON bodies published to `topic`, in order, once `broker` runs in a TestKafkaBroker."""
+    bodies: list[dict[str, Any]] = []
+
+    @broker.subscriber(topic)
+    async def capture(body: dict[str, Any]) -> None:
+        bodies.append(body)
+
+    return bodies
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
