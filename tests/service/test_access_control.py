@@ -32,15 +32,14 @@ from shared.access import PUBLIC_PATHS, GuardedRoute
 from shared.audit import MemoryAuditLog
 from shared.contracts.agents import AGENT_ACTION_TAKEN, AgentActionTaken
 from shared.contracts.common import PROVIDERS_BY_CHANNEL
-from shared.contracts.messages import MESSAGE_RECEIVED
 from shared.events import make_event, publish_all
 from shared.scopes import SCOPES, TICKETS_ACT, TICKETS_ACT_AS
 from shared.service import ServiceApp
 from shared.settings import IngestSettings, NotifySettings, RouterSettings, SlaSettings
-from shared.topics import AGENTS, MESSAGES, TICKETS
+from shared.topics import AGENTS, TICKETS
 from tests.support.access import Issuer, Keys
 from tests.support.classifier import text_model
-from tests.support.factories import T0, message
+from tests.support.factories import T0, message_event
 from tests.support.fakes import (
     FakeCustomerStore,
     FakeNotifyStore,
@@ -277,17 +276,7 @@ async def ticket_with(system: System, client: httpx.AsyncClient, agent: str) -> 
         f"/v1/agents/{agent}/presence", json={"status": "online"}, headers=me
     )
     assert online.status_code == 202, online.text
-    m = message(1, category="deposit")
-    event = make_event(
-        m,
-        topic=MESSAGES,
-        event_type=MESSAGE_RECEIVED,
-        event_id=m.message_id,
-        source="t",
-        key=m.conversation_id,
-        time=T0,
-    )
-    await publish_all(system.broker, [event])
+    await publish_all(system.broker, [message_event(1, category="deposit")])
     [ticket] = system.router_store.tickets.values()
     assert (ticket["state"], ticket["agent_id"]) == ("assigned", agent)
     return str(ticket["_id"])

@@ -15,12 +15,12 @@ from services.notify.app import build_app
 from services.router.handlers import ticket_event
 from services.sla.handlers import sla_event
 from shared.contracts.incidents import Affected, Incident, incident_event_type
-from shared.contracts.messages import MESSAGE_RECEIVED, Amount, Signals
-from shared.contracts.sla import SlaEvent
+from shared.contracts.messages import Amount, Signals
 from shared.events import OutboundEvent, make_event, publish_all
 from shared.settings import NotifySettings
-from shared.topics import DEADLETTER, INCIDENTS, MESSAGES, NOTIFICATIONS, TICKETS
-from tests.support.factories import T0, message
+from shared.topics import DEADLETTER, INCIDENTS, NOTIFICATIONS, TICKETS
+from tests.support.factories import T0, message_event
+from tests.support.factories import sla_event as make_sla_event
 from tests.support.factories import ticket_event as make_ticket_event
 from tests.support.fakes import FakeNotifyStore
 from tests.support.kafka import captured
@@ -54,19 +54,6 @@ async def edge() -> AsyncIterator[Edge]:
 
     async with TestKafkaBroker(broker) as br:
         yield Edge(br, store, announced, dead)
-
-
-def message_event(n: int, **over: Any) -> OutboundEvent:
-    m = message(n, **over)
-    return make_event(
-        m,
-        topic=MESSAGES,
-        event_type=MESSAGE_RECEIVED,
-        event_id=m.message_id,
-        source="t",
-        key=m.conversation_id,
-        time=T0,
-    )
 
 
 def incident_event(inc: Incident) -> OutboundEvent:
@@ -120,19 +107,7 @@ async def test_expected_time_grows_with_the_queue_ahead(edge: Edge) -> None:
 
 async def test_sla_breach_brings_an_apology_with_a_new_estimate(edge: Edge) -> None:
     await edge.send(ticket_event(make_ticket_event("opened", 1, language="zh")))
-    breach = SlaEvent(
-        timer_id="tmr_1",
-        ticket_id="tkt_1",
-        event="breached",
-        metric="first_response",
-        due_at=T0,
-        elapsed_s=900,
-        target_s=900,
-        priority="P2",
-        channel="chat",
-        customer_id="cus_1",
-        at=T0,
-    )
+    breach = make_sla_event("breached")
     await edge.send(sla_event(breach))
     await edge.send(sla_event(breach))
     apology = edge.store.of("tkt_1")["sla_breached:tmr_1"]

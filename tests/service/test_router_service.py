@@ -27,12 +27,12 @@ from shared.contracts.agents import (
     AgentProfileUpdated,
 )
 from shared.contracts.messages import MESSAGE_RECEIVED
-from shared.contracts.sla import SlaEvent, sla_event_type
+from shared.contracts.sla import sla_event_type
 from shared.events import OutboundEvent, make_event, publish_all
 from shared.ids import event_id
 from shared.settings import REPO_POLICY_DIR, RouterSettings
 from shared.topics import AGENTS, DEADLETTER, MESSAGES, SLA, TICKETS
-from tests.support.factories import T0, message
+from tests.support.factories import T0, message_event, sla_event
 from tests.support.fakes import FakeRouterStore, HeldLease, record_of
 from tests.support.kafka import captured
 
@@ -78,21 +78,7 @@ async def test_message_in_ticket_events_out() -> None:
                 ),
             ],
         )
-        m = message(7, category="deposit")
-        await publish_all(
-            br,
-            [
-                make_event(
-                    m,
-                    topic=MESSAGES,
-                    event_type=MESSAGE_RECEIVED,
-                    event_id=m.message_id,
-                    source="t",
-                    key=m.conversation_id,
-                    time=T0,
-                )
-            ],
-        )
+        await publish_all(br, [message_event(7, category="deposit")])
         # A poison message between good ones: dead-lettered, nothing else disturbed.
         await br.publish(
             b"{not json", MESSAGES, headers={"ce_type": MESSAGE_RECEIVED, "ce_id": "poison-1"}
@@ -143,19 +129,6 @@ def agent_events(aid: str, *, auto: bool) -> list[OutboundEvent]:
             time=T0,
         ),
     ]
-
-
-def message_event(n: int, **over: Any) -> OutboundEvent:
-    m = message(n, received_at=T0, **over)
-    return make_event(
-        m,
-        topic=MESSAGES,
-        event_type=MESSAGE_RECEIVED,
-        event_id=m.message_id,
-        source="t",
-        key=m.conversation_id,
-        time=T0,
-    )
 
 
 def new_engine(broker: KafkaBroker, store: FakeRouterStore, clock: Clock) -> RouterEngine:
@@ -257,19 +230,7 @@ async def test_an_sla_breach_on_support_sla_escalates_the_ticket() -> None:
         engine = new_engine(br, store, clock)
         await engine.process([record_of(message_event(1, category="withdrawal"))])
         tid = seen[0]["ticket_id"]
-        breach = SlaEvent(
-            timer_id="tmr_x",
-            ticket_id=tid,
-            event="breached",
-            metric="first_response",
-            due_at=T0,
-            elapsed_s=180,
-            target_s=180,
-            priority="P2",
-            channel="chat",
-            customer_id="cus_1",
-            at=T0,
-        )
+        breach = sla_event(timer_id="tmr_x", ticket_id=tid, elapsed_s=180, target_s=180)
         sla_record = record_of(
             make_event(
                 breach,

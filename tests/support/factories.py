@@ -7,8 +7,11 @@ from typing import Any
 
 from services.router.engine import RouterState
 from shared.contracts.agents import AgentPresenceChanged, AgentProfile, AgentProfileUpdated
-from shared.contracts.messages import MessageReceived
+from shared.contracts.messages import MESSAGE_RECEIVED, MessageReceived
+from shared.contracts.sla import SlaEvent
 from shared.contracts.tickets import TicketEvent
+from shared.events import OutboundEvent, make_event
+from shared.topics import MESSAGES
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -31,6 +34,20 @@ def message(n: int = 1, **over: Any) -> MessageReceived:
     return MessageReceived.model_validate(data)
 
 
+def message_event(n: int = 1, **over: Any) -> OutboundEvent:
+    """`message(n, **over)` as ingest publishes it on support.messages."""
+    m = message(n, **over)
+    return make_event(
+        m,
+        topic=MESSAGES,
+        event_type=MESSAGE_RECEIVED,
+        event_id=m.message_id,
+        source="t",
+        key=m.conversation_id,
+        time=T0,
+    )
+
+
 def ticket_event(event: str = "opened", seq: int = 1, **over: Any) -> TicketEvent:
     data: dict[str, Any] = {
         "ticket_id": "tkt_1",
@@ -47,6 +64,24 @@ def ticket_event(event: str = "opened", seq: int = 1, **over: Any) -> TicketEven
     }
     data.update(over)
     return TicketEvent.model_validate(data)
+
+
+def sla_event(event: str = "breached", **over: Any) -> SlaEvent:
+    data: dict[str, Any] = {
+        "timer_id": "tmr_1",
+        "ticket_id": "tkt_1",
+        "event": event,
+        "metric": "first_response",
+        "due_at": T0,
+        "elapsed_s": 900,
+        "target_s": 900,
+        "priority": "P2",
+        "channel": "chat",
+        "customer_id": "cus_1",
+        "at": T0,
+    }
+    data.update(over)
+    return SlaEvent.model_validate(data)
 
 
 def agent(state: RouterState, aid: str, *, auto: bool = True, chat: int = 1, **kw: object) -> None:

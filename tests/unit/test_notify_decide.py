@@ -21,8 +21,7 @@ from services.notify.decide import (
 )
 from services.notify.outbox import Candidate, RateRule, backoff_s, plan_sends, schedule
 from shared.contracts.incidents import Affected, Incident
-from shared.contracts.sla import SlaEvent
-from tests.support.factories import T0, ticket_event
+from tests.support.factories import T0, sla_event, ticket_event
 
 
 def incident(**over: object) -> Incident:
@@ -117,19 +116,7 @@ def test_expected_first_response_is_the_target_or_the_queue_if_longer() -> None:
 
 
 def test_sla_breach_apologises_once_per_timer_unless_the_ticket_is_done() -> None:
-    breach = SlaEvent(
-        timer_id="tmr_1",
-        ticket_id="tkt_1",
-        event="breached",
-        metric="first_response",
-        due_at=T0,
-        elapsed_s=900,
-        target_s=900,
-        priority="P2",
-        channel="chat",
-        customer_id="cus_1",
-        at=T0,
-    )
+    breach = sla_event("breached")
     view = view_of(ticket_event("opened", 1, language="zh"))
     spec = on_sla_event(view, breach, "e9")
     assert spec is not None
