@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import quopri
 import re
@@ -35,6 +34,7 @@ from services.ingest.http import SIGNATURE_HEADER, sign
 from services.system import DEV_SECRET, LocalSystem
 from shared.contracts.common import Channel
 from shared.topics import ALL_TOPICS, DEADLETTER, INBOUND_BY_CHANNEL, MESSAGES
+from tests.support.base58 import b58check
 from tests.support.kafka import read_all
 from tests.support.payloads import SHAPES
 from tests.support.waiting import wait_until
@@ -48,18 +48,8 @@ REDACTIONS = [
     {"kind": "private_key", "count": 3},
     {"kind": "seed_phrase", "count": 4},
 ]
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _TOKEN = re.compile(r"[\u4e00-\u9fff]|[^\W\d_\u4e00-\u9fff]+")
 _JSON_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\([nrt])")
-
-
-def b58check(payload: bytes) -> str:
-    data = payload + hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
-    number, encoded = int.from_bytes(data, "big"), ""
-    while number:
-        number, digit = divmod(number, 58)
-        encoded = _B58[digit] + encoded
-    return "1" * (len(data) - len(data.lstrip(b"\0"))) + encoded
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ the model the services load (data/classify/model.npz), not the corpus against it
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import random
 from decimal import Decimal
@@ -30,6 +29,7 @@ from services.ingest.signals import extract_signals
 from services.ingest.textmodel import ModelError, load_model, save_model
 from shared.contracts.common import CATEGORIES, Category
 from shared.contracts.messages import Amount, Redaction, Signals, WalletAddress
+from tests.support.base58 import b58, b58check
 from tests.support.classifier import classify_policy, text_model
 
 
@@ -39,22 +39,6 @@ def category_of(text: str, subject: str | None = None) -> Category:
 
 def signals_of(text: str) -> Signals:
     return extract_signals(text, classify_policy().signals)
-
-
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def b58(data: bytes) -> str:
-    number = int.from_bytes(data, "big")
-    encoded = ""
-    while number:
-        number, digit = divmod(number, 58)
-        encoded = _B58[digit] + encoded
-    return "1" * (len(data) - len(data.lstrip(b"\0"))) + encoded
-
-
-def b58check(payload: bytes) -> str:
-    return b58(payload + hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4])
 
 
 STOLEN_EN = [

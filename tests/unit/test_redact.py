@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 
@@ -13,6 +12,7 @@ from mnemonic import Mnemonic
 
 from services.ingest.redact import MARKERS, checksum_ok, redact
 from shared.contracts.messages import Redaction
+from tests.support.base58 import b58check
 
 SEED = MARKERS["seed_phrase"]
 KEY = MARKERS["private_key"]
@@ -20,7 +20,6 @@ PASSWORD = MARKERS["password"]
 OTP = MARKERS["otp_code"]
 
 LANGUAGES = sorted(Mnemonic.list_languages())
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
 def phrase_words(language: str, entropy: bytes) -> list[str]:
@@ -30,16 +29,6 @@ def phrase_words(language: str, entropy: bytes) -> list[str]:
 
 def entropy(seed: int, words: int = 12) -> bytes:
     return random.Random(seed).randbytes(words * 4 // 3)
-
-
-def b58check(payload: bytes) -> str:
-    data = payload + hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
-    number = int.from_bytes(data, "big")
-    encoded = ""
-    while number:
-        number, digit = divmod(number, 58)
-        encoded = _B58[digit] + encoded
-    return "1" * (len(data) - len(data.lstrip(b"\0"))) + encoded
 
 
 def wif(key: bytes, *, compressed: bool) -> str:
