@@ -27,6 +27,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY services ./services
+COPY omniroute ./omniroute
 COPY policy ./policy
 COPY data/classify/corpus ./data/classify/corpus
 RUN --mount=type=cache,target=/root/.cache/pip \

@@ -58,7 +58,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
-	$(BIN)/mypy shared services
+	$(BIN)/mypy shared services omniroute
 
 test: lint typecheck $(MODEL) $(NPM_STAMP)
 	$(BIN)/python -m pytest

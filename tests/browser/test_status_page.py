@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.system import DEV_TOKEN, LocalSystem
+from omniroute.system import DEV_TOKEN, LocalSystem
 from shared.embedded import EmbeddedStack
 
 playwright_api = pytest.importorskip("playwright.sync_api")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from services.system import LocalSystem
+from omniroute.system import LocalSystem
 from shared.embedded import EmbeddedStack
 
 

@@ -19,9 +19,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from omniroute.samples import chat_message
+from omniroute.system import DEV_SECRET, LocalSystem
 from services.ingest.http import SIGNATURE_HEADER, sign
-from services.samples import chat_message
-from services.system import DEV_SECRET, LocalSystem
 from shared.contracts.agents import AGENT_ACTION_TAKEN, AgentActionTaken
 from shared.contracts.tickets import TicketEvent
 from shared.embedded import EmbeddedStack

@@ -27,7 +27,7 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "omniroute.cli",
             "bench",
             "--messages=150",
             "--rate=40",

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from omniroute.system import DEV_SECRET, DEV_TOKEN, LocalSystem
 from services.ingest.http import SIGNATURE_HEADER, sign
 from services.ingest.training import corrections_of, load_corpus, train
-from services.system import DEV_SECRET, DEV_TOKEN, LocalSystem
 from shared.settings import IngestSettings
 from shared.topics import MESSAGES, TICKETS
 from tests.support.classifier import classify_policy
@@ -190,7 +190,7 @@ def test_a_pickled_model_stops_ingest_at_start(system: LocalSystem, tmp_path: An
     env = {**system.env_for(system.services["ingest"]), "OMNIROUTE_CLASSIFIER_MODEL": str(model)}
     env["OMNIROUTE_HTTP_PORT"] = "0"
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "ingest"],
+        [sys.executable, "-m", "omniroute.cli", "ingest"],
         env=env,
         capture_output=True,
         timeout=60,

@@ -14,9 +14,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from pymongo import MongoClient
 
+from omniroute.samples import SAMPLES, chat_message
+from omniroute.system import DEV_SECRET, DEV_TOKEN, LocalSystem
 from services.ingest.http import SIGNATURE_HEADER, sign
-from services.samples import SAMPLES, chat_message
-from services.system import DEV_SECRET, DEV_TOKEN, LocalSystem
 from shared.ids import message_id
 from shared.topics import INBOUND_CHAT, TICKETS
 from tests.support.kafka import read_all

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
+from omniroute.samples import chat_message
+from omniroute.system import DEV_SECRET, DEV_TOKEN, LocalSystem
 from services.ingest.http import SIGNATURE_HEADER, sign
-from services.samples import chat_message
-from services.system import DEV_SECRET, DEV_TOKEN, LocalSystem
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e

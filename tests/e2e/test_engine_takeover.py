@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from omniroute.samples import chat_message
+from omniroute.system import DEV_SECRET, LocalSystem
 from services.ingest.http import SIGNATURE_HEADER, sign
-from services.samples import chat_message
-from services.system import DEV_SECRET, LocalSystem
 from shared.topics import SLA
 from tests.support.kafka import read_all
 from tests.support.waiting import wait_until

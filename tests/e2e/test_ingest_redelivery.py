@@ -23,8 +23,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from omniroute.system import DEV_SECRET, LocalSystem
 from services.ingest.http import SIGNATURE_HEADER, sign
-from services.system import DEV_SECRET, LocalSystem
 from shared.topics import INBOUND_BY_CHANNEL, MESSAGES
 from tests.support.kafka import read_all
 from tests.support.payloads import SHAPES, Shape

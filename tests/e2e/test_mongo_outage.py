@@ -26,7 +26,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pymongo.synchronous.database import Database
 
-from services.system import DEV_TOKEN, SERVICES, LocalSystem
+from omniroute.system import DEV_TOKEN, SERVICES, LocalSystem
 from shared.embedded import EmbeddedStack
 from shared.mongo import Document
 from shared.topics import AGENTS, INBOUND_BY_CHANNEL, INCIDENTS, MESSAGES, PARTITIONS, SLA, TICKETS

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
+from omniroute.samples import chat_message
+from omniroute.system import DEV_SECRET, DEV_TOKEN, LocalSystem
 from services.ingest.http import SIGNATURE_HEADER, sign
-from services.samples import chat_message
-from services.system import DEV_SECRET, DEV_TOKEN, LocalSystem
 from shared.embedded import EmbeddedStack
 from shared.ids import conversation_id, customer_id
 from tests.support.smtp import Mailbox, smtp_server

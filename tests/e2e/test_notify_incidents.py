@@ -20,7 +20,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.system import DEV_SECRET, DEV_TOKEN, LocalSystem
+from omniroute.system import DEV_SECRET, DEV_TOKEN, LocalSystem
 from shared.contracts.messages import MESSAGE_RECEIVED, Amount, Identity, Signals
 from shared.embedded import EmbeddedStack
 from shared.events import make_event

@@ -23,9 +23,9 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 
+from omniroute.samples import chat_message
+from omniroute.system import DEV_SECRET, DEV_TOKEN, SERVICES, LocalSystem
 from services.ingest.http import SIGNATURE_HEADER, sign
-from services.samples import chat_message
-from services.system import DEV_SECRET, DEV_TOKEN, SERVICES, LocalSystem
 from shared.embedded import free_port, spawn, stop_process
 from shared.topics import INBOUND_CHAT
 from tests.support.monitoring import (

@@ -34,8 +34,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from omniroute.system import DEV_SECRET, LocalSystem
 from services.ingest.http import SIGNATURE_HEADER, sign
-from services.system import DEV_SECRET, LocalSystem
 from shared.embedded import EmbeddedStack
 from shared.ids import message_id
 from shared.topics import DEADLETTER, INBOUND_CHAT, INBOUND_EMAIL, MESSAGES

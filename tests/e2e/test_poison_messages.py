@@ -47,8 +47,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
-from services.cli import asyncapi_json
-from services.system import SERVICES, LocalSystem
+from omniroute.cli import asyncapi_json
+from omniroute.system import SERVICES, LocalSystem
 from shared.contracts.agents import (
     AGENT_PRESENCE_CHANGED,
     AGENT_PROFILE_UPDATED,

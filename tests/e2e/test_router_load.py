@@ -34,9 +34,9 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pymongo import AsyncMongoClient
 
+from omniroute.system import DEV_TOKEN, LocalSystem
 from services.router.audit import Auditor
 from services.router.priority import load_policy
-from services.system import DEV_TOKEN, LocalSystem
 from shared.contracts.agents import AGENT_ACTION_TAKEN, AgentActionTaken, AgentProfile
 from shared.contracts.common import PROVIDERS_BY_CHANNEL, Category, Channel
 from shared.contracts.messages import MESSAGE_RECEIVED, MessageReceived

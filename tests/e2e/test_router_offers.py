@@ -18,7 +18,7 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from pymongo import AsyncMongoClient
 
-from services.system import DEV_TOKEN, LocalSystem
+from omniroute.system import DEV_TOKEN, LocalSystem
 from shared.contracts.messages import MESSAGE_RECEIVED
 from shared.contracts.tickets import TicketEvent
 from shared.embedded import EmbeddedStack

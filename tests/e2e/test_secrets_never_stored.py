@@ -30,8 +30,8 @@ from aiokafka import AIOKafkaProducer
 from bson import json_util
 from mnemonic import Mnemonic
 
+from omniroute.system import DEV_SECRET, LocalSystem
 from services.ingest.http import SIGNATURE_HEADER, sign
-from services.system import DEV_SECRET, LocalSystem
 from shared.contracts.common import Channel
 from shared.topics import ALL_TOPICS, DEADLETTER, INBOUND_BY_CHANNEL, MESSAGES
 from tests.support.base58 import b58check

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.system import LocalSystem
+from omniroute.system import LocalSystem
 from shared.embedded import EmbeddedStack
 from tests.e2e.test_sla_timers import Desk, lease_holder, sla_system
 from tests.support.waiting import await_until, wait_until

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from omniroute.system import LocalSystem
 from services.router.handlers import ticket_event
-from services.system import LocalSystem
 from shared.contracts.tickets import TicketEvent
 from shared.embedded import EmbeddedStack
 from shared.settings import REPO_POLICY_DIR

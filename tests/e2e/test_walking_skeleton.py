@@ -11,9 +11,9 @@ import httpx
 import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary_event
 
+from omniroute.samples import chat_message
+from omniroute.system import DEV_SECRET, DEV_TOKEN, LocalSystem
 from services.ingest.http import SIGNATURE_HEADER, sign
-from services.samples import chat_message
-from services.system import DEV_SECRET, DEV_TOKEN, LocalSystem
 from shared.ids import conversation_id
 from shared.topics import ALL_TOPICS, MESSAGES, TICKETS
 from tests.support.kafka import read_all

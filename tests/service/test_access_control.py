@@ -22,11 +22,11 @@ from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 from starlette.routing import Route
 
+from omniroute.samples import chat_message
 from services.ingest.app import build_app as ingest_app
 from services.ingest.http import SIGNATURE_HEADER, sign
 from services.notify.app import build_app as notify_app
 from services.router.app import build_app as router_app
-from services.samples import chat_message
 from services.sla.app import build_app as sla_app
 from shared.access import PUBLIC_PATHS, GuardedRoute
 from shared.audit import MemoryAuditLog

@@ -11,11 +11,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
+from omniroute.samples import chat_message
 from services.ingest.handlers import Inbound, Ingestor
 from services.ingest.http import SIGNATURE_HEADER, make_routes, sign
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import IngestPolicy
-from services.samples import chat_message
 from shared.access import Access
 from shared.audit import MemoryAuditLog
 from shared.settings import IngestSettings

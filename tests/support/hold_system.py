@@ -10,7 +10,7 @@ import json
 import sys
 import time
 
-from services.dev import running_system
+from omniroute.dev import running_system
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from services.cli import asyncapi_json
+from omniroute.cli import asyncapi_json
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "asyncapi"

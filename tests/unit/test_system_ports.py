@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-import services.system as system_module
-from services.system import LocalSystem, ServiceProcess
+import omniroute.system as system_module
+from omniroute.system import LocalSystem, ServiceProcess
 
 
 def test_a_port_the_kernel_offers_twice_is_not_given_twice(

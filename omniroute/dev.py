@@ -20,9 +20,9 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from omniroute.samples import SAMPLES, chat_message, sample_stream
+from omniroute.system import DEV_SECRET, LocalSystem
 from services.ingest.http import SIGNATURE_HEADER, sign
-from services.samples import SAMPLES, chat_message, sample_stream
-from services.system import DEV_SECRET, LocalSystem
 from shared.auth import new_key
 from shared.embedded import EmbeddedStack
 from shared.scopes import Scope

@@ -16,7 +16,7 @@ breach on `support.sla`:
     lag = Kafka record timestamp (set when the engine hands the event to its producer)
           - the threshold's time (`threshold_at`: the warning time, or the due time)
 
-`python -m services.bench.sla_lag [--timers N]` prints the figures.
+`python -m omniroute.bench.sla_lag [--timers N]` prints the figures.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from typing import Any
 import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from omniroute.system import LocalSystem
 from services.router.handlers import ticket_event
-from services.system import LocalSystem
 from shared.contracts.common import CHANNELS, Channel, Priority
 from shared.contracts.tickets import TicketEvent
 from shared.embedded import EmbeddedStack
@@ -228,7 +228,7 @@ async def measure_firing_lag(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.bench.sla_lag", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m omniroute.bench.sla_lag", description=__doc__)
     parser.add_argument("--timers", type=int, default=10_000, help="tickets (2 timers each)")
     parser.add_argument("--target-s", type=float, default=30.0, help="first-response target")
     parser.add_argument("--spread-s", type=float, default=6.0, help="thresholds spread over")

@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return keys_main(argv[1:])
     if argv[:1] == ["bench"]:
-        from services.bench.run import main as bench_main
+        from omniroute.bench.run import main as bench_main
 
         return bench_main(argv[1:])
     args = parser.parse_args(argv)
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "asyncapi":
         print(asyncapi_json(args.service))
         return 0
-    from services import dev as devmod
+    from omniroute import dev as devmod
 
     if args.command == "dev":
         return devmod.run_dev(

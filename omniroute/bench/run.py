@@ -28,10 +28,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import MongoClient
 
-from services.bench.load import Payload, generate
-from services.bench.sla_lag import measure_firing_lag
-from services.bench.store_costs import measure_store_costs
-from services.system import DEV_SECRET, DEV_TOKEN, LocalSystem
+from omniroute.bench.load import Payload, generate
+from omniroute.bench.sla_lag import measure_firing_lag
+from omniroute.bench.store_costs import measure_store_costs
+from omniroute.system import DEV_SECRET, DEV_TOKEN, LocalSystem
 from shared.embedded import EmbeddedStack
 from shared.topics import TICKETS
 

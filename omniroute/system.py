@@ -101,7 +101,7 @@ class LocalSystem:
     def start_service(self, name: str) -> None:
         svc = self.services[name]
         svc.proc = spawn(
-            [sys.executable, "-m", "services.cli", svc.service],
+            [sys.executable, "-m", "omniroute.cli", svc.service],
             log_path=svc.log_path,
             env=self.env_for(svc),
         )
