@@ -5,16 +5,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, TopicPartition
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
 from prometheus_client import CollectorRegistry
 
+from shared.asyncapi import records
 from shared.settings import ServiceSettings
 from shared.topics import PARTITIONS
 
@@ -88,6 +90,40 @@ def _readable(value: object) -> bytes:
 async def raw_bodies(msg: StreamMessage[Any]) -> Any:
     """No decoding: the body (a batch's list of values) as bytes."""
     return msg.body
+
+
+def batch_subscriber(
+    broker: KafkaBroker,
+    settings: ServiceSettings,
+    *topics: str,
+    group_id: str,
+    description: str,
+    partitions: Sequence[TopicPartition] = (),
+    batch_timeout_ms: int = 50,
+) -> Callable[[Callable[..., Awaitable[None]]], Any]:
+    """The one way every service consumes: batches of raw records.
+
+    The handler gets the batch undecoded (`Records`): the consumer kit (shared/consume.py)
+    decodes each record, so one poison record is dead-lettered instead of failing the
+    batch. Offsets are committed after the handler returns, a failure rewinds the batch
+    (NACK), and a new group starts from the earliest record. Workers join a consumer
+    group (`topics`); engines assign themselves `partitions` (no group membership).
+    """
+    return broker.subscriber(
+        *topics,
+        partitions=list(partitions),
+        group_id=group_id,
+        batch=True,
+        max_records=settings.kafka_max_batch,
+        batch_timeout_ms=batch_timeout_ms,
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        auto_offset_reset="earliest",
+        decoder=records,
+        description=description,
+        # Group liveness; unused by an engine's assigned partitions.
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+    )
 
 
 def engine_partitions(*topics: str) -> list[TopicPartition]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
@@ -24,9 +23,9 @@ from services.ingest.store import (
 from services.ingest.textmodel import TextModel
 from services.ingest.training import load_or_train
 from shared.access import Access
-from shared.asyncapi import RawInbound, Records, declare_sends, records
+from shared.asyncapi import RawInbound, Records, declare_sends
 from shared.audit import AuditLog, MongoAuditLog
-from shared.broker import ensure_topics, make_broker
+from shared.broker import batch_subscriber, ensure_topics, make_broker
 from shared.contracts.tickets import TicketEvent
 from shared.events import publish_all
 from shared.logging import configure_logging
@@ -72,17 +71,11 @@ def build_app(
         settings, audit or MongoAuditLog(db, settings.api_audit_retention_days), metrics.access
     )
 
-    @broker.subscriber(
+    @batch_subscriber(
+        broker,
+        settings,
         *INBOUND_BY_CHANNEL.values(),
         group_id=GROUP_ID,
-        batch=True,
-        max_records=settings.kafka_max_batch,
-        batch_timeout_ms=50,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        auto_offset_reset="earliest",
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-        decoder=records,
         description="Customer messages from channel adapters in providers' own formats;"
         " each becomes one event on support.messages, or a dead letter with the reason",
     )
@@ -92,17 +85,12 @@ def build_app(
         # Offsets are committed (by the ack policy) only after every event is acknowledged.
         await publish_all(broker, events)
 
-    @broker.subscriber(
+    @batch_subscriber(
+        broker,
+        settings,
         TICKETS,
         group_id=TRAINING_GROUP_ID,
-        batch=True,
-        max_records=settings.kafka_max_batch,
         batch_timeout_ms=200,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        auto_offset_reset="earliest",
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-        decoder=records,
         description="Ticket events; agents' `recategorized` corrections become training examples",
     )
     async def on_ticket(batch: Records[TicketEvent]) -> None:

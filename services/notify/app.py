@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import httpx
-from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
@@ -20,9 +19,9 @@ from services.notify.senders import SmtpTransport, Transports
 from services.notify.store import MongoNotifyStore, NotifyStore
 from services.sla.deadlines import load_policy as load_sla_policy
 from shared.access import Access, AccessMetrics
-from shared.asyncapi import Records, declare_sends, records
+from shared.asyncapi import Records, declare_sends
 from shared.audit import AuditLog, MongoAuditLog
-from shared.broker import ensure_topics, make_broker
+from shared.broker import batch_subscriber, ensure_topics, make_broker
 from shared.contracts.incidents import Incident
 from shared.contracts.messages import MessageReceived
 from shared.contracts.sla import SlaEvent
@@ -121,20 +120,14 @@ def build_app(
         config=delivery_config(settings),
     )
 
-    @broker.subscriber(
+    @batch_subscriber(
+        broker,
+        settings,
         MESSAGES,
         TICKETS,
         SLA,
         INCIDENTS,
         group_id=GROUP_ID,
-        batch=True,
-        max_records=settings.kafka_max_batch,
-        batch_timeout_ms=50,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        auto_offset_reset="earliest",
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
-        decoder=records,
         description="Messages (routes and facts), ticket changes, SLA breaches and incidents"
         " that customers are told about",
     )

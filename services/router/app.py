@@ -7,7 +7,6 @@ import contextlib
 import logging
 from functools import partial
 
-from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Gauge
 from pymongo import AsyncMongoClient
@@ -19,9 +18,15 @@ from services.router.metrics import RouterMetrics
 from services.router.priority import load_policy
 from services.router.store import MongoRouterStore, RouterStore
 from shared.access import Access, AccessMetrics
-from shared.asyncapi import Records, declare_sends, document, records
+from shared.asyncapi import Records, declare_sends, document
 from shared.audit import AuditLog, MongoAuditLog
-from shared.broker import engine_partitions, ensure_topics, make_broker, verify_partitions
+from shared.broker import (
+    batch_subscriber,
+    engine_partitions,
+    ensure_topics,
+    make_broker,
+    verify_partitions,
+)
 from shared.contracts.agents import AgentEvent
 from shared.contracts.messages import MessageReceived
 from shared.contracts.sla import SlaEvent
@@ -76,16 +81,13 @@ def build_app(
         lease=lease,
     )
 
-    @inputs.subscriber(
+    @batch_subscriber(
+        inputs,
+        settings,
         # The lease is the membership: every partition, assigned, committed as GROUP_ID.
         partitions=engine_partitions(*INPUT_TOPICS),
         group_id=GROUP_ID,
-        batch=True,
-        max_records=settings.kafka_max_batch,
         batch_timeout_ms=20,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        auto_offset_reset="earliest",
-        decoder=records,
         description="Customer messages (support.messages), agent profiles, presence and"
         " actions (support.agents) and SLA warnings and breaches (support.sla), applied in"
         " order to one matching engine on the lease holder",

@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import Coroutine
 from functools import partial
 
-from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Gauge
 from pymongo import AsyncMongoClient
@@ -23,8 +22,14 @@ from services.sla.store import (
     SlaStore,
     WriteThroughJournal,
 )
-from shared.asyncapi import Records, declare_sends, document, records
-from shared.broker import engine_partitions, ensure_topics, make_broker, verify_partitions
+from shared.asyncapi import Records, declare_sends, document
+from shared.broker import (
+    batch_subscriber,
+    engine_partitions,
+    ensure_topics,
+    make_broker,
+    verify_partitions,
+)
 from shared.contracts.tickets import TicketEvent
 from shared.lease import EngineHost, EngineLease, Lease
 from shared.logging import configure_logging
@@ -99,16 +104,13 @@ def build_app(
         gc=GcPause() if producer is not None else None,
     )
 
-    @inputs.subscriber(
+    @batch_subscriber(
+        inputs,
+        settings,
         # The lease is the membership: every partition, assigned, committed as GROUP_ID.
         partitions=engine_partitions(*INPUT_TOPICS),
         group_id=GROUP_ID,
-        batch=True,
-        max_records=settings.kafka_max_batch,
         batch_timeout_ms=20,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        auto_offset_reset="earliest",
-        decoder=records,
         description="Ticket events drive first-response, next-response and resolution timers"
         " (started, paused while waiting on the customer, met), on the lease holder",
     )
