@@ -38,7 +38,7 @@ from shared.contracts.common import Category
 from shared.events import make_event, publish_all
 from shared.ids import event_id
 from shared.scopes import AGENTS_ADMIN, AGENTS_READ, TICKETS_ACT, TICKETS_READ
-from shared.service import parse_body
+from shared.service import BodyT, parse_body
 from shared.settings import RouterSettings
 from shared.topics import AGENTS
 
@@ -191,18 +191,29 @@ def make_routes(
             status_code=202,
         )
 
-    async def post_action(request: Request, call: Call) -> Response:
+    async def ticket_body(
+        request: Request, call: Call, model: type[BodyT]
+    ) -> tuple[str, BodyT] | Response:
+        """The ticket id and the body of an agent's request, or the refusal to return."""
         tid = str(request.path_params["ticket_id"])
+        if err := bad_id(tid):
+            return err
+        data = await parse_body(request, model)
+        if isinstance(data, JSONResponse):
+            return data
+        agent_id = getattr(data, "agent_id", "")
+        if denied := not_for(call, agent_id):
+            return denied
+        return tid, data
+
+    async def post_action(request: Request, call: Call) -> Response:
         action = str(request.path_params["action"])
         if action not in ACTIONS:
             return JSONResponse({"error": "unknown action"}, status_code=404)
-        if err := bad_id(tid):
-            return err
-        data = await parse_body(request, ActionIn)
-        if isinstance(data, JSONResponse):
-            return data
-        if denied := not_for(call, data.agent_id):
-            return denied
+        parsed = await ticket_body(request, call, ActionIn)
+        if isinstance(parsed, Response):
+            return parsed
+        tid, data = parsed
         ev = AgentActionTaken(
             agent_id=data.agent_id,
             ticket_id=tid,
@@ -214,14 +225,10 @@ def make_routes(
 
     async def post_category(request: Request, call: Call) -> Response:
         """An agent's correction of a ticket's category (re-prioritised by the engine)."""
-        tid = str(request.path_params["ticket_id"])
-        if err := bad_id(tid):
-            return err
-        data = await parse_body(request, CategoryIn)
-        if isinstance(data, JSONResponse):
-            return data
-        if denied := not_for(call, data.agent_id):
-            return denied
+        parsed = await ticket_body(request, call, CategoryIn)
+        if isinstance(parsed, Response):
+            return parsed
+        tid, data = parsed
         ev = AgentActionTaken(
             agent_id=data.agent_id,
             ticket_id=tid,

@@ -14,6 +14,7 @@ from pymongo import MongoClient
 from omniroute.samples import chat_message
 from omniroute.system import DEV_SECRET, DEV_TOKEN, LocalSystem
 from services.ingest.http import SIGNATURE_HEADER, sign
+from tests.support.engines import metric, with_standby
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -25,27 +26,12 @@ def holder_of(db: Any, name: str) -> str | None:
     return doc["holder"] if doc else None
 
 
-def metric(url: str, name: str) -> float:
-    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not exported")
-
-
 @pytest.mark.parametrize("engine", ["router", "sla"])
 def test_standby_takes_over_when_the_holder_dies(system: LocalSystem, engine: str) -> None:
     db = MongoClient(system.stack.mongo_uri, tz_aware=True)[system.mongo_db]
-    standby = system.add_replica(engine)
-    system.wait_ready(timeout_s=60, names=(standby,))
     gauge = f"omniroute_{engine}_lease_holder"
     # Exactly one of the two consumes.
-    wait_until(
-        lambda: metric(system.url(engine), gauge) + metric(system.url(standby), gauge) == 1,
-        30,
-        "one lease holder",
-    )
-    active = engine if metric(system.url(engine), gauge) == 1 else standby
-    other = standby if active == engine else engine
+    active, other = with_standby(system, engine)
     system.kill(active, signal.SIGKILL)
     started = time.monotonic()
     wait_until(lambda: metric(system.url(other), gauge) == 1, 30, "standby took over")

@@ -24,18 +24,12 @@ from omniroute.samples import chat_message
 from omniroute.system import DEV_SECRET, LocalSystem
 from services.ingest.http import SIGNATURE_HEADER, sign
 from shared.topics import SLA
+from tests.support.engines import metric, with_standby
 from tests.support.kafka import read_all
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 TAKEOVER_LIMIT_S = 5.0
-
-
-def metric(url: str, name: str) -> float:
-    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not exported")
 
 
 def timer_started(system: LocalSystem, ticket_id: str) -> bool:
@@ -64,16 +58,8 @@ def send(system: LocalSystem, run: str, n: int) -> str:
 def test_the_standby_works_within_five_seconds_of_the_holders_death(
     system: LocalSystem, db: Any, engine: str
 ) -> None:
-    standby = system.add_replica(engine)
-    system.wait_ready(timeout_s=60, names=(standby,))
     gauge = f"omniroute_{engine}_lease_holder"
-    wait_until(
-        lambda: metric(system.url(engine), gauge) + metric(system.url(standby), gauge) == 1,
-        30,
-        "one lease holder",
-    )
-    holder = engine if metric(system.url(engine), gauge) == 1 else standby
-    survivor = standby if holder == engine else engine
+    holder, survivor = with_standby(system, engine)
 
     # A steady stream of chats before, during and after the kill.
     run = uuid.uuid4().hex[:6]
