@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field
 
 from services.ingest.model import ParsedMessage, ParserConfig, ParseResult, Skipped
-from services.ingest.parsers.chat_generic import (
+from services.ingest.parsers.common import (
     Id,
     Shape,
     UtcTime,

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 from pydantic import BeforeValidator, Field, StrictBool, StrictInt
 
 from services.ingest.model import ParsedMessage, ParseError, ParserConfig, ParseResult, Skipped
-from services.ingest.parsers.chat_generic import (
+from services.ingest.parsers.common import (
     Id,
     Shape,
     UtcTime,

@@ -35,7 +35,7 @@ from inscriptis.model.config import ParserConfig as HtmlConfig  # type: ignore[i
 from inscriptis.model.html_element import HtmlElement  # type: ignore[import-untyped]
 
 from services.ingest.model import ParsedMessage, ParseError, ParserConfig, ParseResult, Skipped
-from services.ingest.parsers.chat_generic import (
+from services.ingest.parsers.common import (
     MAX_ID_CHARS,
     MAX_LINE_CHARS,
     clean_line,

@@ -17,7 +17,7 @@ from typing import Annotated
 from pydantic import Field, StrictBool, StrictInt
 
 from services.ingest.model import ParsedMessage, ParseError, ParserConfig, ParseResult, Skipped
-from services.ingest.parsers.chat_generic import (
+from services.ingest.parsers.common import (
     Shape,
     UtcTime,
     clean_line,

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 from pydantic import Field
 
 from services.ingest.model import ParsedMessage, ParseError, ParserConfig, ParseResult, Skipped
-from services.ingest.parsers.chat_generic import (
+from services.ingest.parsers.common import (
     Id,
     Shape,
     clean_text,

@@ -22,7 +22,7 @@ from defusedxml import DefusedXmlException
 from pydantic import BeforeValidator, Field
 
 from services.ingest.model import ParsedMessage, ParseError, ParserConfig, ParseResult, Skipped
-from services.ingest.parsers.chat_generic import Id, Shape, clean_text, from_unix, validate
+from services.ingest.parsers.common import Id, Shape, clean_text, from_unix, validate
 from shared.contracts.common import Provider
 from shared.contracts.messages import Attachment, Identity
 

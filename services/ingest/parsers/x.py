@@ -23,7 +23,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, StrictBool
 
 from services.ingest.model import ParsedMessage, ParseError, ParserConfig, ParseResult, Skipped
-from services.ingest.parsers.chat_generic import (
+from services.ingest.parsers.common import (
     Id,
     Shape,
     clean_line,
