@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -144,10 +145,15 @@ async def verify_partitions(bootstrap: str, topics: tuple[str, ...]) -> None:
     An engine that assigns itself partitions must know them all: a topic with more
     partitions than declared would leave some unread.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="omniroute-admin")
-    await admin.start()
+    # Bounded: a lost reply must not hold a takeover for aiokafka's default 40 s; the
+    # activation fails fast and the host tries again a second later.
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="omniroute-admin", request_timeout_ms=3000
+    )
     try:
-        described = await admin.describe_topics(list(topics))
+        async with asyncio.timeout(5):
+            await admin.start()
+            described = await admin.describe_topics(list(topics))
     finally:
         await admin.close()
     found = {t["topic"]: len(t.get("partitions") or ()) for t in described}

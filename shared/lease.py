@@ -146,7 +146,7 @@ class EngineHost:
     holder_gauge: Gauge
     # Run before consuming (e.g. the broker's partitions are the ones the engine assigns).
     check: Callable[[], Awaitable[None]] | None = None
-    activation_timeout_s: float = 60.0
+    activation_timeout_s: float = 20.0
     active: bool = False
     task: asyncio.Task[None] | None = None
 
@@ -159,10 +159,22 @@ class EngineHost:
             # Bounded: an activation stuck on an unreachable broker or store must give the
             # lease back (the standby may reach them), not hold it while doing nothing.
             async with asyncio.timeout(self.activation_timeout_s):
+                started = time.monotonic()
                 if self.check is not None:
                     await self.check()
+                checked = time.monotonic()
                 await self.load_state()  # everything the previous holder stored
+                loaded = time.monotonic()
                 await self.inputs.start()
+            log.info(
+                "engine activated",
+                extra={
+                    "lease": self.lease.name,
+                    "check_s": round(checked - started, 3),
+                    "load_s": round(loaded - checked, 3),
+                    "start_s": round(time.monotonic() - loaded, 3),
+                },
+            )
         except BaseException:
             renewing.cancel()
             with contextlib.suppress(Exception):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 from mnemonic import Mnemonic
 
-from services.ingest.handlers import scrub
+from services.ingest.redact import scrub
 from shared.contracts.deadletter import MAX_PAYLOAD_CHARS, DeadLettered
 from shared.deadletter import MAX_KEY_CHARS, dead_letter
 from shared.events import NotACloudEvent, envelope_of

@@ -17,7 +17,7 @@ from urllib.parse import unquote_plus, urlencode
 import pytest
 from mnemonic import Mnemonic
 
-from services.ingest.handlers import scrub
+from services.ingest.redact import scrub
 from shared.contracts.deadletter import DeadLettered
 from tests.support.factories import T0
 
