@@ -15,7 +15,7 @@ import logging
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -306,14 +306,7 @@ def train(
         "held_out": evaluation.to_dict(),
     }
     return Trained(
-        model=TextModel(
-            categories=model.categories,
-            vocabulary=model.vocabulary,
-            idf=model.idf,
-            coef=model.coef,
-            intercept=model.intercept,
-            meta=meta,
-        ),
+        model=replace(model, meta=meta),
         held_out=evaluation,
         train_count=len(train_side) + len(extra),
     )
