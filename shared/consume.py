@@ -12,14 +12,13 @@ Poison, each dead-lettered with its reason, never stopping the batch around it: 
 without `ce_type` or `ce_id` ("missing ce_type"), a type the consumer does not read on a
 topic whose every type is in the contract ("unknown event type": parked where people look,
 not dropped), and data that fails its type's model ("invalid <kind> event", with the
-number of errors). Types that other consumers of the same topic read can be skipped unread
-(`Contracts.ignore`). A decision that raises on a decoded event is the caller's to
+number of errors). A decision that raises on a decoded event is the caller's to
 dead-letter, with `Decoder.dead(..., reason=f"unprocessable {kind} event")`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -41,11 +40,9 @@ class Contracts:
     """The CloudEvents types a consumer reads and the model of each.
 
     A key ending in "." is a prefix (`omniroute.ticket.` reads every ticket event).
-    `ignore` holds types or prefixes that other consumers of the same topics read.
     """
 
     models: Mapping[str, type[BaseModel]]
-    ignore: frozenset[str] = frozenset()
 
     def model_of(self, ce_type: str) -> type[BaseModel] | None:
         exact = self.models.get(ce_type)
@@ -55,9 +52,6 @@ class Contracts:
             if key.endswith(".") and ce_type.startswith(key):
                 return model
         return None
-
-    def ignored(self, ce_type: str) -> bool:
-        return any(ce_type == i or (i.endswith(".") and ce_type.startswith(i)) for i in self.ignore)
 
 
 @dataclass(frozen=True)
@@ -74,7 +68,6 @@ class Incoming:
 class Decoded:
     events: list[Incoming] = field(default_factory=list)
     dead: list[OutboundEvent] = field(default_factory=list)
-    skipped: int = 0
 
 
 @dataclass
@@ -109,10 +102,7 @@ class Decoder:
                 continue
             model = self.contracts.model_of(env.type)
             if model is None:
-                if self.contracts.ignored(env.type):
-                    out.skipped += 1
-                else:
-                    out.dead.append(self.dead("unknown event type", record, now))
+                out.dead.append(self.dead("unknown event type", record, now))
                 continue
             try:
                 event = model.model_validate_json(record.value or b"")
@@ -124,8 +114,3 @@ class Decoder:
                 continue
             out.events.append(Incoming(event, env.type, env.id, record))
         return out
-
-
-def only(events: Sequence[Incoming], model: type[BaseModel]) -> list[Incoming]:
-    """The decoded events of one model, in order."""
-    return [i for i in events if isinstance(i.event, model)]

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from services.ingest.classify import Classification, ClassifyPolicy, classify_many
 from services.ingest.customers import CustomerRef
 from services.ingest.metrics import IngestMetrics
@@ -20,6 +18,7 @@ from services.ingest.pipeline import IngestPolicy, Prepared, finish, language_of
 from services.ingest.redact import scrub
 from services.ingest.store import ClassifiedText, Correction, CustomerStore, TrainingStore
 from services.ingest.textmodel import TextModel
+from shared.consume import Contracts, Decoder
 from shared.contracts.common import PROVIDERS_BY_CHANNEL, Channel
 from shared.contracts.messages import MESSAGE_RECEIVED
 from shared.contracts.tickets import TicketEvent, ticket_event_type
@@ -200,29 +199,22 @@ class Teacher:
     texts: TrainingStore
     metrics: IngestMetrics
 
+    def __post_init__(self) -> None:
+        self.decoder = Decoder(
+            "ingest",
+            Contracts({RECATEGORIZED: TicketEvent}),
+            on_dead=lambda reason: self.metrics.deadletters.labels(reason).inc(),
+        )
+
     async def process(self, records: Sequence[Any]) -> list[OutboundEvent]:
-        now = datetime.now(UTC)
+        # Every other ticket event is for other consumers (and so is their poison):
+        # skipped unread; a malformed correction is dead-lettered by the consumer kit.
+        mine = [r for r in records if header(r.headers or [], "ce_type") == RECATEGORIZED]
+        batch = self.decoder.decode(mine, datetime.now(UTC))
         corrections: list[Correction] = []
-        dead: list[OutboundEvent] = []
-        for record in records:
-            # Every other ticket event is for other consumers: skipped unread.
-            if header(record.headers or [], "ce_type") != RECATEGORIZED:
-                continue
-            try:
-                ev = TicketEvent.model_validate_json(record.value or b"")
-            except ValidationError as exc:
-                self.metrics.deadletters.labels("invalid ticket event").inc()
-                dead.append(
-                    dead_letter(
-                        service="ingest",
-                        reason="invalid ticket event",
-                        detail=f"{exc.error_count()} errors",
-                        payload=record.value or b"",
-                        now=now,
-                        record=record,
-                    )
-                )
-                continue
+        for item in batch.events:
+            ev = item.event
+            assert isinstance(ev, TicketEvent)
             if ev.message_id is None:
                 self.metrics.training_examples.labels("no_message").inc()
                 continue
@@ -232,4 +224,4 @@ class Teacher:
         stored = await self.texts.learn(corrections)
         self.metrics.training_examples.labels("stored").inc(stored)
         self.metrics.training_examples.labels("text_expired").inc(len(corrections) - stored)
-        return dead
+        return batch.dead
