@@ -17,6 +17,8 @@ SLA: Final = "support.sla"
 INCIDENTS: Final = "support.incidents"
 NOTIFICATIONS: Final = "support.notifications"
 DEADLETTER: Final = "support.deadletter"
+CUSTOMERS: Final = "support.customers"  # compacted, keyed by customer id
+ERASURES: Final = "support.erasures"
 
 INBOUND_BY_CHANNEL: Final[dict[Channel, str]] = {
     "email": INBOUND_EMAIL,
@@ -40,5 +42,7 @@ PARTITIONS: Final[dict[str, int]] = {
     INCIDENTS: 1,
     NOTIFICATIONS: 2,
     DEADLETTER: 1,
+    CUSTOMERS: 4,
+    ERASURES: 1,
 }
 ALL_TOPICS: Final[tuple[str, ...]] = tuple(PARTITIONS)

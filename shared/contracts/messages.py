@@ -82,6 +82,12 @@ class MessageReceived(Contract):
     received_at: UtcDatetime = Field(description="When ingest accepted it")
     customer_id: str = Field(description="Resolved customer id (stable per identity)")
     customer_tier: str = Field(default="standard", description="standard, vip1..vip9")
+    anti_phishing_code: str | None = Field(
+        default=None, description="The customer's anti-phishing code, for replies to show"
+    )
+    customer_language: str | None = Field(
+        default=None, description="The customer's preferred language, if the exchange set one"
+    )
     identities: tuple[Identity, ...] = Field(default=(), description="Sender identities seen")
     sender_name: str | None = Field(default=None, description="Display name, if given")
     subject: str | None = None

@@ -27,7 +27,7 @@ from shared.settings import (
     ServiceSettings,
     SlaSettings,
 )
-from shared.topics import ALL_TOPICS, DEADLETTER, INBOUND_BY_CHANNEL, PARTITIONS, TICKETS
+from shared.topics import ALL_TOPICS, CUSTOMERS, DEADLETTER, INBOUND_BY_CHANNEL, PARTITIONS, TICKETS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -543,7 +543,11 @@ def test_a_kafka_topic_per_contract_topic_with_its_partitions(
         assert spec["replicas"] == replicas, name
         # acks=all waits for min.insync.replicas: one broker can be down.
         assert spec["config"]["min.insync.replicas"] == max(1, replicas - 1), name
-        assert spec["config"]["retention.ms"] > 0, name
+        if name == CUSTOMERS:  # the latest record per customer, kept until a tombstone
+            assert spec["config"]["cleanup.policy"] == "compact"
+            assert "retention.ms" not in spec["config"]
+        else:
+            assert spec["config"]["retention.ms"] > 0, name
 
 
 @needs_kubectl
@@ -551,6 +555,7 @@ def test_dead_letters_are_kept_longest(prod: tuple[dict[str, Any], ...]) -> None
     retention = {
         t["spec"]["topicName"]: t["spec"]["config"]["retention.ms"]
         for t in of_kind(prod, "KafkaTopic")
+        if t["spec"]["topicName"] != CUSTOMERS  # compacted: no time-based retention
     }
     kept = retention.pop(DEADLETTER)
     assert kept > max(retention.values())
