@@ -12,16 +12,9 @@ from prometheus_client import CollectorRegistry, Gauge
 from pymongo import AsyncMongoClient
 
 from services.sla.deadlines import SlaState, load_policy
-from services.sla.handlers import BrokerOutput, GcPause, Output, ProducerOutput, SlaEngine
+from services.sla.handlers import GcPause, SlaEngine
 from services.sla.metrics import SlaMetrics
-from services.sla.published import KafkaPublishedLog, NoPublishedLog, PublishedLog
-from services.sla.store import (
-    MongoSlaJournal,
-    MongoSlaStore,
-    SlaJournal,
-    SlaStore,
-    WriteThroughJournal,
-)
+from services.sla.store import JOURNAL, MongoSlaStore, SlaStore
 from shared.asyncapi import Records, declare_sends, document
 from shared.broker import (
     batch_subscriber,
@@ -31,6 +24,16 @@ from shared.broker import (
     verify_partitions,
 )
 from shared.contracts.tickets import TicketEvent
+from shared.journal import (
+    BrokerOutput,
+    Journal,
+    KafkaPublishedLog,
+    MongoJournal,
+    NoPublishedLog,
+    Output,
+    ProducerOutput,
+    PublishedLog,
+)
 from shared.lease import EngineHost, EngineLease, Lease
 from shared.logging import configure_logging
 from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
@@ -51,7 +54,7 @@ def build_app(
     registry: CollectorRegistry | None = None,
     lease: EngineLease | None = None,
     store: SlaStore | None = None,
-    journal: SlaJournal | None = None,
+    journal: Journal | None = None,
     published: PublishedLog | None = None,
 ) -> ServiceApp:
     settings = settings or SlaSettings()
@@ -83,7 +86,7 @@ def build_app(
     )
     mongo = mongo or make_mongo_client(settings)
     db = mongo[settings.mongo_db]
-    journal = journal or (MongoSlaJournal(db) if store is None else WriteThroughJournal(store))
+    journal = journal or MongoJournal(db, JOURNAL)
     store = store or MongoSlaStore(db)
     lease = lease or Lease(db, "sla", ttl_s=settings.lease_ttl_s)
     backoff = StoreBackoff.create("sla", registry)

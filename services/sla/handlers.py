@@ -1,11 +1,11 @@
 """SLA's Kafka edge and its clock: ticket events in, timer events out; due thresholds fired.
 
 Both paths — a batch of ticket events, and a firing of due thresholds — take one step:
-decide in memory, append one journal entry (the durable record of the step, see store.py),
-hand the events to the producer, and only then let go. Input offsets are committed after
-the batch's events are acknowledged. A failure anywhere marks the state for reloading;
-the reload publishes whatever journaled events the topic lacks, so every warning and
-breach leaves exactly once across crashes and lease takeovers.
+decide in memory, append one journal entry (the durable record of the step: the engines'
+journal, shared/journal.py), hand the events to the producer, and only then let go. Input
+offsets are committed after the batch's events are acknowledged. A failure anywhere marks
+the state for reloading; the reload publishes whatever journaled events the topic lacks,
+so every warning and breach leaves exactly once across crashes and lease takeovers.
 """
 
 from __future__ import annotations
@@ -18,21 +18,27 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from faststream.kafka import KafkaBroker
-
-from services.sla.compactor import Compactor
 from services.sla.deadlines import SlaState
 from services.sla.metrics import SlaMetrics
-from services.sla.published import NoPublishedLog, PublishedLog
-from services.sla.store import JournalEntry, Marks, SlaJournal, SlaStore, merge_timers
+from services.sla.store import NEW, TIMERS, SlaStore, journaled, timer_from_doc
 from shared.consume import Contracts, Decoder
 from shared.contracts.sla import SlaEvent, sla_event_type
 from shared.contracts.tickets import TicketEvent
-from shared.events import OutboundEvent, make_event, send_all
+from shared.events import OutboundEvent, make_event
 from shared.ids import event_id
+from shared.journal import (
+    Compactor,
+    Entry,
+    Journal,
+    Marks,
+    NoPublishedLog,
+    Output,
+    PublishedLog,
+    latest,
+    unpublished,
+)
 from shared.lease import EngineLease
 from shared.topics import SLA
 
@@ -90,53 +96,6 @@ def sla_event(ev: SlaEvent) -> OutboundEvent:
     )
 
 
-class Output(Protocol):
-    async def send(self, events: Iterable[OutboundEvent]) -> list[asyncio.Future[Any]]:
-        """Hand events to the producer in order; the futures resolve when Kafka has them."""
-        ...
-
-
-@dataclass
-class BrokerOutput:
-    """Through a FastStream broker (the in-memory test broker delivers at once)."""
-
-    broker: KafkaBroker
-
-    async def send(self, events: Iterable[OutboundEvent]) -> list[asyncio.Future[Any]]:
-        return await send_all(self.broker, events)
-
-
-@dataclass
-class ProducerOutput:
-    """Straight to an aiokafka producer: a threshold's event leaves without FastStream's
-    per-message middleware (~150 µs each here), and a batch's events go out batched."""
-
-    config: dict[str, Any]  # AIOKafkaProducer keyword arguments
-    producer: Any = None  # created in start(): aiokafka wants a running loop
-
-    async def start(self) -> None:
-        self.producer = AIOKafkaProducer(**self.config)
-        await self.producer.start()
-
-    async def stop(self) -> None:
-        if self.producer is not None:
-            await self.producer.stop()
-            self.producer = None
-
-    async def send(self, events: Iterable[OutboundEvent]) -> list[asyncio.Future[Any]]:
-        if self.producer is None:
-            raise RuntimeError("output producer not started")
-        return [
-            await self.producer.send(
-                event.topic,
-                event.value,
-                key=event.key.encode() if event.key is not None else None,
-                headers=[(k, v.encode()) for k, v in event.headers.items()],
-            )
-            for event in events
-        ]
-
-
 @dataclass
 class Step:
     """What one step changed, grouped by ticket so a journal entry never splits a ticket."""
@@ -171,7 +130,7 @@ class SlaEngine:
     store: SlaStore
     output: Output
     metrics: SlaMetrics
-    journal: SlaJournal
+    journal: Journal
     published: PublishedLog = field(default_factory=NoPublishedLog)
     lease: EngineLease | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
@@ -188,10 +147,9 @@ class SlaEngine:
     def __post_init__(self) -> None:
         self.decoder = Decoder("sla", INPUTS)
         self.compactor = Compactor(
-            self.store,
+            self._fold,
             self.journal,
             may_write=self._may_write,
-            on_stored=self._stored,
             quiet=self._quiet,
             interval_s=self.compact_interval_s,
         )
@@ -203,9 +161,10 @@ class SlaEngine:
         until = self.seconds_until_due(self.clock())
         return until is None or until > QUIET_S
 
-    def _stored(self, timer_ids: list[str]) -> None:
-        for tid in timer_ids:
-            t = self.state.timers.get(tid)
+    async def _fold(self, changes: dict[str, list[Any]]) -> None:
+        await self.store.fold(changes)
+        for d in changes.get(TIMERS, ()):
+            t = self.state.timers.get(d["_id"])
             if t is not None:
                 t.stored = True
 
@@ -227,9 +186,8 @@ class SlaEngine:
         pending = await self.journal.pending()
         if pending:
             await self._recover(pending)
-            timers, _ = merge_timers(pending)
-            for t in timers:  # the journal is newer than the compacted timers
-                state.add(t.snapshot())
+            for d in latest(pending).get(TIMERS, ()):  # newer than the folded timers
+                state.add(timer_from_doc(d, stored=not d.get(NEW)))
         self.marks = await self.published.end_offsets()
         self.state = state
         for entry in pending:
@@ -242,14 +200,10 @@ class SlaEngine:
         self.metrics.observe_state(self.state, self.compactor.backlog)
         self.wake.set()
 
-    async def _recover(self, pending: list[JournalEntry]) -> None:
+    async def _recover(self, pending: list[Entry]) -> None:
         """Publish the journaled events the output topics do not hold yet."""
-        since: Marks = {}
-        for entry in pending:
-            for key, offset in entry.marks.items():
-                since[key] = min(since.get(key, offset), offset)
-        already = await self.published.ids_since(since) if since else set()
-        missing = [e for entry in pending for e in entry.events if e.id not in already]
+        through = await self.journal.published_through()
+        missing = await unpublished(pending, through, self.published)
         if missing:
             log.warning(
                 "republishing journaled events",
@@ -260,46 +214,41 @@ class SlaEngine:
 
     # -- one step ----------------------------------------------------------------------
 
-    def _entries(self, step: Step) -> list[JournalEntry]:
-        entries: list[JournalEntry] = []
+    def _entries(self, step: Step) -> list[Entry]:
+        """The step as journal entries, a ticket's changes never split between two."""
+        entries: list[Entry] = []
         timers: list[Any] = []
         events: list[OutboundEvent] = []
-        progress: dict[str, int] = {}
 
         def close() -> None:
-            nonlocal timers, events, progress
+            nonlocal timers, events
             if timers or events:
-                entries.append(
-                    JournalEntry(self.journal.next_id(), timers, events, progress, dict(self.marks))
-                )
-            timers, events, progress = [], [], {}
+                changes = {TIMERS: timers} if timers else {}
+                entries.append(Entry(self.journal.next_id(), changes, events, dict(self.marks)))
+            timers, events = [], []
 
         for ticket_id, (changed, evs) in step.tickets.items():
             if len(timers) + len(events) + len(changed) + len(evs) > MAX_ENTRY_ITEMS:
                 close()
-            timers += [t.snapshot() for t in changed.values()]
+            seq = step.progress.get(ticket_id, 0)
+            timers += [journaled(t, seq) for t in changed.values()]
             events += evs
-            if ticket_id in step.progress:
-                progress[ticket_id] = step.progress[ticket_id]
         events += step.other
         close()
         return entries
 
-    async def _commit(self, step: Step) -> list[tuple[JournalEntry, list[asyncio.Future[Any]]]]:
+    async def _commit(self, step: Step) -> list[tuple[Entry, list[asyncio.Future[Any]]]]:
         """Journal the step, then hand its events to the producer (under the lock)."""
         if self.lease is not None:
             self.lease.check()  # a replica that lost its lease must not write
         sent = []
         for entry in self._entries(step):
             await self.journal.append(entry)
-            if self.journal.needs_compaction:
-                self.compactor.offer(entry)
+            self.compactor.offer(entry)
             sent.append((entry, await self.output.send(entry.events)))
         return sent
 
-    async def _acknowledged(
-        self, sent: list[tuple[JournalEntry, list[asyncio.Future[Any]]]]
-    ) -> None:
+    async def _acknowledged(self, sent: list[tuple[Entry, list[asyncio.Future[Any]]]]) -> None:
         """Wait for Kafka (outside the lock); then the entries may be compacted."""
         try:
             for entry, futures in sent:

@@ -1,32 +1,26 @@
-"""SLA state in MongoDB: the timers (`sla_timers`) and a write-ahead journal (`sla_journal`).
+"""SLA state in MongoDB: the timers (`sla_timers`).
 
-Every batch of ticket events and every firing of due thresholds is first written as ONE
-journal document — the changed timers, the events about to be published, how far each
-ticket's events were applied, and where in the output topics those events will land.
-One insert is atomic and cheap (no per-timer round trip), so the state is durable before
-anything leaves and before input offsets are committed. A compactor folds published
-entries into `sla_timers` in the background and deletes them; a new lease holder replays
-what is left, publishing only the events the topic does not already hold.
+Each step reaches it through the engines' journal (shared/journal.py, `sla_journal`):
+the step's changed timers and events are appended as one entry first; `fold` writes the
+newest version of each timer here later, off the firing path.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
-from bson import Binary
-from pymongo import ASCENDING, DeleteOne, InsertOne, ReplaceOne
+from pymongo import ASCENDING, InsertOne, ReplaceOne
 from pymongo.errors import BulkWriteError
 
 from services.sla.deadlines import SlaState, Timer
-from shared.events import OutboundEvent
 from shared.mongo import DUPLICATE_KEY, Database, Document
 
-# (topic, partition) -> offset: the entry's events land at or after these offsets
-Marks = dict[tuple[str, int], int]
+TIMERS = "sla_timers"
+JOURNAL = "sla"  # shared/journal.py: `sla_journal`, `sla_journal_published`
+COLLECTIONS = (TIMERS, f"{JOURNAL}_journal", f"{JOURNAL}_journal_published", "leases")
+# In a journaled timer document: never stored yet (an insert, not an upsert, folds it).
+NEW = "_new"
 
 
 def timer_doc(t: Timer) -> Document:
@@ -106,17 +100,28 @@ def timer_from_doc(d: Document, *, stored: bool = True) -> Timer:
     )
 
 
+def journaled(t: Timer, seq: int) -> Document:
+    """A timer as a journal entry holds it: its document, `seq` at the ticket's progress."""
+    doc = timer_doc(t)
+    doc["seq"] = max(t.seq, seq)
+    if not t.stored:
+        doc[NEW] = True
+    return doc
+
+
 class SlaStore(Protocol):
     async def ensure_indexes(self) -> None: ...
 
     async def load(self, state: SlaState) -> None: ...
 
-    async def save(self, timers: Iterable[Timer], progress: dict[str, int]) -> None: ...
+    async def fold(self, changes: dict[str, list[Document]]) -> None:
+        """Write the newest version of journaled timers (the compactor's fold)."""
+        ...
 
 
 class MongoSlaStore:
     def __init__(self, db: Database) -> None:
-        self.timers = db["sla_timers"]
+        self.timers = db[TIMERS]
 
     async def ensure_indexes(self) -> None:
         # Only the lookup by ticket: every index makes each timer write dearer (on
@@ -132,22 +137,18 @@ class MongoSlaStore:
         async for d in self.timers.find({"finished_at": {"$gte": since}}):
             state.add(timer_from_doc(d))
 
-    async def save(self, timers: Iterable[Timer], progress: dict[str, int] | None = None) -> None:
-        """Write timers; a ticket's progress rides on its timers (`seq`).
-
-        A timer never stored is inserted (several times cheaper than an upsert on
-        SecantusDB); one that turns out to exist already is replaced instead."""
+    async def fold(self, changes: dict[str, list[Document]]) -> None:
+        """Write timers. One never stored is inserted (several times cheaper than an upsert
+        on SecantusDB); one that turns out to exist already is replaced instead."""
         docs: list[Document] = []
         ops: list[InsertOne[Document] | ReplaceOne[Document]] = []
-        for t in timers:
-            doc = timer_doc(t)
-            if progress and progress.get(t.ticket_id, 0) > t.seq:
-                doc["seq"] = progress[t.ticket_id]
+        for d in changes.get(TIMERS, ()):
+            doc = {k: v for k, v in d.items() if k != NEW}
             docs.append(doc)
-            if t.stored:
-                ops.append(ReplaceOne({"_id": t.timer_id}, doc, upsert=True))
-            else:
+            if d.get(NEW):
                 ops.append(InsertOne(doc))
+            else:
+                ops.append(ReplaceOne({"_id": doc["_id"]}, doc, upsert=True))
         if not ops:
             return
         try:
@@ -160,143 +161,3 @@ class MongoSlaStore:
             await self.timers.bulk_write(
                 [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in existing], ordered=False
             )
-
-
-@dataclass
-class JournalEntry:
-    """One atomic step of the engine: what changed and what is about to be published."""
-
-    entry_id: int
-    timers: list[Timer]  # snapshots, as they were after the step
-    events: list[OutboundEvent]
-    progress: dict[str, int] = field(default_factory=dict)
-    marks: Marks = field(default_factory=dict)
-
-
-class SlaJournal(Protocol):
-    # False for a journal that writes straight through to the store: nothing to fold in.
-    needs_compaction: bool
-
-    def next_id(self) -> int: ...
-
-    async def append(self, entry: JournalEntry) -> None: ...
-
-    async def pending(self) -> list[JournalEntry]: ...
-
-    async def discard(self, entry_ids: list[int]) -> None: ...
-
-
-def entry_doc(entry: JournalEntry) -> Document:
-    return {
-        "_id": entry.entry_id,
-        "at": datetime.now(UTC),
-        "timers": [timer_doc(t) for t in entry.timers],
-        "events": [
-            {"topic": e.topic, "key": e.key, "value": Binary(e.value), "headers": e.headers}
-            for e in entry.events
-        ],
-        "progress": [[k, v] for k, v in entry.progress.items()],
-        "marks": [[topic, part, offset] for (topic, part), offset in entry.marks.items()],
-    }
-
-
-def entry_from_doc(d: Document) -> JournalEntry:
-    return JournalEntry(
-        entry_id=int(d["_id"]),
-        timers=[timer_from_doc(t, stored=False) for t in d["timers"]],
-        events=[
-            OutboundEvent(
-                topic=e["topic"], key=e.get("key"), value=bytes(e["value"]), headers=e["headers"]
-            )
-            for e in d["events"]
-        ],
-        progress={k: int(v) for k, v in d.get("progress", [])},
-        marks={(topic, int(part)): int(offset) for topic, part, offset in d.get("marks", [])},
-    )
-
-
-class MongoSlaJournal:
-    needs_compaction = True
-
-    def __init__(self, db: Database) -> None:
-        self.entries = db["sla_journal"]
-        self._next = 0
-
-    def next_id(self) -> int:
-        # Microseconds since the epoch, then +1: a new lease holder's entries sort after
-        # anything an earlier holder left (pending() moves the counter past them too).
-        self._next = max(self._next + 1, time.time_ns() // 1000)
-        return self._next
-
-    async def append(self, entry: JournalEntry) -> None:
-        await self.entries.insert_one(entry_doc(entry))
-
-    async def pending(self) -> list[JournalEntry]:
-        docs: list[dict[str, Any]] = await self.entries.find({}).sort("_id", ASCENDING).to_list()
-        out = [entry_from_doc(d) for d in docs]
-        if out:
-            self._next = max(self._next, out[-1].entry_id)
-        return out
-
-    async def discard(self, entry_ids: list[int]) -> None:
-        # One delete per id: SecantusDB reads every document a range matches.
-        if entry_ids:
-            await self.entries.bulk_write([DeleteOne({"_id": i}) for i in entry_ids])
-
-
-@dataclass
-class MemoryJournal:
-    """A journal in a list (tests of the journal and the compactor)."""
-
-    entries: list[JournalEntry] = field(default_factory=list)
-    needs_compaction: bool = True
-    _next: int = 0
-
-    def next_id(self) -> int:
-        self._next += 1
-        return self._next
-
-    async def append(self, entry: JournalEntry) -> None:
-        self.entries.append(entry)
-
-    async def pending(self) -> list[JournalEntry]:
-        return list(self.entries)
-
-    async def discard(self, entry_ids: list[int]) -> None:
-        gone = set(entry_ids)
-        self.entries = [e for e in self.entries if e.entry_id not in gone]
-
-
-@dataclass
-class WriteThroughJournal:
-    """No journal, for a store whose `save` is atomic and instant by itself (the in-memory
-    fakes of the service tests): each entry is saved at once and nothing stays pending."""
-
-    store: SlaStore
-    needs_compaction: bool = False
-    _next: int = 0
-
-    def next_id(self) -> int:
-        self._next += 1
-        return self._next
-
-    async def append(self, entry: JournalEntry) -> None:
-        await self.store.save(entry.timers, entry.progress)
-
-    async def pending(self) -> list[JournalEntry]:
-        return []
-
-    async def discard(self, entry_ids: list[int]) -> None:
-        return None
-
-
-def merge_timers(entries: Sequence[JournalEntry]) -> tuple[list[Timer], dict[str, int]]:
-    """The latest snapshot of every timer in `entries` (oldest first), and the progress."""
-    latest: dict[str, Timer] = {}
-    progress: dict[str, int] = {}
-    for entry in entries:
-        for t in entry.timers:
-            latest[t.timer_id] = t
-        for ticket, seq in entry.progress.items():
-            progress[ticket] = max(progress.get(ticket, 0), seq)
-    return list(latest.values()), progress

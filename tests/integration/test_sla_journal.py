@@ -1,5 +1,6 @@
-"""The SLA journal, timer store and output-topic reader on real SecantusDB and Tansu, and a
-crash mid-publish recovered by a second engine without a duplicate on the topic."""
+"""The engines' journal, the SLA timer store and the output-topic reader on real SecantusDB
+and Tansu, and a crash mid-publish recovered by a second engine without a duplicate on the
+topic."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from prometheus_client import CollectorRegistry
 
 from services.router.handlers import ticket_event
 from services.sla.deadlines import SlaState, Timer, load_policy
-from services.sla.handlers import ProducerOutput, SlaEngine
+from services.sla.handlers import SlaEngine
 from services.sla.metrics import SlaMetrics
-from services.sla.published import KafkaPublishedLog
-from services.sla.store import JournalEntry, MongoSlaJournal, MongoSlaStore
+from services.sla.store import JOURNAL, TIMERS, MongoSlaStore, journaled, timer_doc
 from shared.embedded import EmbeddedStack
 from shared.events import OutboundEvent, header
+from shared.journal import PART_ITEMS, Entry, KafkaPublishedLog, MongoJournal, ProducerOutput
 from shared.settings import REPO_POLICY_DIR
 from shared.topics import DEADLETTER, SLA
 from tests.support.factories import T0
@@ -58,43 +59,69 @@ def event(n: int) -> OutboundEvent:
 
 
 async def test_journal_entries_round_trip_in_order(db: Any) -> None:
-    journal = MongoSlaJournal(db)
-    first = JournalEntry(
+    journal = MongoJournal(db, f"test_{uuid.uuid4().hex[:6]}")
+    first = Entry(
         journal.next_id(),
-        [timer("a", warned=True)],
+        {TIMERS: [journaled(timer("a", warned=True), 3)]},
         [event(1), event(2)],
-        {"tkt_a": 3},
         {(SLA, 0): 5, (SLA, 1): 9, (DEADLETTER, 0): 0},
     )
-    second = JournalEntry(journal.next_id(), [timer("b")], [event(3)], {}, {(SLA, 0): 7})
+    second = Entry(journal.next_id(), {TIMERS: [timer_doc(timer("b"))]}, [event(3)], {(SLA, 0): 7})
+    # A large step is stored in parts, and read back whole.
+    big = Entry(
+        journal.next_id(),
+        {"docs": [{"_id": i} for i in range(PART_ITEMS + 10)]},
+        [event(n) for n in range(4, 14)],
+    )
     await journal.append(second)
     await journal.append(first)
+    await journal.append(big)
+    assert big.parts == 2
     pending = await journal.pending()
-    assert [e.entry_id for e in pending] == [first.entry_id, second.entry_id]  # in order
+    assert [e.entry_id for e in pending] == [first.entry_id, second.entry_id, big.entry_id]
     got = pending[0]
     assert [(e.id, e.value, e.key) for e in got.events] == [
         (e.id, e.value, e.key) for e in first.events
     ]
-    assert got.progress == {"tkt_a": 3} and got.marks == first.marks
-    assert got.timers[0].warned and got.timers[0].due_at == T0 + 60 * S
-    assert not got.timers[0].stored  # replayed timers may or may not be in sla_timers
+    assert got.marks == first.marks
+    [a] = got.changes[TIMERS]
+    assert a["warned"] and a["due_at"] == T0 + 60 * S and a["seq"] == 3
+    assert a["_new"]  # never stored: folding inserts it
+    assert [d["_id"] for d in pending[2].changes["docs"]] == list(range(PART_ITEMS + 10))
+    assert [e.id for e in pending[2].events] == [e.id for e in big.events]
     # A new journal object (a new process) numbers after what it found.
-    again = MongoSlaJournal(db)
+    again = MongoJournal(db, journal.entries.name.removesuffix("_journal"))
     await again.pending()
-    assert again.next_id() > second.entry_id
-    await journal.discard([first.entry_id])
+    assert again.next_id() > big.entry_id
+    await journal.discard([pending[0], pending[2]])
     assert [e.entry_id for e in await journal.pending()] == [second.entry_id]
+    # The published watermark.
+    assert await journal.published_through() == 0
+    await journal.set_published_through(second.entry_id)
+    assert await again.published_through() == second.entry_id
+
+
+async def test_a_part_written_entry_is_dropped(db: Any) -> None:
+    """Died while appending a large step: none of it counts (its inputs come again)."""
+    journal = MongoJournal(db, f"test_{uuid.uuid4().hex[:6]}")
+    big = Entry(journal.next_id(), {"docs": [{"_id": i} for i in range(PART_ITEMS * 2)]}, [])
+    await journal.append(big)
+    await journal.entries.delete_one({"part": 1})
+    assert await journal.pending() == []
+    assert await journal.entries.count_documents({}) == 0
 
 
 async def test_timer_store_inserts_then_replaces_and_loads_what_matters(db: Any) -> None:
     store = MongoSlaStore(db)
     await store.ensure_indexes()
     now = datetime.now(UTC)
-    await store.save([timer("run"), timer("old", state="met", finished_at=now - 3 * 86400 * S)])
-    # Saved again as if never stored (a journal replay): the insert falls back to replace.
-    await store.save([timer("run", warned=True)], {"tkt_run": 4})
+    old = timer("old", state="met", finished_at=now - 3 * 86400 * S)
+    await store.fold({TIMERS: [journaled(timer("run"), 0), journaled(old, 0)]})
+    # Folded again as if never stored (a journal replay): the insert falls back to replace.
+    await store.fold({TIMERS: [journaled(timer("run", warned=True), 4)]})
     recent = timer("done", state="met", finished_at=now - 60 * S, running_since=None, seq=2)
-    await store.save([recent])
+    await store.fold({TIMERS: [journaled(recent, 0)]})
+    assert await db.sla_timers.count_documents({"_new": {"$exists": True}}) == 0
     # A timer document from before timers banked their time (paused, 24/7).
     await db.sla_timers.insert_one(
         {
@@ -194,7 +221,7 @@ async def test_an_engine_killed_mid_publish_is_finished_by_the_next_without_dupl
             store=MongoSlaStore(db),
             output=out,
             metrics=SlaMetrics.create(registry),
-            journal=MongoSlaJournal(db),
+            journal=MongoJournal(db, JOURNAL),
             published=KafkaPublishedLog(stack.kafka_bootstrap, (SLA, DEADLETTER)),
             clock=lambda: now,
         )

@@ -33,6 +33,7 @@ from shared.audit import MemoryAuditLog
 from shared.contracts.agents import AGENT_ACTION_TAKEN, AgentActionTaken
 from shared.contracts.common import PROVIDERS_BY_CHANNEL
 from shared.events import make_event, publish_all
+from shared.journal import MemoryJournal
 from shared.scopes import SCOPES, TICKETS_ACT, TICKETS_ACT_AS
 from shared.service import ServiceApp
 from shared.settings import IngestSettings, NotifySettings, RouterSettings, SlaSettings
@@ -136,6 +137,7 @@ def build(keys: Keys, **overrides: Any) -> System:
             mongo=never,
             registry=registries["sla"],
             store=FakeSlaStore(),
+            journal=MemoryJournal(),
             lease=HeldLease(),
         ),
         "notify": notify_app(

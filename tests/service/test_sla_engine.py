@@ -4,6 +4,7 @@ publishes what a crash left unsent, once; compaction; the clock; metrics."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,8 +17,8 @@ from services.router.handlers import ticket_event
 from services.sla.deadlines import SlaState, load_policy
 from services.sla.handlers import SlaEngine
 from services.sla.metrics import SlaMetrics
-from services.sla.store import Marks, MemoryJournal
 from shared.events import OutboundEvent
+from shared.journal import Marks, MemoryJournal
 from shared.settings import REPO_POLICY_DIR
 from tests.support.factories import T0
 from tests.support.factories import ticket_event as make_ticket_event
@@ -122,7 +123,7 @@ async def test_each_step_is_journaled_before_its_events_leave(
     assert node.output.journaled_before_send == [True, True, True]
     # The warning's entry carries the fired flag and the mark to look for it from.
     last = journal.entries[-1]
-    assert [t.warned for t in last.timers] == [True]
+    assert [t["warned"] for t in last.changes["sla_timers"]] == [True]
     assert last.marks == {("support.sla", 0): 7}
 
 
@@ -150,6 +151,27 @@ async def test_a_crash_mid_publish_is_finished_by_the_next_holder_without_duplic
     assert await second.tick_at(61) == 2  # the breaches, once each
     everything = [e.id for e in first.output.sent + second.output.sent]
     assert len(everything) == len(set(everything))
+
+
+async def test_a_takeover_reads_the_topic_only_past_the_published_watermark(
+    durable: tuple[MemoryJournal, FakeSlaStore],
+) -> None:
+    journal, store = durable
+    first = Node(journal, store)
+    await first.feed(opened("tkt_1"))
+    # Everything so far is acknowledged and the watermark says so (the compactor writes it).
+    await first.engine.compactor._store_watermark(force=True)
+    assert journal.through == journal.entries[-1].entry_id
+    first.engine.marks = {("support.sla", 0): 9}  # where the next entry's events land
+    first.output.crash_after = len(first.output.sent)  # dies before the next events leave
+    with pytest.raises(Crash):
+        await first.feed(opened("tkt_2"))
+    second = Node(journal, store)
+    await second.engine.load()
+    # Only the entry past the watermark is looked up, from its own mark; its events are
+    # sent, the acknowledged entry's are not sent again.
+    assert second.published.asked == [{("support.sla", 0): 9}]
+    assert {json.loads(e.value)["ticket_id"] for e in second.output.sent} == {"tkt_2"}
 
 
 async def test_a_failed_batch_is_reloaded_and_its_redelivery_applied_once(

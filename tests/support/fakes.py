@@ -16,6 +16,7 @@ from services.router.engine import RouterState, Ticket
 from services.router.selection import AgentState
 from services.router.store import agent_doc, agent_from_doc, ticket_doc, ticket_from_doc
 from services.sla.deadlines import SlaState, Timer
+from services.sla.store import TIMERS, timer_from_doc
 from shared.contracts.incidents import Incident
 from shared.contracts.messages import Identity
 from shared.events import OutboundEvent
@@ -184,10 +185,11 @@ class FakeSlaStore:
             state.add(t)
         state.applied_seq.update(self.progress)
 
-    async def save(self, timers: Iterable[Timer], progress: dict[str, int]) -> None:
-        for t in timers:
+    async def fold(self, changes: dict[str, list[dict[str, Any]]]) -> None:
+        for d in changes.get(TIMERS, ()):
+            t = timer_from_doc(d)
             self.timers[t.timer_id] = t
-        self.progress.update(progress)
+            self.progress[t.ticket_id] = max(self.progress.get(t.ticket_id, 0), t.seq)
 
 
 @dataclass
