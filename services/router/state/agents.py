@@ -21,6 +21,8 @@ from shared.contracts.agents import (
 
 
 class AgentInputs(Matching):
+    """`on_profile`, `on_presence`, `on_action`: what agents do and say about themselves."""
+
     def on_profile(self, ev: AgentProfileUpdated, event_id: str, now: datetime) -> Changes:
         if event_id in self.applied_agent_events:
             return Changes()

@@ -14,6 +14,8 @@ from shared.contracts.tickets import TicketEventName
 
 
 class Assignment(Indexes):
+    """A ticket given to an agent (offered or assigned), or taken back into the queue."""
+
     def _give(
         self,
         ch: Changes,

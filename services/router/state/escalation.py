@@ -14,6 +14,8 @@ from shared.contracts.sla import SlaEvent
 
 
 class SlaInputs(Matching):
+    """`on_sla`: the SLA service's warnings and breaches."""
+
     def on_sla(self, ev: SlaEvent, now: datetime) -> Changes:
         """A warning ranks a waiting ticket ahead; a breach escalates it."""
         ch = self.route_deferred(now)

@@ -27,6 +27,8 @@ from shared.contracts.tickets import TicketEvent, TicketEventName
 
 @dataclass
 class Indexes:
+    """Every ticket and agent, and the indexes kept up to date with them."""
+
     policy: RoutingPolicy
     tickets: dict[str, Ticket] = field(default_factory=dict)
     agents: dict[str, AgentState] = field(default_factory=dict)

@@ -16,6 +16,8 @@ from services.router.state.model import CANDIDATES_LISTED, Changes, Ticket
 
 
 class Matching(Assignment):
+    """Who gets which waiting ticket, and the record of why."""
+
     def _route_or_defer(
         self, ch: Changes, t: Ticket, now: datetime, message_id: str, defer: bool
     ) -> None:

@@ -14,6 +14,8 @@ from shared.contracts.messages import MessageReceived
 
 
 class TicketLifecycle(Matching):
+    """`on_message`: a customer's message opens, joins, merges into or reopens a ticket."""
+
     def on_message(self, msg: MessageReceived, now: datetime, *, defer: bool = False) -> Changes:
         """Apply one message. With `defer`, routing waits for `route_deferred`."""
         ch = Changes()

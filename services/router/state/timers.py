@@ -14,6 +14,8 @@ from services.router.state.model import ACCEPTED_WORK, OFFER, REQUEUE, Changes
 
 
 class Timers(Matching):
+    """`tick(now)`: fire the timers due by `now`; `next_due` for the clock."""
+
     def next_due(self) -> datetime | None:
         return self.timers[0][0] if self.timers else None
 
