@@ -445,7 +445,7 @@ async def open_ticket_scaling(
     """Throughput with 1,000 vs 100,000 tickets open in the router's state."""
     from pymongo import AsyncMongoClient
 
-    from services.router.engine import Ticket
+    from services.router.state.model import Ticket
     from services.router.store import MongoRouterStore, ticket_doc
 
     out: dict[str, Any] = {}

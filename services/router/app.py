@@ -11,11 +11,11 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Gauge
 from pymongo import AsyncMongoClient
 
-from services.router.engine import RouterState
-from services.router.handlers import RouterEngine
+from services.router.engine import RouterEngine
 from services.router.http import make_routes
 from services.router.metrics import RouterMetrics
 from services.router.priority import load_policy
+from services.router.state import RouterState
 from services.router.store import MongoRouterStore, RouterStore
 from shared.access import Access, AccessMetrics
 from shared.asyncapi import Records, declare_sends, document

@@ -1,23 +1,11 @@
-"""Router's Kafka edge and clock: a batch of messages / agent / SLA events in, or the clock's
-tick; state stored (outbox first); ticket events out. One lock: ticks and batches never
-interleave, so every decision sees one consistent state.
+"""Router's Kafka edge: the input contracts it consumes, and its decisions as the
+CloudEvents it publishes on support.tickets. The engine host that applies them is in
+engine.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from faststream.kafka import KafkaBroker
-
-from services.router.engine import Changes, RouterState
-from services.router.metrics import RouterMetrics
-from services.router.store import RouterStore
-from shared.consume import Contracts, Decoder, Incoming, kind_of
+from shared.consume import Contracts
 from shared.contracts.agents import (
     AGENT_ACTION_TAKEN,
     AGENT_PRESENCE_CHANGED,
@@ -29,12 +17,10 @@ from shared.contracts.agents import (
 from shared.contracts.messages import MESSAGE_RECEIVED, MessageReceived
 from shared.contracts.sla import SlaEvent
 from shared.contracts.tickets import TicketEvent, ticket_event_type
-from shared.events import OutboundEvent, make_event, publish_all
+from shared.events import OutboundEvent, make_event
 from shared.ids import event_id
-from shared.lease import EngineLease
 from shared.topics import TICKETS
 
-log = logging.getLogger(__name__)
 SOURCE = "omniroute/router"
 
 
@@ -62,141 +48,3 @@ def ticket_event(ev: TicketEvent) -> OutboundEvent:
         time=ev.at,
         subject=ev.ticket_id,
     )
-
-
-@dataclass
-class RouterEngine:
-    """Applies inputs to the in-memory state and makes the effects durable."""
-
-    state: RouterState
-    store: RouterStore
-    broker: KafkaBroker
-    metrics: RouterMetrics
-    lease: EngineLease | None = None
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    loaded: bool = False
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _batch_agent_events: list[str] = field(default_factory=list)
-    _reload: bool = False
-
-    def __post_init__(self) -> None:
-        self.decoder = Decoder(
-            "router", INPUTS, on_dead=lambda _reason: self.metrics.deadletters.inc()
-        )
-
-    async def load(self) -> None:
-        """(Re)build the state from MongoDB: at start and on every lease takeover."""
-        self.loaded = False
-        self.state = RouterState(policy=self.state.policy)
-        pending = await self.store.load(self.state, self.clock() - timedelta(days=8))
-        if pending:
-            await publish_all(self.broker, pending)
-            await self.store.clear_outbox(pending)
-        fixed = self.state.reconcile_loads()
-        if fixed:
-            # Loads follow the tickets (e.g. documents written before transactions were used).
-            log.warning("agent loads corrected", extra={"agents": sorted(fixed)})
-            await self.store.save([], fixed.values(), [], [], self.state.position)
-        self.loaded = True
-        self.metrics.observe_state(self.state, self.clock())
-
-    def _apply(self, item: Incoming, now: datetime) -> Changes | OutboundEvent:
-        """One decoded input applied to the state, or its dead letter.
-
-        A decision that raises may have changed memory halfway, so the state is reloaded
-        after the batch is stored.
-        """
-        ev = item.event
-        try:
-            if isinstance(ev, MessageReceived):
-                return self.state.on_message(ev, now, defer=True)
-            if isinstance(ev, AgentProfileUpdated):
-                self._batch_agent_events.append(item.ce_id)
-                return self.state.on_profile(ev, item.ce_id, now)
-            if isinstance(ev, AgentPresenceChanged):
-                self._batch_agent_events.append(item.ce_id)
-                return self.state.on_presence(ev, item.ce_id, now)
-            if isinstance(ev, AgentActionTaken):
-                self._batch_agent_events.append(item.ce_id)
-                return self.state.on_action(ev, item.ce_id, now)
-            assert isinstance(ev, SlaEvent)
-            return self.state.on_sla(ev, now)
-        except Exception as exc:
-            log.exception("decision failed", extra={"ce_type": item.ce_type, "ce_id": item.ce_id})
-            self._reload = True
-            reason = f"unprocessable {kind_of(item.ce_type)} event"
-            return self.decoder.dead(reason, item.record, now, type(exc).__name__)
-
-    async def process(self, records: Sequence[Any]) -> int:
-        async with self.lock:
-            if not self.loaded:
-                await self.load()
-            try:
-                return await self._process(records)
-            except BaseException:
-                # The batch changed memory but maybe not MongoDB: the batch will be redelivered
-                # (NACK) and must be applied to the stored state, not skipped as already seen.
-                self.loaded = False
-                raise
-
-    def due(self) -> bool:
-        """Whether the clock has something to fire (cheap: the top of the timer heap)."""
-        at = self.state.next_due()
-        return self.loaded and at is not None and at <= self.clock()
-
-    async def tick(self) -> int:
-        """Fire due offers and requeues through the same path as inputs: store, then publish.
-
-        Event ids are the ticket's (id, sequence): a tick repeated after a crash before the
-        store decides again from the stored state and publishes the same ids.
-        """
-        async with self.lock:
-            if not self.loaded:
-                await self.load()
-            try:
-                now = self.clock()
-                changes = self.state.tick(now)
-                if not changes:
-                    return 0
-                return await self._commit(changes, [], now)
-            except BaseException:
-                self.loaded = False  # fired in memory only: reload and fire again
-                raise
-
-    async def _process(self, records: Sequence[Any]) -> int:
-        now = self.clock()
-        changes = Changes()
-        extra: list[OutboundEvent] = []
-        self._batch_agent_events = []
-        self._reload = False
-        batch = self.decoder.decode(records, now)
-        extra += batch.dead
-        for item in batch.events:
-            result = self._apply(item, now)
-            if isinstance(result, OutboundEvent):
-                extra.append(result)
-            else:
-                changes.merge(result)
-        changes.merge(self.state.route_deferred(now))
-        count = await self._commit(changes, extra, now)
-        if self._reload:
-            self.loaded = False  # what the failed decision left in memory is not stored
-        return count
-
-    async def _commit(self, changes: Changes, extra: list[OutboundEvent], now: datetime) -> int:
-        events = [ticket_event(e) for e in changes.events] + extra
-        if self.lease is not None:
-            self.lease.check()  # a replica that lost its lease must not write
-        await self.store.save(
-            changes.tickets.values(),
-            changes.agents.values(),
-            self._batch_agent_events,
-            events,
-            self.state.position,
-            changes.outcomes,
-        )
-        self._batch_agent_events = []
-        await publish_all(self.broker, events)
-        await self.store.clear_outbox(events)
-        self.metrics.observe(changes, self.state, now)
-        return len(events)

@@ -12,8 +12,9 @@ from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from services.router.engine import Changes, RouterState
 from services.router.priority import PRIORITIES
+from services.router.state import RouterState
+from services.router.state.model import Changes
 from shared.contracts.common import CHANNELS
 
 STATES = ("queued", "offered", "assigned", "waiting_on_customer", "resolved")

@@ -17,8 +17,9 @@ from typing import Any, Protocol
 from pymongo import ASCENDING, DESCENDING, ReplaceOne
 
 from services.router.actions import ActionOutcome
-from services.router.engine import RouterState, Ticket
 from services.router.selection import AgentState
+from services.router.state import RouterState
+from services.router.state.model import Ticket
 from shared.contracts.agents import AgentProfile
 from shared.events import OutboundEvent
 from shared.mongo import Database, Document

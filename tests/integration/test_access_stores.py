@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from services.router.actions import ActionOutcome
-from services.router.engine import RouterState
 from services.router.priority import load_policy
+from services.router.state import RouterState
 from services.router.store import MongoRouterStore
 from shared.audit import AuditEntry, MongoAuditLog
 from shared.settings import REPO_POLICY_DIR

@@ -10,10 +10,12 @@ import pytest
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from prometheus_client import CollectorRegistry
 
-from services.router.engine import Changes, RouterState
-from services.router.handlers import RouterEngine, ticket_event
+from services.router.engine import RouterEngine
+from services.router.handlers import ticket_event
 from services.router.metrics import RouterMetrics
 from services.router.priority import RoutingPolicy, load_policy
+from services.router.state import RouterState
+from services.router.state.model import Changes
 from services.router.store import MongoRouterStore
 from shared.contracts.agents import AgentPresenceChanged, AgentProfile, AgentProfileUpdated
 from shared.settings import REPO_POLICY_DIR

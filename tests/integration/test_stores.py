@@ -10,9 +10,9 @@ import pytest
 from pymongo.errors import DuplicateKeyError
 
 from services.ingest.store import MongoCustomerStore
-from services.router.engine import RouterState
 from services.router.handlers import ticket_event
 from services.router.priority import load_policy as routing_policy
+from services.router.state import RouterState
 from services.router.store import MongoRouterStore
 from services.sla.deadlines import SlaState
 from services.sla.deadlines import load_policy as sla_policy

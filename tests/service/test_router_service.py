@@ -13,12 +13,12 @@ from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
-from services.router import handlers
+from services.router import engine as engine_module
 from services.router.app import build_app
-from services.router.engine import RouterState
-from services.router.handlers import RouterEngine
+from services.router.engine import RouterEngine
 from services.router.metrics import RouterMetrics
 from services.router.priority import load_policy
+from services.router.state import RouterState
 from shared.contracts.agents import (
     AGENT_PRESENCE_CHANGED,
     AGENT_PROFILE_UPDATED,
@@ -165,12 +165,12 @@ async def test_the_clock_expires_offers_through_store_then_publish(
         # Due: the expiry is stored (outbox) before it is published. Publishing fails once.
         clock.now = T0 + timedelta(seconds=31)
         assert engine.due()
-        real_publish = handlers.publish_all
+        real_publish = engine_module.publish_all
 
         async def broken(*args: Any, **kwargs: Any) -> int:
             raise ConnectionError("broker away")
 
-        monkeypatch.setattr(handlers, "publish_all", broken)
+        monkeypatch.setattr(engine_module, "publish_all", broken)
         with pytest.raises(ConnectionError):
             await engine.tick()
         assert [e.type for e in store.outbox] == [
@@ -178,7 +178,7 @@ async def test_the_clock_expires_offers_through_store_then_publish(
             "omniroute.ticket.offered.v1",  # a1 is the only agent: back to a1
         ]
         assert store.tickets[tid]["passed_by"] == ["a1"]
-        monkeypatch.setattr(handlers, "publish_all", real_publish)
+        monkeypatch.setattr(engine_module, "publish_all", real_publish)
 
         # The next tick reloads from the store and publishes what was stored, same id.
         clock.now += timedelta(seconds=1)

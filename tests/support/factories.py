@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from services.router.engine import RouterState
+from services.router.state import RouterState
 from shared.contracts.agents import AgentPresenceChanged, AgentProfile, AgentProfileUpdated
 from shared.contracts.messages import MESSAGE_RECEIVED, MessageReceived
 from shared.contracts.sla import SlaEvent

@@ -12,8 +12,9 @@ from services.ingest.store import ClassifiedText, Correction
 from services.notify.decide import Facts, TicketView
 from services.notify.route import RouteUpdate
 from services.router.actions import ActionOutcome
-from services.router.engine import RouterState, Ticket
 from services.router.selection import AgentState
+from services.router.state import RouterState
+from services.router.state.model import Ticket
 from services.router.store import agent_doc, agent_from_doc, ticket_doc, ticket_from_doc
 from services.sla.deadlines import SlaState, Timer
 from services.sla.store import TIMERS, timer_from_doc

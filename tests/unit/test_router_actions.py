@@ -10,8 +10,8 @@ import pytest
 from services.notify.decide import on_ticket_event
 from services.router.actions import refusal
 from services.router.audit import Auditor
-from services.router.engine import RouterState
 from services.router.priority import RoutingPolicy, load_policy
+from services.router.state import RouterState
 from services.sla.deadlines import SlaState
 from services.sla.deadlines import load_policy as load_sla_policy
 from shared.contracts.agents import AgentActionTaken

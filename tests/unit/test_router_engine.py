@@ -6,8 +6,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from services.router.engine import Changes, RouterState, Ticket
 from services.router.priority import RoutingPolicy, load_policy, prioritize
+from services.router.state import RouterState
+from services.router.state.model import Changes, Ticket
 from shared.contracts.agents import (
     AgentActionTaken,
     AgentPresenceChanged,

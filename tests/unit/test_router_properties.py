@@ -18,10 +18,12 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.router.actions import HOLDS_CAPACITY
 from services.router.audit import Auditor
-from services.router.engine import HOLDS_CAPACITY, Changes, RouterState
 from services.router.priority import PRIORITY_RANK, RoutingPolicy, load_policy
 from services.router.selection import AgentState
+from services.router.state import RouterState
+from services.router.state.model import Changes
 from services.router.store import agent_doc, agent_from_doc, ticket_doc, ticket_from_doc
 from shared.contracts.agents import (
     AgentActionTaken,
