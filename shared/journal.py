@@ -281,6 +281,15 @@ class ProducerOutput:
         ]
 
 
+def advance(marks: Marks, acknowledged: Iterable[Any]) -> None:
+    """Move `marks` past the records Kafka acknowledged (aiokafka's RecordMetadata)."""
+    for meta in acknowledged:
+        topic, partition = getattr(meta, "topic", None), getattr(meta, "partition", None)
+        if isinstance(topic, str) and isinstance(partition, int):
+            key = (topic, partition)
+            marks[key] = max(marks.get(key, 0), int(meta.offset) + 1)
+
+
 # -- what the output topics already hold ---------------------------------------------------
 
 

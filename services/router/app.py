@@ -16,7 +16,7 @@ from services.router.http import make_routes
 from services.router.metrics import RouterMetrics
 from services.router.priority import load_policy
 from services.router.state import RouterState
-from services.router.store import MongoRouterStore, RouterStore
+from services.router.store import JOURNAL, MongoRouterStore, RouterStore
 from shared.access import Access, AccessMetrics
 from shared.asyncapi import Records, declare_sends, document
 from shared.audit import AuditLog, MongoAuditLog
@@ -30,6 +30,14 @@ from shared.broker import (
 from shared.contracts.agents import AgentEvent
 from shared.contracts.messages import MessageReceived
 from shared.contracts.sla import SlaEvent
+from shared.journal import (
+    BrokerOutput,
+    Journal,
+    KafkaPublishedLog,
+    MongoJournal,
+    NoPublishedLog,
+    PublishedLog,
+)
 from shared.lease import EngineHost, EngineLease, Lease
 from shared.logging import configure_logging
 from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
@@ -52,11 +60,20 @@ def build_app(
     lease: EngineLease | None = None,
     store: RouterStore | None = None,
     audit: AuditLog | None = None,
+    journal: Journal | None = None,
+    published: PublishedLog | None = None,
 ) -> ServiceApp:
     settings = settings or RouterSettings()
     registry = registry or make_registry("router")
     # Two brokers: `broker` publishes (and serves the API) on every replica; `inputs`
-    # consumes, and only on the replica that holds the lease.
+    # consumes, and only on the replica that holds the lease. A broker given by a test
+    # (the in-memory one) has no topics to read back on recovery.
+    if published is None:
+        published = (
+            NoPublishedLog()
+            if broker is not None
+            else KafkaPublishedLog(settings.kafka_bootstrap, (TICKETS, DEADLETTER))
+        )
     broker = broker or make_broker(settings, registry)
     own_inputs = inputs is None
     inputs = inputs or make_broker(
@@ -76,8 +93,10 @@ def build_app(
     engine = RouterEngine(
         state=RouterState(policy=policy),
         store=store,
-        broker=broker,
+        journal=journal or MongoJournal(db, JOURNAL),
+        output=BrokerOutput(broker),
         metrics=RouterMetrics.create(registry),
+        published=published,
         lease=lease,
     )
 

@@ -1,6 +1,7 @@
-"""Router's Kafka edge and clock: a batch of messages / agent / SLA events in, or the clock's
-tick; state stored (outbox first); ticket events out. One lock: ticks and batches never
-interleave, so every decision sees one consistent state.
+"""Router's engine: a batch of messages / agent / SLA events in, or the clock's tick; the
+step journaled and folded into the router's collections (shared/journal.py), then its
+ticket events published. One lock: ticks and batches never interleave, so every decision
+sees one consistent state.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from faststream.kafka import KafkaBroker
-
 from services.router.handlers import INPUTS, ticket_event
 from services.router.metrics import RouterMetrics
 from services.router.state import RouterState
 from services.router.state.model import Changes
-from services.router.store import RouterStore
+from services.router.store import AGENTS, RouterStore, agent_doc, changes_of
 from shared.consume import Decoder, Incoming, kind_of
 from shared.contracts.agents import (
     AgentActionTaken,
@@ -27,7 +26,18 @@ from shared.contracts.agents import (
 )
 from shared.contracts.messages import MessageReceived
 from shared.contracts.sla import SlaEvent
-from shared.events import OutboundEvent, publish_all
+from shared.events import OutboundEvent
+from shared.journal import (
+    Entry,
+    Journal,
+    Marks,
+    NoPublishedLog,
+    Output,
+    PublishedLog,
+    advance,
+    latest,
+    unpublished,
+)
 from shared.lease import EngineLease
 
 log = logging.getLogger(__name__)
@@ -39,12 +49,15 @@ class RouterEngine:
 
     state: RouterState
     store: RouterStore
-    broker: KafkaBroker
+    journal: Journal
+    output: Output
     metrics: RouterMetrics
+    published: PublishedLog = field(default_factory=NoPublishedLog)
     lease: EngineLease | None = None
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     loaded: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    marks: Marks = field(default_factory=dict)  # where the next events land
     _batch_agent_events: list[str] = field(default_factory=list)
     _reload: bool = False
 
@@ -57,17 +70,30 @@ class RouterEngine:
         """(Re)build the state from MongoDB: at start and on every lease takeover."""
         self.loaded = False
         self.state = RouterState(policy=self.state.policy)
-        pending = await self.store.load(self.state, self.clock() - timedelta(days=8))
-        if pending:
-            await publish_all(self.broker, pending)
-            await self.store.clear_outbox(pending)
+        await self._recover()
+        await self.store.load(self.state, self.clock() - timedelta(days=8))
         fixed = self.state.reconcile_loads()
         if fixed:
             # Loads follow the tickets (e.g. documents written before transactions were used).
             log.warning("agent loads corrected", extra={"agents": sorted(fixed)})
-            await self.store.save([], fixed.values(), [], [], self.state.position)
+            await self.store.fold({AGENTS: [agent_doc(a) for a in fixed.values()]})
+        self.marks = await self.published.end_offsets()
         self.loaded = True
         self.metrics.observe_state(self.state, self.clock())
+
+    async def _recover(self) -> None:
+        """Finish what a crashed holder journaled: fold its documents again (idempotent) and
+        publish the events the output topics lack."""
+        pending = await self.journal.pending()
+        if not pending:
+            return
+        through = await self.journal.published_through()
+        missing = await unpublished(pending, through, self.published)
+        await self.store.fold(latest(pending))
+        if missing:
+            log.warning("republishing journaled events", extra={"events": len(missing)})
+            await asyncio.gather(*await self.output.send(missing))
+        await self.journal.discard(pending)
 
     def _apply(self, item: Incoming, now: datetime) -> Changes | OutboundEvent:
         """One decoded input applied to the state, or its dead letter.
@@ -156,16 +182,24 @@ class RouterEngine:
         events = [ticket_event(e) for e in changes.events] + extra
         if self.lease is not None:
             self.lease.check()  # a replica that lost its lease must not write
-        await self.store.save(
-            changes.tickets.values(),
-            changes.agents.values(),
-            self._batch_agent_events,
+        entry = Entry(
+            self.journal.next_id(),
+            changes_of(
+                changes.tickets.values(),
+                changes.agents.values(),
+                self._batch_agent_events,
+                changes.outcomes,
+                self.state.position if events else None,
+            ),
             events,
-            self.state.position,
-            changes.outcomes,
+            dict(self.marks),
         )
         self._batch_agent_events = []
-        await publish_all(self.broker, events)
-        await self.store.clear_outbox(events)
+        if entry.changes or events:
+            # Journal, fold (the API reads the collections), publish, forget.
+            await self.journal.append(entry)
+            await self.store.fold(entry.changes)
+            advance(self.marks, await asyncio.gather(*await self.output.send(events)))
+            await self.journal.discard([entry])
         self.metrics.observe(changes, self.state, now)
         return len(events)

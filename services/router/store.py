@@ -1,16 +1,16 @@
-"""Router state in MongoDB: `tickets`, `agents`, and an outbox of each batch.
+"""Router state in MongoDB: `tickets`, `agents`, the agent events applied (with the
+outcomes of actions) and the event position.
 
-Per batch of inputs (or clock tick): store the batch's outbox entry (the events it caused
-and the documents it changed), apply the documents, publish, clear the outbox, then commit
-offsets. A crash anywhere re-applies and re-publishes the entry on start (same event ids)
-and skips inputs already applied, so tickets, agents' loads and events stay in step.
+Each step reaches these through the engines' journal (shared/journal.py,
+`router_journal`): the step's documents and events are appended as one entry, folded in
+here at once (the API reads these collections), then published; the entry is deleted when
+Kafka has its events. A crash anywhere is finished by the next load: the entry is folded
+again (idempotent) and the events the topic lacks are published.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -21,11 +21,14 @@ from services.router.selection import AgentState
 from services.router.state import RouterState
 from services.router.state.model import Ticket
 from shared.contracts.agents import AgentProfile
-from shared.events import OutboundEvent
 from shared.mongo import Database, Document
 
 APPLIED_AGENT_EVENTS_KEPT = 10_000
-OUTBOX_PART_ITEMS = 250  # documents or events per outbox entry part
+TICKETS = "tickets"
+AGENTS = "agents"
+APPLIED = "router_applied"
+META = "router_meta"
+JOURNAL = "router"  # shared/journal.py: `router_journal`, `router_journal_published`
 
 
 def ticket_doc(t: Ticket) -> Document:
@@ -128,8 +131,27 @@ def agent_from_doc(d: Document) -> AgentState:
     )
 
 
-def _event(d: Document) -> OutboundEvent:
-    return OutboundEvent(d["topic"], d.get("key"), bytes(d["value"]), dict(d["headers"]))
+def changes_of(
+    tickets: Iterable[Ticket],
+    agents: Iterable[AgentState],
+    applied_agent_events: Iterable[str] = (),
+    outcomes: Mapping[str, ActionOutcome] | None = None,
+    position: int | None = None,
+) -> dict[str, list[Document]]:
+    """A step's documents by collection, as the journal holds them.
+
+    Applied agent events are kept with the outcome of the actions among them, so
+    `GET /v1/actions/{event_id}` reads it without another write per action."""
+    known = outcomes or {}
+    changes: dict[str, list[Document]] = {
+        TICKETS: [ticket_doc(t) for t in tickets],
+        AGENTS: [agent_doc(a) for a in agents],
+        APPLIED: [
+            {"_id": e, **known[e].doc()} if e in known else {"_id": e} for e in applied_agent_events
+        ],
+        META: [] if position is None else [{"_id": "router", "position": position}],
+    }
+    return {c: docs for c, docs in changes.items() if docs}
 
 
 class RouterStore(Protocol):
@@ -145,47 +167,28 @@ class RouterStore(Protocol):
         """What the engine made of an agent action: {"status", "reason", ...}, if applied."""
         ...
 
-    async def load(self, state: RouterState, recent_since: datetime) -> list[OutboundEvent]: ...
+    async def load(self, state: RouterState, recent_since: datetime) -> None: ...
 
-    async def save(
-        self,
-        tickets: Iterable[Ticket],
-        agents: Iterable[AgentState],
-        applied_agent_events: Iterable[str],
-        outbox: list[OutboundEvent],
-        position: int = 0,
-        outcomes: Mapping[str, ActionOutcome] | None = None,
-    ) -> None: ...
-
-    async def clear_outbox(self, events: list[OutboundEvent]) -> None: ...
+    async def fold(self, changes: dict[str, list[Document]]) -> None:
+        """Write the newest version of a step's documents (replace by `_id`)."""
+        ...
 
 
 class MongoRouterStore:
-    """Each batch is written first as one outbox entry (its events and every document it
-    changed), then applied to `tickets`, `agents`, `router_applied` and `router_meta`. A
-    single-document insert is atomic, so a crash leaves either no trace of the batch (the
-    inputs come again) or a complete entry that start-up applies again and publishes. No
-    multi-document transaction: a killed holder's open transaction would lock the agents'
-    documents against its successor until the server gives up on it (a minute).
-    """
-
     def __init__(self, db: Database) -> None:
-        self.tickets = db["tickets"]
-        self.agents = db["agents"]
-        self.outbox = db["router_outbox"]
-        self.applied = db["router_applied"]
-        self.meta = db["router_meta"]
-        self._unpublished: list[str] = []  # outbox entries written, not yet cleared
+        self.db = db
+        self.tickets = db[TICKETS]
+        self.agents = db[AGENTS]
+        self.applied = db[APPLIED]
+        self.meta = db[META]
 
     async def ensure_indexes(self) -> None:
         await self.tickets.create_index([("state", ASCENDING), ("priority", ASCENDING)])
         await self.tickets.create_index([("customer_id", ASCENDING)])
         await self.tickets.create_index([("updated_at", DESCENDING)])
-        await self.outbox.create_index([("seq", ASCENDING)])
 
-    async def load(self, state: RouterState, recent_since: datetime) -> list[OutboundEvent]:
-        """Fill `state` from MongoDB; return events stored but maybe never published."""
-        pending = await self._recover()
+    async def load(self, state: RouterState, recent_since: datetime) -> None:
+        """Fill `state` from MongoDB (the journal is folded in first by the engine)."""
         meta = await self.meta.find_one({"_id": "router"})
         state.position = int(meta["position"]) if meta else 0
         async for d in self.agents.find({}):
@@ -200,119 +203,14 @@ class MongoRouterStore:
             state.add_ticket(ticket_from_doc(d))
         async for d in self.applied.find({}, {"_id": 1}):
             state.applied_agent_events.add(d["_id"])
-        return pending
 
-    async def _recover(self) -> list[OutboundEvent]:
-        """Apply complete outbox entries again (idempotent), drop partial ones."""
-        batches: dict[str, list[Document]] = {}
-        pending: list[OutboundEvent] = []
-        self._unpublished = []
-        async for d in self.outbox.find({}).sort("seq", ASCENDING):
-            if "batch" not in d:  # an entry of the earlier format: one event per document
-                pending.append(_event(d))
-                self._unpublished.append(str(d["_id"]))
-                continue
-            batches.setdefault(str(d["batch"]), []).append(d)
-        for batch, parts in batches.items():
-            if len(parts) != parts[0].get("parts", 1):
-                # Died while writing the entry: nothing of it was applied; inputs come again.
-                await self.outbox.delete_many({"batch": batch})
-                continue
-            parts.sort(key=lambda d: d.get("part", 0))
-            await self._apply(
-                [t for d in parts for t in d.get("tickets", [])],
-                [a for d in parts for a in d.get("agents", [])],
-                [e for d in parts for e in d.get("applied", [])],
-                parts[0].get("position"),
-            )
-            pending += [_event(e) for d in parts for e in d.get("events", [])]
-            self._unpublished.append(batch)
-        return pending
-
-    async def save(
-        self,
-        tickets: Iterable[Ticket],
-        agents: Iterable[AgentState],
-        applied_agent_events: Iterable[str],
-        outbox: list[OutboundEvent],
-        position: int = 0,
-        outcomes: Mapping[str, ActionOutcome] | None = None,
-    ) -> None:
-        """One batch: its outbox entry, then its documents; `position`: last event number.
-
-        Applied agent events are kept with the outcome of the actions among them, so
-        `GET /v1/actions/{event_id}` reads it without another write per action.
-        """
-        ticket_docs = [ticket_doc(t) for t in tickets]
-        agent_docs = [agent_doc(a) for a in agents]
-        known = outcomes or {}
-        applied = [
-            {"_id": e, **known[e].doc()} if e in known else {"_id": e} for e in applied_agent_events
-        ]
-        if not (ticket_docs or agent_docs or applied or outbox):
-            return
-        batch = uuid.uuid4().hex
-        events = [
-            {"topic": e.topic, "key": e.key, "value": e.value, "headers": e.headers} for e in outbox
-        ]
-        # Parts keep each entry well below MongoDB's 16 MB document limit.
-        size = max(len(ticket_docs), len(agent_docs), len(applied), len(events))
-        parts = max(1, -(-size // OUTBOX_PART_ITEMS))
-        seq = time.time_ns()
-        entry = [
-            {
-                "_id": f"{batch}:{i}",
-                "batch": batch,
-                "part": i,
-                "parts": parts,
-                "seq": seq,
-                "position": position,
-                "tickets": ticket_docs[i * OUTBOX_PART_ITEMS : (i + 1) * OUTBOX_PART_ITEMS],
-                "agents": agent_docs[i * OUTBOX_PART_ITEMS : (i + 1) * OUTBOX_PART_ITEMS],
-                "applied": applied[i * OUTBOX_PART_ITEMS : (i + 1) * OUTBOX_PART_ITEMS],
-                "events": events[i * OUTBOX_PART_ITEMS : (i + 1) * OUTBOX_PART_ITEMS],
-            }
-            for i in range(parts)
-        ]
-        await self.outbox.insert_many(entry, ordered=True)
-        self._unpublished.append(batch)
-        await self._apply(ticket_docs, agent_docs, applied, position if outbox else None)
-
-    async def _apply(
-        self,
-        ticket_docs: list[Document],
-        agent_docs: list[Document],
-        applied: Sequence[Document | str],
-        position: int | None,
-    ) -> None:
-        if ticket_docs:
-            await self.tickets.bulk_write(
-                [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in ticket_docs],
-                ordered=False,
-            )
-        if agent_docs:
-            await self.agents.bulk_write(
-                [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in agent_docs],
-                ordered=False,
-            )
-        if applied:
-            # Entries written before outcomes were kept are bare ids.
-            docs = [{"_id": e} if isinstance(e, str) else e for e in applied]
-            await self.applied.bulk_write(
-                [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs],
-                ordered=False,
-            )
-        if position is not None:
-            await self.meta.replace_one({"_id": "router"}, {"position": position}, upsert=True)
-
-    async def clear_outbox(self, events: list[OutboundEvent]) -> None:
-        """The batches saved so far are published: forget their outbox entries."""
-        if self._unpublished:
-            done = self._unpublished
-            await self.outbox.delete_many(
-                {"$or": [{"batch": {"$in": done}}, {"_id": {"$in": done}}]}
-            )
-            self._unpublished = []
+    async def fold(self, changes: dict[str, list[Document]]) -> None:
+        for collection in (TICKETS, AGENTS, APPLIED, META):
+            docs = changes.get(collection)
+            if docs:
+                await self.db[collection].bulk_write(
+                    [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=False
+                )
 
     async def get_ticket(self, ticket_id: str) -> Document | None:
         return await self.tickets.find_one({"_id": ticket_id})

@@ -36,6 +36,7 @@ from shared.journal import (
     NoPublishedLog,
     Output,
     PublishedLog,
+    advance,
     latest,
     unpublished,
 )
@@ -252,11 +253,7 @@ class SlaEngine:
         """Wait for Kafka (outside the lock); then the entries may be compacted."""
         try:
             for entry, futures in sent:
-                for meta in await asyncio.gather(*futures):
-                    key = (getattr(meta, "topic", None), getattr(meta, "partition", None))
-                    if isinstance(key[0], str) and isinstance(key[1], int):
-                        mark = (key[0], key[1])
-                        self.marks[mark] = max(self.marks.get(mark, 0), int(meta.offset) + 1)
+                advance(self.marks, await asyncio.gather(*futures))
                 self.compactor.mark_published(entry.entry_id)
         except BaseException:
             self.loaded = False  # the reload publishes what did not arrive

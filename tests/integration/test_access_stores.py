@@ -10,7 +10,7 @@ import pytest
 from services.router.actions import ActionOutcome
 from services.router.priority import load_policy
 from services.router.state import RouterState
-from services.router.store import MongoRouterStore
+from services.router.store import MongoRouterStore, changes_of
 from shared.audit import AuditEntry, MongoAuditLog
 from shared.settings import REPO_POLICY_DIR
 from tests.support.factories import T0
@@ -47,7 +47,7 @@ async def test_action_outcomes_are_kept_with_the_applied_events(db: Any) -> None
     store = MongoRouterStore(db)
     await store.ensure_indexes()
     outcome = ActionOutcome("rejected", "tkt_1", "mallory", "resolve", T0, "not the assignee")
-    await store.save([], [], ["evt_1", "evt_profile"], [], 0, {"evt_1": outcome})
+    await store.fold(changes_of([], [], ["evt_1", "evt_profile"], {"evt_1": outcome}))
     action = await store.get_action("evt_1")
     assert action is not None
     assert (action["status"], action["reason"]) == ("rejected", "not the assignee")

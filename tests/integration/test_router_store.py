@@ -1,5 +1,5 @@
-"""The router's MongoDB store on real SecantusDB: a crash at any point of a save leaves a
-state the next holder loads and goes on from, deciding exactly as before."""
+"""The router's MongoDB store and journal on real SecantusDB: a crash at any point of a step
+leaves a state the next holder loads and goes on from, deciding exactly as before."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from services.router.metrics import RouterMetrics
 from services.router.priority import RoutingPolicy, load_policy
 from services.router.state import RouterState
 from services.router.state.model import Changes
-from services.router.store import MongoRouterStore
+from services.router.store import JOURNAL, MongoRouterStore, changes_of
 from shared.contracts.agents import AgentPresenceChanged, AgentProfile, AgentProfileUpdated
+from shared.journal import BrokerOutput, Entry, MongoJournal
 from shared.settings import REPO_POLICY_DIR
 from shared.topics import TICKETS
 from tests.support.factories import T0, message
@@ -40,10 +41,30 @@ def busy_state() -> tuple[RouterState, Changes]:
     return state, ch
 
 
-async def save(store: MongoRouterStore, state: RouterState, ch: Changes) -> list[Any]:
-    events = [ticket_event(e) for e in ch.events]
-    await store.save(ch.tickets.values(), ch.agents.values(), ["p", "o"], events, state.position)
-    return events
+def entry_of(journal: MongoJournal, state: RouterState, ch: Changes) -> Entry:
+    changes = changes_of(ch.tickets.values(), ch.agents.values(), ["p", "o"], None, state.position)
+    return Entry(journal.next_id(), changes, [ticket_event(e) for e in ch.events])
+
+
+def engine_on(db: Any, broker: KafkaBroker) -> RouterEngine:
+    return RouterEngine(
+        state=RouterState(POLICY),
+        store=MongoRouterStore(db),
+        journal=MongoJournal(db, JOURNAL),
+        output=BrokerOutput(broker),
+        metrics=RouterMetrics.create(CollectorRegistry()),
+        clock=lambda: T0,
+    )
+
+
+def capture_tickets(broker: KafkaBroker) -> list[str]:
+    published: list[str] = []
+
+    @broker.subscriber(TICKETS)
+    async def capture(body: dict[str, Any]) -> None:
+        published.append(body["event"])
+
+    return published
 
 
 def summary(state: RouterState) -> dict[str, Any]:
@@ -61,11 +82,10 @@ async def test_a_restart_rebuilds_queue_timers_and_position(db: Any) -> None:
     store = MongoRouterStore(db)
     await store.ensure_indexes()
     state, ch = busy_state()
-    await save(store, state, ch)
-    await store.clear_outbox([])
+    await store.fold(entry_of(MongoJournal(db, JOURNAL), state, ch).changes)
 
     restarted = RouterState(POLICY)
-    assert await store.load(restarted, T0 - timedelta(days=1)) == []
+    await store.load(restarted, T0 - timedelta(days=1))
     assert summary(restarted) == summary(state)
     assert restarted.reconcile_loads() == {}
     # The clock goes on from the stored offer: both expire it the same way.
@@ -75,69 +95,34 @@ async def test_a_restart_rebuilds_queue_timers_and_position(db: Any) -> None:
     ]
 
 
-async def test_a_crash_after_the_outbox_entry_is_completed_on_start(
-    db: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = MongoRouterStore(db)
+async def test_a_crash_after_the_journal_entry_is_completed_on_start(db: Any) -> None:
+    """Died after appending the step, before its documents were written or its events
+    left: the next holder folds the entry, publishes its events (same ids), forgets it."""
+    journal = MongoJournal(db, JOURNAL)
     state, ch = busy_state()
-
-    async def die(*args: Any, **kwargs: Any) -> None:
-        raise ConnectionError("killed between the outbox entry and the documents")
-
-    monkeypatch.setattr(store, "_apply", die)
-    with pytest.raises(ConnectionError):
-        await save(store, state, ch)
+    entry = entry_of(journal, state, ch)
+    await journal.append(entry)
     assert await db.tickets.count_documents({}) == 0
-    monkeypatch.undo()
 
-    # The next holder applies the entry, then publishes its events (same ids).
-    restarted = RouterState(POLICY)
-    fresh = MongoRouterStore(db)
-    pending = await fresh.load(restarted, T0 - timedelta(days=1))
-    assert [e.id for e in pending] == [ticket_event(e).id for e in ch.events]
-    assert summary(restarted) == summary(state)
-    await fresh.clear_outbox(pending)
-    assert await db.router_outbox.count_documents({}) == 0
+    broker = KafkaBroker("localhost:9092")
+    published = capture_tickets(broker)
+    async with TestKafkaBroker(broker) as br:
+        engine = engine_on(db, br)
+        await engine.load()
+    assert published == [e.type.split(".")[2] for e in entry.events]
+    assert summary(engine.state) == summary(state)
+    assert await db.router_journal.count_documents({}) == 0
 
 
-async def test_a_half_written_outbox_entry_is_dropped(db: Any) -> None:
-    store = MongoRouterStore(db)
+async def test_takeover_corrects_agent_loads_that_disagree_with_the_tickets(db: Any) -> None:
     state, ch = busy_state()
-    await save(store, state, ch)
-    await store.clear_outbox([])
-    # A later batch died while writing its entry: part 0 of 2 is there, nothing else.
-    orphan = {"_id": "b:0", "batch": "b", "part": 0, "parts": 2, "seq": 1, "position": 99}
-    await db.router_outbox.insert_one({**orphan, "tickets": [], "agents": [], "events": []})
-    restarted = RouterState(POLICY)
-    assert await MongoRouterStore(db).load(restarted, T0 - timedelta(days=1)) == []
-    assert restarted.position == state.position
-    assert await db.router_outbox.count_documents({}) == 0
-
-
-async def test_takeover_corrects_agent_loads_and_publishes_what_was_pending(db: Any) -> None:
-    store = MongoRouterStore(db)
-    state, ch = busy_state()
-    events = await save(store, state, ch)  # stored, never published, never cleared
+    await MongoRouterStore(db).fold(entry_of(MongoJournal(db, JOURNAL), state, ch).changes)
     # A document written by an older version says a1 holds nothing.
     await db.agents.update_one({"_id": "a1"}, {"$set": {"load": {}, "tickets": []}})
 
     broker = KafkaBroker("localhost:9092")
-    published: list[str] = []
-
-    @broker.subscriber(TICKETS)
-    async def capture(body: dict[str, Any]) -> None:
-        published.append(body["event"])
-
     async with TestKafkaBroker(broker) as br:
-        engine = RouterEngine(
-            state=RouterState(POLICY),
-            store=MongoRouterStore(db),
-            broker=br,
-            metrics=RouterMetrics.create(CollectorRegistry()),
-            clock=lambda: T0,
-        )
+        engine = engine_on(db, br)
         await engine.load()
-    assert published == [e.type.split(".")[2] for e in events]
-    assert (await db.agents.find_one({"_id": "a1"}))["load"] == {"chat": 1}
     assert engine.state.agents["a1"].load == {"chat": 1}
-    assert await db.router_outbox.count_documents({}) == 0
+    assert (await db.agents.find_one({"_id": "a1"}))["load"] == {"chat": 1}

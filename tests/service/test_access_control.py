@@ -127,6 +127,7 @@ def build(keys: Keys, **overrides: Any) -> System:
             mongo=never,
             registry=registries["router"],
             store=router_store,
+            journal=MemoryJournal(),
             lease=HeldLease(),
             audit=MemoryAuditLog(),
         ),

@@ -13,7 +13,6 @@ from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
-from services.router import engine as engine_module
 from services.router.app import build_app
 from services.router.engine import RouterEngine
 from services.router.metrics import RouterMetrics
@@ -30,6 +29,7 @@ from shared.contracts.messages import MESSAGE_RECEIVED
 from shared.contracts.sla import sla_event_type
 from shared.events import OutboundEvent, make_event, publish_all
 from shared.ids import event_id
+from shared.journal import BrokerOutput, MemoryJournal
 from shared.settings import REPO_POLICY_DIR, RouterSettings
 from shared.topics import AGENTS, DEADLETTER, MESSAGES, SLA, TICKETS
 from tests.support.factories import T0, message_event, sla_event
@@ -40,7 +40,7 @@ from tests.support.kafka import captured
 async def test_message_in_ticket_events_out() -> None:
     settings = RouterSettings(kafka_create_topics=False)
     broker = KafkaBroker(settings.kafka_bootstrap)
-    store = FakeRouterStore()
+    store, journal = FakeRouterStore(), MemoryJournal()
     # The client never connects: the fake store stands in for MongoDB.
     build_app(
         settings,
@@ -49,6 +49,7 @@ async def test_message_in_ticket_events_out() -> None:
         mongo=AsyncMongoClient(connect=False),
         store=store,
         lease=HeldLease(),
+        journal=journal,
     )
     seen = captured(broker, TICKETS)
     dead = captured(broker, DEADLETTER)
@@ -92,7 +93,7 @@ async def test_message_in_ticket_events_out() -> None:
     assert dead[0]["reason"] == "invalid message event"
     ticket = next(iter(store.tickets.values()))
     assert ticket["state"] == "assigned"
-    assert store.outbox == []  # published, then cleared
+    assert journal.entries == []  # journaled, stored, published, then forgotten
     assert json.loads(json.dumps(ticket["decision"]))["chosen"] == "a1"
 
 
@@ -131,11 +132,14 @@ def agent_events(aid: str, *, auto: bool) -> list[OutboundEvent]:
     ]
 
 
-def new_engine(broker: KafkaBroker, store: FakeRouterStore, clock: Clock) -> RouterEngine:
+def new_engine(
+    broker: KafkaBroker, store: FakeRouterStore, clock: Clock, journal: MemoryJournal | None = None
+) -> RouterEngine:
     return RouterEngine(
         state=RouterState(load_policy(REPO_POLICY_DIR / "routing.yaml")),
         store=store,
-        broker=broker,
+        journal=journal or MemoryJournal(),
+        output=BrokerOutput(broker),
         metrics=RouterMetrics.create(CollectorRegistry()),
         lease=HeldLease(),
         clock=clock,
@@ -152,9 +156,9 @@ async def test_the_clock_expires_offers_through_store_then_publish(
     async def capture(body: dict[str, Any], msg: KafkaMessage) -> None:
         seen.append((str(msg.headers["ce_id"]), body))
 
-    store, clock = FakeRouterStore(), Clock()
+    store, clock, journal = FakeRouterStore(), Clock(), MemoryJournal()
     async with TestKafkaBroker(broker) as br:
-        engine = new_engine(br, store, clock)
+        engine = new_engine(br, store, clock, journal)
         records = [record_of(e) for e in [*agent_events("a1", auto=False), message_event(1)]]
         await engine.process(records)
         assert [b["event"] for _, b in seen] == ["opened", "offered"]
@@ -162,28 +166,28 @@ async def test_the_clock_expires_offers_through_store_then_publish(
         assert not engine.due()
         assert await engine.tick() == 0
 
-        # Due: the expiry is stored (outbox) before it is published. Publishing fails once.
+        # Due: the expiry is journaled and stored before it is published. Publishing fails.
         clock.now = T0 + timedelta(seconds=31)
         assert engine.due()
-        real_publish = engine_module.publish_all
+        assert journal.entries == []  # published steps are forgotten
 
         async def broken(*args: Any, **kwargs: Any) -> int:
             raise ConnectionError("broker away")
 
-        monkeypatch.setattr(engine_module, "publish_all", broken)
+        monkeypatch.setattr(engine.output, "send", broken)
         with pytest.raises(ConnectionError):
             await engine.tick()
-        assert [e.type for e in store.outbox] == [
+        assert [e.type for entry in journal.entries for e in entry.events] == [
             "omniroute.ticket.offer_expired.v1",
             "omniroute.ticket.offered.v1",  # a1 is the only agent: back to a1
         ]
         assert store.tickets[tid]["passed_by"] == ["a1"]
-        monkeypatch.setattr(engine_module, "publish_all", real_publish)
+        monkeypatch.undo()
 
-        # The next tick reloads from the store and publishes what was stored, same id.
+        # The next tick reloads from the store and publishes what was journaled, same id.
         clock.now += timedelta(seconds=1)
         await engine.tick()
-        assert store.outbox == []
+        assert journal.entries == []
         after = [(eid, b["event"]) for eid, b in seen[2:]]
         assert after == [
             (event_id("ticket", tid, "3"), "offer_expired"),

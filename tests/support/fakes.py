@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -11,11 +11,15 @@ from services.ingest.customers import CustomerRecord, CustomerRef, primary_ident
 from services.ingest.store import ClassifiedText, Correction
 from services.notify.decide import Facts, TicketView
 from services.notify.route import RouteUpdate
-from services.router.actions import ActionOutcome
-from services.router.selection import AgentState
 from services.router.state import RouterState
-from services.router.state.model import Ticket
-from services.router.store import agent_doc, agent_from_doc, ticket_doc, ticket_from_doc
+from services.router.store import (
+    AGENTS,
+    APPLIED,
+    META,
+    TICKETS,
+    agent_from_doc,
+    ticket_from_doc,
+)
 from services.sla.deadlines import SlaState, Timer
 from services.sla.store import TIMERS, timer_from_doc
 from shared.contracts.incidents import Incident
@@ -114,7 +118,6 @@ class FakeRouterStore:
 
     tickets: dict[str, dict[str, Any]] = field(default_factory=dict)
     agents: dict[str, dict[str, Any]] = field(default_factory=dict)
-    outbox: list[OutboundEvent] = field(default_factory=list)
     applied: set[str] = field(default_factory=set)
     actions: dict[str, dict[str, Any]] = field(default_factory=dict)  # outcomes by event id
     position: int = 0
@@ -123,7 +126,7 @@ class FakeRouterStore:
     async def ensure_indexes(self) -> None:
         return None
 
-    async def load(self, state: RouterState, recent_since: datetime) -> list[OutboundEvent]:
+    async def load(self, state: RouterState, recent_since: datetime) -> None:
         state.position = self.position
         for a in self.agents.values():
             state.add_agent(agent_from_doc(a))
@@ -131,34 +134,21 @@ class FakeRouterStore:
             if d["state"] != "resolved" or d["resolved_at"] >= recent_since:
                 state.add_ticket(ticket_from_doc(d))
         state.applied_agent_events.update(self.applied)
-        return list(self.outbox)
 
-    async def save(
-        self,
-        tickets: Iterable[Ticket],
-        agents: Iterable[AgentState],
-        applied_agent_events: Iterable[str],
-        outbox: list[OutboundEvent],
-        position: int = 0,
-        outcomes: Mapping[str, ActionOutcome] | None = None,
-    ) -> None:
+    async def fold(self, changes: dict[str, list[dict[str, Any]]]) -> None:
         if self.fail_next_save:
             self.fail_next_save = False
-            raise ConnectionError("store unavailable")  # nothing written, like a transaction
-        self.outbox.extend(outbox)
-        for t in tickets:
-            self.tickets[t.ticket_id] = ticket_doc(t)
-        for a in agents:
-            self.agents[a.agent_id] = agent_doc(a)
-        self.applied.update(applied_agent_events)
-        for eid, outcome in (outcomes or {}).items():
-            self.actions[eid] = {"_id": eid, **outcome.doc()}
-        if outbox:
-            self.position = position
-
-    async def clear_outbox(self, events: list[OutboundEvent]) -> None:
-        ids = {e.id for e in events}
-        self.outbox = [e for e in self.outbox if e.id not in ids]
+            raise ConnectionError("store unavailable")
+        for d in changes.get(TICKETS, ()):
+            self.tickets[d["_id"]] = d
+        for d in changes.get(AGENTS, ()):
+            self.agents[d["_id"]] = d
+        for d in changes.get(APPLIED, ()):
+            self.applied.add(d["_id"])
+            if d.get("kind") == "action":
+                self.actions[d["_id"]] = d
+        for d in changes.get(META, ()):
+            self.position = int(d["position"])
 
     async def get_ticket(self, ticket_id: str) -> dict[str, Any] | None:
         return self.tickets.get(ticket_id)
