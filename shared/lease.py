@@ -21,13 +21,13 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from faststream.kafka import KafkaBroker
-from prometheus_client import Gauge
+from prometheus_client import CollectorRegistry, Gauge
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared.mongo import Database
@@ -138,7 +138,10 @@ class Lease:
 
 @dataclass
 class EngineHost:
-    """Runs an engine's input broker only while this replica holds the lease."""
+    """Runs an engine's input broker, and its clock, only while this replica holds the lease.
+
+    `clock` is the engine's timer loop, given a test of whether it may act now (this
+    replica holds a valid lease): it runs on every replica and idles on a standby."""
 
     lease: EngineLease
     inputs: KafkaBroker
@@ -146,9 +149,42 @@ class EngineHost:
     holder_gauge: Gauge
     # Run before consuming (e.g. the broker's partitions are the ones the engine assigns).
     check: Callable[[], Awaitable[None]] | None = None
+    clock: Callable[[Callable[[], bool]], Coroutine[None, None, None]] | None = None
     activation_timeout_s: float = 20.0
     active: bool = False
     task: asyncio.Task[None] | None = None
+    clock_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def create(
+        cls,
+        engine: str,
+        registry: CollectorRegistry,
+        *,
+        lease: EngineLease,
+        inputs: KafkaBroker,
+        load_state: Callable[[], Awaitable[None]],
+        check: Callable[[], Awaitable[None]] | None,
+        clock: Callable[[Callable[[], bool]], Coroutine[None, None, None]],
+    ) -> EngineHost:
+        gauge = Gauge(
+            f"omniroute_{engine}_lease_holder",
+            f"1 while this replica holds the {engine} lease, consumes and runs its clock.",
+            registry=registry,
+        )
+        return cls(lease, inputs, load_state, gauge, check=check, clock=clock)
+
+    def may_act(self) -> bool:
+        return self.active and self.lease.valid()
+
+    def ready_check(self, loaded: Callable[[], bool]) -> Callable[[], Awaitable[None]]:
+        """For `/readyz`: the holder is ready once its state is loaded."""
+
+        async def check() -> None:
+            if self.active and not loaded():
+                raise RuntimeError("state not loaded")
+
+        return check
 
     async def _activate(self) -> None:
         # Loading the state and starting the consumer can take longer than the lease:
@@ -218,14 +254,18 @@ class EngineHost:
                     await self._deactivate()
             await asyncio.sleep(self.lease.renew_every_s)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Compete for the lease in the background (an after-startup hook)."""
         self.task = asyncio.create_task(self.run())
+        if self.clock is not None:
+            self.clock_task = asyncio.create_task(self.clock(self.may_act))
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        for task in (self.clock_task, self.task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.active:
             await self._deactivate()
         await self.lease.release()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from functools import partial
 
 from faststream.kafka import KafkaBroker
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
 from services.router.engine import RouterEngine
@@ -119,7 +117,9 @@ def build_app(
     # The engine's ticket events and dead letters; the API's agent actions.
     declare_sends(broker, TICKETS, DEADLETTER, AGENTS)
 
-    host = EngineHost(
+    host = EngineHost.create(
+        "router",
+        registry,
         lease=lease,
         inputs=inputs,
         load_state=engine.load,
@@ -127,25 +127,8 @@ def build_app(
         check=partial(verify_partitions, settings.kafka_bootstrap, INPUT_TOPICS)
         if own_inputs
         else None,
-        holder_gauge=Gauge(
-            "omniroute_router_lease_holder",
-            "1 while this replica holds the router lease and consumes.",
-            registry=registry,
-        ),
+        clock=lambda may_act: engine.run_clock(may_act, settings.tick_interval_s),
     )
-
-    clock_task: list[asyncio.Task[None]] = []
-
-    async def run_clock() -> None:
-        # Only the lease holder fires timers; a standby's clock idles.
-        while True:
-            if host.active and lease.valid() and engine.due():
-                try:
-                    await engine.tick()
-                except Exception:
-                    log.exception("router clock tick failed")
-                    await asyncio.sleep(1.0)
-            await asyncio.sleep(settings.tick_interval_s)
 
     async def startup() -> None:
         configure_logging("router", settings.log_level)
@@ -153,24 +136,13 @@ def build_app(
             await ensure_topics(settings.kafka_bootstrap)
         await store.ensure_indexes()
 
-    async def after_startup() -> None:
-        host.start()
-        clock_task.append(asyncio.create_task(run_clock()))
-
     async def shutdown() -> None:
-        for task in clock_task:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await host.stop()
         await mongo.close()
 
-    async def engine_check() -> None:
-        if host.active and not engine.loaded:
-            raise RuntimeError("state not loaded")
-
+    engine_ready = host.ready_check(lambda: engine.loaded)
     readiness = Readiness(
-        {"kafka": broker_check(broker), "mongodb": lambda: ping(db), "engine": engine_check}
+        {"kafka": broker_check(broker), "mongodb": lambda: ping(db), "engine": engine_ready}
     )
     return ServiceApp(
         broker,
@@ -179,7 +151,7 @@ def build_app(
             *make_routes(settings, broker, store, access=access),
         ],
         on_startup=[startup],
-        after_startup=[after_startup],
+        after_startup=[host.start],
         on_shutdown=[shutdown],
         title="omniroute router",
         specification=document("omniroute router", inputs, broker),

@@ -158,6 +158,17 @@ class RouterEngine:
                 self.loaded = False  # fired in memory only: reload and fire again
                 raise
 
+    async def run_clock(self, may_act: Callable[[], bool], interval_s: float) -> None:
+        """Fire due offers and requeues; only while `may_act` (the lease holder)."""
+        while True:
+            if may_act() and self.due():
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("router clock tick failed")
+                    await asyncio.sleep(1.0)
+            await asyncio.sleep(interval_s)
+
     async def _process(self, records: Sequence[Any]) -> int:
         now = self.clock()
         changes = Changes()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,7 @@ from shared.contracts.agents import (
 from shared.contracts.common import Category
 from shared.events import make_event, publish_all
 from shared.ids import event_id
+from shared.mongo import Document
 from shared.scopes import AGENTS_ADMIN, AGENTS_READ, TICKETS_ACT, TICKETS_READ
 from shared.service import BodyT, parse_body
 from shared.settings import RouterSettings
@@ -76,10 +78,24 @@ def make_routes(
 ) -> list[BaseRoute]:
     id_re = re.compile(ID_PATTERN)
 
-    def bad_id(value: str) -> JSONResponse | None:
+    def path_id(request: Request, name: str) -> str | JSONResponse:
+        """An id from the path, or the 400 for one that is not an id."""
+        value = str(request.path_params[name])
         if not id_re.match(value):
             return JSONResponse({"error": "invalid id"}, status_code=400)
-        return None
+        return value
+
+    async def found(
+        request: Request, name: str, load: Callable[[str], Awaitable[Document | None]]
+    ) -> Response:
+        """The stored document the path names, or 400 / 404."""
+        ident = path_id(request, name)
+        if isinstance(ident, JSONResponse):
+            return ident
+        doc = await load(ident)
+        if doc is None:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        return JSONResponse({name: ident, **_clean(doc)})
 
     def agent_event_id(key: str, request: Request) -> str:
         # An Idempotency-Key makes a retried HTTP call the same event.
@@ -110,13 +126,7 @@ def make_routes(
         return call.refuse(403, reason) if reason else None
 
     async def get_ticket(request: Request, call: Call) -> Response:
-        tid = str(request.path_params["ticket_id"])
-        if err := bad_id(tid):
-            return err
-        doc = await store.get_ticket(tid)
-        if doc is None:
-            return JSONResponse({"error": "not found"}, status_code=404)
-        return JSONResponse({"ticket_id": tid, **_clean(doc)})
+        return await found(request, "ticket_id", store.get_ticket)
 
     async def list_tickets(request: Request, call: Call) -> Response:
         state = request.query_params.get("state", "queued")
@@ -126,18 +136,12 @@ def make_routes(
         return JSONResponse({"tickets": [{"ticket_id": d["_id"], **_clean(d)} for d in docs]})
 
     async def get_agent(request: Request, call: Call) -> Response:
-        aid = str(request.path_params["agent_id"])
-        if err := bad_id(aid):
-            return err
-        doc = await store.get_agent(aid)
-        if doc is None:
-            return JSONResponse({"error": "not found"}, status_code=404)
-        return JSONResponse({"agent_id": aid, **_clean(doc)})
+        return await found(request, "agent_id", store.get_agent)
 
     async def put_agent(request: Request, call: Call) -> Response:
-        aid = str(request.path_params["agent_id"])
-        if err := bad_id(aid):
-            return err
+        aid = path_id(request, "agent_id")
+        if isinstance(aid, JSONResponse):
+            return aid
         profile = await parse_body(request, AgentProfile)
         if isinstance(profile, JSONResponse):
             return profile
@@ -148,9 +152,9 @@ def make_routes(
         return JSONResponse({"agent_id": aid, "event_id": eid}, status_code=202)
 
     async def post_presence(request: Request, call: Call) -> Response:
-        aid = str(request.path_params["agent_id"])
-        if err := bad_id(aid):
-            return err
+        aid = path_id(request, "agent_id")
+        if isinstance(aid, JSONResponse):
+            return aid
         if denied := not_for(call, aid):
             return denied
         data = await parse_body(request, PresenceIn)
@@ -195,9 +199,9 @@ def make_routes(
         request: Request, call: Call, model: type[BodyT]
     ) -> tuple[str, BodyT] | Response:
         """The ticket id and the body of an agent's request, or the refusal to return."""
-        tid = str(request.path_params["ticket_id"])
-        if err := bad_id(tid):
-            return err
+        tid = path_id(request, "ticket_id")
+        if isinstance(tid, JSONResponse):
+            return tid
         data = await parse_body(request, model)
         if isinstance(data, JSONResponse):
             return data
@@ -240,9 +244,9 @@ def make_routes(
 
     async def get_action(request: Request, call: Call) -> Response:
         """accepted / rejected (with the reason) once the engine applied it, else pending."""
-        eid = str(request.path_params["event_id"])
-        if err := bad_id(eid):
-            return err
+        eid = path_id(request, "event_id")
+        if isinstance(eid, JSONResponse):
+            return eid
         done = await store.get_action(eid)
         if done is not None:
             return JSONResponse(action_json(eid, done))

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Coroutine
 from functools import partial
 
 from faststream.kafka import KafkaBroker
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
 from services.sla.deadlines import SlaState, load_policy
@@ -124,7 +121,9 @@ def build_app(
     # The engine's timer events and dead letters.
     declare_sends(broker, SLA, DEADLETTER)
 
-    host = EngineHost(
+    host = EngineHost.create(
+        "sla",
+        registry,
         lease=lease,
         inputs=inputs,
         load_state=engine.load,
@@ -132,17 +131,8 @@ def build_app(
         check=partial(verify_partitions, settings.kafka_bootstrap, INPUT_TOPICS)
         if own_inputs
         else None,
-        holder_gauge=Gauge(
-            "omniroute_sla_lease_holder",
-            "1 while this replica holds the sla lease, consumes and fires timers.",
-            registry=registry,
-        ),
+        clock=lambda may_act: engine.run_clock(may_act, settings.tick_interval_s),
     )
-    clock_task: list[asyncio.Task[None]] = []
-
-    def run_clock() -> Coroutine[None, None, None]:
-        # Only the lease holder fires timers; a standby's clock idles.
-        return engine.run_clock(lambda: host.active and lease.valid(), settings.tick_interval_s)
 
     async def startup() -> None:
         configure_logging("sla", settings.log_level)
@@ -152,33 +142,22 @@ def build_app(
         if producer is not None:
             await producer.start()
 
-    async def after_startup() -> None:
-        host.start()
-        clock_task.append(asyncio.create_task(run_clock()))
-
     async def shutdown() -> None:
-        for task in clock_task:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
         await host.stop()
         await engine.compactor.stop()
         if producer is not None:
             await producer.stop()
         await mongo.close()
 
-    async def engine_check() -> None:
-        if host.active and not engine.loaded:
-            raise RuntimeError("state not loaded")
-
+    engine_ready = host.ready_check(lambda: engine.loaded)
     readiness = Readiness(
-        {"kafka": broker_check(broker), "mongodb": lambda: ping(db), "engine": engine_check}
+        {"kafka": broker_check(broker), "mongodb": lambda: ping(db), "engine": engine_ready}
     )
     return ServiceApp(
         broker,
         routes=health_routes(registry, readiness),
         on_startup=[startup],
-        after_startup=[after_startup],
+        after_startup=[host.start],
         on_shutdown=[shutdown],
         title="omniroute sla",
         specification=document("omniroute sla", inputs, broker),
