@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
 from services.sla.deadlines import SlaState, load_policy
-from services.sla.handlers import GcPause, SlaEngine
+from services.sla.engine import GcPause, SlaEngine
 from services.sla.metrics import SlaMetrics
 from services.sla.store import JOURNAL, MongoSlaStore, SlaStore
 from shared.asyncapi import Records, declare_sends, document

@@ -95,6 +95,7 @@ def test_the_standby_works_within_five_seconds_of_the_holders_death(
         took_s = started - killed_at
     stop.set()
     streaming.join(timeout=30)
+    print(f"{engine} worked again {took_s:.2f} s after the kill")  # the figure in docs
     assert took_s <= TAKEOVER_LIMIT_S, f"{engine} took {took_s:.1f} s to work again"
     assert metric(system.url(survivor), gauge) == 1
 

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from services.router.handlers import ticket_event
 from services.sla.deadlines import SlaState, Timer, load_policy
-from services.sla.handlers import SlaEngine
+from services.sla.engine import SlaEngine
 from services.sla.metrics import SlaMetrics
 from services.sla.store import JOURNAL, TIMERS, MongoSlaStore, journaled, timer_doc
 from shared.embedded import EmbeddedStack

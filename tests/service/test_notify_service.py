@@ -13,7 +13,7 @@ from pymongo import AsyncMongoClient
 
 from services.notify.app import build_app
 from services.router.handlers import ticket_event
-from services.sla.handlers import sla_event
+from services.sla.engine import sla_event
 from shared.contracts.incidents import Affected, Incident, incident_event_type
 from shared.contracts.messages import Amount, Signals
 from shared.events import OutboundEvent, make_event, publish_all

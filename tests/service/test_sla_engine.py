@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from services.router.handlers import ticket_event
 from services.sla.deadlines import SlaState, load_policy
-from services.sla.handlers import SlaEngine
+from services.sla.engine import SlaEngine
 from services.sla.metrics import SlaMetrics
 from shared.events import OutboundEvent
 from shared.journal import Marks, MemoryJournal

@@ -1,4 +1,4 @@
-"""SLA's Kafka edge and its clock: ticket events in, timer events out; due thresholds fired.
+"""SLA's engine: ticket events in, timer events out; due thresholds fired by its clock.
 
 Both paths — a batch of ticket events, and a firing of due thresholds — take one step:
 decide in memory, append one journal entry (the durable record of the step: the engines'
