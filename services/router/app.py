@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
@@ -16,18 +15,16 @@ from services.router.priority import load_policy
 from services.router.state import RouterState
 from services.router.store import JOURNAL, MongoRouterStore, RouterStore
 from shared.access import Access, AccessMetrics
-from shared.asyncapi import Records, declare_sends, document
+from shared.asyncapi import declare_sends, document
 from shared.audit import AuditLog, MongoAuditLog
 from shared.broker import (
-    batch_subscriber,
-    engine_partitions,
     ensure_topics,
     make_broker,
-    verify_partitions,
 )
 from shared.contracts.agents import AgentEvent
 from shared.contracts.messages import MessageReceived
 from shared.contracts.sla import SlaEvent
+from shared.engine import host_engine
 from shared.journal import (
     BrokerOutput,
     Journal,
@@ -36,14 +33,13 @@ from shared.journal import (
     NoPublishedLog,
     PublishedLog,
 )
-from shared.lease import EngineHost, EngineLease, Lease
+from shared.lease import EngineLease, Lease
 from shared.logging import configure_logging
-from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
+from shared.mongo import Document, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import RouterSettings
 from shared.topics import AGENTS, DEADLETTER, MESSAGES, SLA, TICKETS
 
-GROUP_ID = "omniroute-router"
 INPUT_TOPICS = (MESSAGES, AGENTS, SLA)
 log = logging.getLogger(__name__)
 
@@ -87,7 +83,6 @@ def build_app(
     )
     policy = load_policy(settings.policy_dir / "routing.yaml")
     lease = lease or Lease(db, "router", ttl_s=settings.lease_ttl_s)
-    backoff = StoreBackoff.create("router", registry)
     engine = RouterEngine(
         state=RouterState(policy=policy),
         store=store,
@@ -98,37 +93,23 @@ def build_app(
         lease=lease,
     )
 
-    @batch_subscriber(
-        inputs,
-        settings,
-        # The lease is the membership: every partition, assigned, committed as GROUP_ID.
-        partitions=engine_partitions(*INPUT_TOPICS),
-        group_id=GROUP_ID,
-        batch_timeout_ms=20,
-        description="Customer messages (support.messages), agent profiles, presence and"
-        " actions (support.agents) and SLA warnings and breaches (support.sla), applied in"
-        " order to one matching engine on the lease holder",
-    )
-    async def on_inputs(batch: Records[MessageReceived | AgentEvent | SlaEvent]) -> None:
-        # State and events are stored, then published, before the ack policy commits.
-        async with backoff.guard():
-            await engine.process(batch)
-
-    # The engine's ticket events and dead letters; the API's agent actions.
-    declare_sends(broker, TICKETS, DEADLETTER, AGENTS)
-
-    host = EngineHost.create(
+    host = host_engine(
+        engine,
         "router",
+        settings,
         registry,
         lease=lease,
         inputs=inputs,
-        load_state=engine.load,
-        # Real Kafka may differ from the contract's partition counts: refuse, don't skip.
-        check=partial(verify_partitions, settings.kafka_bootstrap, INPUT_TOPICS)
-        if own_inputs
-        else None,
-        clock=lambda may_act: engine.run_clock(may_act, settings.tick_interval_s),
+        topics=INPUT_TOPICS,
+        payload=MessageReceived | AgentEvent | SlaEvent,
+        description="Customer messages (support.messages), agent profiles, presence and"
+        " actions (support.agents) and SLA warnings and breaches (support.sla), applied in"
+        " order to one matching engine on the lease holder",
+        tick_interval_s=settings.tick_interval_s,
+        check_partitions=own_inputs,
     )
+    # The engine's ticket events and dead letters; the API's agent actions.
+    declare_sends(broker, TICKETS, DEADLETTER, AGENTS)
 
     async def startup() -> None:
         configure_logging("router", settings.log_level)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
@@ -12,15 +10,13 @@ from services.sla.deadlines import SlaState, load_policy
 from services.sla.engine import GcPause, SlaEngine
 from services.sla.metrics import SlaMetrics
 from services.sla.store import JOURNAL, MongoSlaStore, SlaStore
-from shared.asyncapi import Records, declare_sends, document
+from shared.asyncapi import declare_sends, document
 from shared.broker import (
-    batch_subscriber,
-    engine_partitions,
     ensure_topics,
     make_broker,
-    verify_partitions,
 )
 from shared.contracts.tickets import TicketEvent
+from shared.engine import host_engine
 from shared.journal import (
     BrokerOutput,
     Journal,
@@ -31,14 +27,13 @@ from shared.journal import (
     ProducerOutput,
     PublishedLog,
 )
-from shared.lease import EngineHost, EngineLease, Lease
+from shared.lease import EngineLease, Lease
 from shared.logging import configure_logging
-from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
+from shared.mongo import Document, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import SlaSettings
 from shared.topics import DEADLETTER, SLA, TICKETS
 
-GROUP_ID = "omniroute-sla"
 INPUT_TOPICS = (TICKETS,)
 
 
@@ -86,7 +81,6 @@ def build_app(
     journal = journal or MongoJournal(db, JOURNAL)
     store = store or MongoSlaStore(db)
     lease = lease or Lease(db, "sla", ttl_s=settings.lease_ttl_s)
-    backoff = StoreBackoff.create("sla", registry)
     engine = SlaEngine(
         state=SlaState(
             policy=load_policy(settings.policy_dir / "sla.yaml"),
@@ -104,35 +98,22 @@ def build_app(
         gc=GcPause() if producer is not None else None,
     )
 
-    @batch_subscriber(
-        inputs,
-        settings,
-        # The lease is the membership: every partition, assigned, committed as GROUP_ID.
-        partitions=engine_partitions(*INPUT_TOPICS),
-        group_id=GROUP_ID,
-        batch_timeout_ms=20,
-        description="Ticket events drive first-response, next-response and resolution timers"
-        " (started, paused while waiting on the customer, met), on the lease holder",
-    )
-    async def on_ticket_events(batch: Records[TicketEvent]) -> None:
-        async with backoff.guard():
-            await engine.process(batch)
-
-    # The engine's timer events and dead letters.
-    declare_sends(broker, SLA, DEADLETTER)
-
-    host = EngineHost.create(
+    host = host_engine(
+        engine,
         "sla",
+        settings,
         registry,
         lease=lease,
         inputs=inputs,
-        load_state=engine.load,
-        # Real Kafka may differ from the contract's partition counts: refuse, don't skip.
-        check=partial(verify_partitions, settings.kafka_bootstrap, INPUT_TOPICS)
-        if own_inputs
-        else None,
-        clock=lambda may_act: engine.run_clock(may_act, settings.tick_interval_s),
+        topics=INPUT_TOPICS,
+        payload=TicketEvent,
+        description="Ticket events drive first-response, next-response and resolution timers"
+        " (started, paused while waiting on the customer, met), on the lease holder",
+        tick_interval_s=settings.tick_interval_s,
+        check_partitions=own_inputs,
     )
+    # The engine's timer events and dead letters.
+    declare_sends(broker, SLA, DEADLETTER)
 
     async def startup() -> None:
         configure_logging("sla", settings.log_level)
