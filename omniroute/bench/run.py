@@ -403,6 +403,7 @@ def render(results: dict[str, Any]) -> str:
                 f"{acks['first']:,} → {acks['last']:,} acknowledgements still to send)",
             )
         )
+        rows.append(("P1 arrival → queued, same samples", _percentiles(p1["queued_after_arrival"])))
     if sla := results.get("sla"):
         rows.append(
             (
