@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -142,15 +143,36 @@ MIX: tuple[tuple[Channel, str, object, int], ...] = (
 )
 
 
-def generate(count: int, run: str, seed: int = 7) -> list[Payload]:
-    """`count` payloads, each a new conversation; message ids known in advance."""
+def generate(
+    count: int,
+    run: str,
+    seed: int = 7,
+    *,
+    keep: Callable[[Sequence[Prepared]], Sequence[bool]] | None = None,
+    config: ParserConfig | None = None,
+) -> list[Payload]:
+    """`count` payloads, each a new conversation; message ids known in advance.
+
+    `keep`: which of a batch of parsed messages may be part of the load (e.g. none that
+    ingest will classify as P1); the others are drawn again. `config`: ingest's parser
+    settings to parse them with (its IVR menus give phone calls their category hint)."""
     rng = random.Random(seed)  # noqa: S311 - a reproducible load, not a secret
     weights = [w for *_, w in MIX]
-    config = ParserConfig()
+    config = config or ParserConfig()
     out: list[Payload] = []
-    for n in range(count):
-        channel, provider, make, _ = rng.choices(MIX, weights=weights)[0]
-        raw, key = make(n, run, rng)  # type: ignore[operator]
-        [prepared] = [p for p in prepare(channel, provider, raw, config) if isinstance(p, Prepared)]
-        out.append(Payload(channel, provider, raw, key, prepared.message_id))
+    n = 0
+    while len(out) < count:
+        if n > 20 * count:
+            raise ValueError(f"`keep` refused nearly all of {n} messages drawn")
+        drawn: list[tuple[Payload, Prepared]] = []
+        for _ in range(count - len(out)):
+            channel, provider, make, _ = rng.choices(MIX, weights=weights)[0]
+            raw, key = make(n, run, rng)  # type: ignore[operator]
+            n += 1
+            [prepared] = [
+                p for p in prepare(channel, provider, raw, config) if isinstance(p, Prepared)
+            ]
+            drawn.append((Payload(channel, provider, raw, key, prepared.message_id), prepared))
+        kept = keep([p for _, p in drawn]) if keep else [True] * len(drawn)
+        out += [payload for (payload, _), ok in zip(drawn, kept, strict=True) if ok]
     return out

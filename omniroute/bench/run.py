@@ -17,8 +17,6 @@ import platform
 import shutil
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,33 +26,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import MongoClient
 
-from omniroute.bench.load import Payload, generate
+from omniroute.bench.kit import TicketWatcher, add_agents, ms, produce
+from omniroute.bench.load import generate
+from omniroute.bench.p1 import p1_behind_backlog
 from omniroute.bench.sla_lag import measure_firing_lag
 from omniroute.bench.store_costs import measure_store_costs
-from omniroute.system import DEV_SECRET, DEV_TOKEN, LocalSystem
+from omniroute.system import LocalSystem
 from shared.embedded import EmbeddedStack
-from shared.topics import TICKETS
-
-AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}
-ROUTED = {"offered", "assigned", "queued"}
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
-
-
-def ms(values: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(pct(values, 50) * 1000, 2),
-        "p95_ms": round(pct(values, 95) * 1000, 2),
-        "p99_ms": round(pct(values, 99) * 1000, 2),
-        "max_ms": round(max(values) * 1000, 2) if values else float("nan"),
-        "samples": len(values),
-    }
-
 
 # -- raw broker ---------------------------------------------------------------------------
 
@@ -103,120 +81,6 @@ async def broker_baseline(bootstrap: str, count: int = 50_000, size: int = 900) 
 
 
 # -- pipeline helpers ---------------------------------------------------------------------
-
-
-@dataclass
-class TicketWatcher:
-    """Follows support.tickets from its current end; notes when each message is routed."""
-
-    bootstrap: str
-    routed_at: dict[str, float] = field(default_factory=dict)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    keep_events: bool = False
-    _consumer: AIOKafkaConsumer | None = None
-    _task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False
-        )
-        await self._consumer.start()
-        parts = [
-            TopicPartition(TICKETS, p)
-            for p in sorted(self._consumer.partitions_for_topic(TICKETS) or range(4))
-        ]
-        self._consumer.assign(parts)
-        await self._consumer.seek_to_end(*parts)
-        for tp in parts:
-            await self._consumer.position(tp)
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
-            now = time.perf_counter()
-            for records in batch.values():
-                for r in records:
-                    ev = json.loads(r.value)
-                    if self.keep_events:
-                        self.events.append(ev)
-                    mid = ev.get("message_id")
-                    if ev["event"] in ROUTED and mid and mid not in self.routed_at:
-                        self.routed_at[mid] = now
-
-    async def wait_for(self, ids: Iterable[str], timeout_s: float) -> float:
-        wanted = set(ids)
-        deadline = time.perf_counter() + timeout_s
-        while not wanted <= self.routed_at.keys():
-            if time.perf_counter() > deadline:
-                missing = len(wanted - self.routed_at.keys())
-                raise TimeoutError(f"{missing} of {len(wanted)} messages not routed")
-            await asyncio.sleep(0.01)
-        return max(self.routed_at[i] for i in wanted)
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-        if self._consumer:
-            await self._consumer.stop()
-
-
-async def produce(
-    bootstrap: str, payloads: list[Payload], rate: float | None = None
-) -> dict[str, float]:
-    """Publish raw payloads as adapters would; returns send time per message id."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=2, acks="all", max_request_size=4_194_304
-    )
-    await producer.start()
-    sent: dict[str, float] = {}
-    futures = []
-    started = time.perf_counter()
-    for i, p in enumerate(payloads):
-        if rate:
-            due = started + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        sent[p.message_id] = time.perf_counter()
-        futures.append(
-            await producer.send(
-                p.topic, p.raw, key=p.key, headers=[("provider", p.provider.encode())]
-            )
-        )
-    await asyncio.gather(*futures)
-    await producer.stop()
-    return sent
-
-
-def add_agents(router_url: str, count: int, online: bool = True, capacity: int = 5) -> list[str]:
-    ids = []
-    with httpx.Client(timeout=10) as client:
-        for i in range(count):
-            aid = f"bench-agent-{i}"
-            client.put(
-                f"{router_url}/v1/agents/{aid}",
-                headers=AUTH,
-                json={
-                    "name": f"Agent {i}",
-                    "languages": ["en", "zh"],
-                    "auto_accept": True,
-                    "capacity": {
-                        "chat": capacity,
-                        "email": capacity,
-                        "social": capacity,
-                        "phone": 1,
-                    },
-                },
-            )
-            client.post(
-                f"{router_url}/v1/agents/{aid}/presence",
-                headers=AUTH,
-                json={"status": "online" if online else "offline"},
-            )
-            ids.append(aid)
-    return ids
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -359,86 +223,6 @@ async def pipeline(
         system.stop()
 
 
-async def p1_behind_backlog(
-    stack: EmbeddedStack, work: Path, backlog: int, samples: int
-) -> dict[str, Any]:
-    """An agent frees while 10,000 lower tickets wait: how fast is the waiting P1 offered?"""
-    system = new_system(stack, "p1", work)
-    db: Any = MongoClient(stack.mongo_uri, tz_aware=True)[system.mongo_db]
-    try:
-        router = system.url("router")
-        watcher = TicketWatcher(stack.kafka_bootstrap, keep_events=True)
-        await watcher.start()
-        low = generate(backlog, f"bk{uuid.uuid4().hex[:4]}", seed=3)
-        await produce(stack.kafka_bootstrap, low)
-        await watcher.wait_for([p.message_id for p in low], 900)
-        # One agent, capacity one chat, already busy with one ticket.
-        [agent] = add_agents(router, 1, capacity=1)
-        deadline = time.perf_counter() + 60
-        while not db.agents.find_one({"_id": agent, "load.chat": 1}):
-            if time.perf_counter() > deadline:
-                raise TimeoutError("agent never got a first ticket")
-            await asyncio.sleep(0.05)
-        # The backlog is queued; sla and notify finish their share of it (timers,
-        # acknowledgements) before the samples: what is measured is the router's choice
-        # behind 10,000 waiting tickets, not the store's queue behind a burst's side work.
-        result: dict[str, Any] = {
-            "downstream_drained_after_s": round(await quiesce(process_ids(stack, system)), 1)
-        }
-        lags: list[float] = []
-        client = httpx.AsyncClient(timeout=10)
-        for i in range(samples):
-            body = json.dumps(
-                {
-                    "session_id": f"p1-{uuid.uuid4().hex}",
-                    "message_id": "m1",
-                    "visitor": {"id": f"p1v{i}"},
-                    "text": "Someone stole all my BTC, unauthorized withdrawal!",
-                }
-            ).encode()
-            from services.ingest.http import SIGNATURE_HEADER, sign
-
-            reply = await client.post(
-                f"{system.url('ingest')}/v1/inbound/chat/generic",
-                content=body,
-                headers={SIGNATURE_HEADER: sign(DEV_SECRET, body)},
-            )
-            [mid] = reply.json()["message_ids"]
-            await watcher.wait_for([mid], 60)  # queued: the agent is busy
-            busy = db.agents.find_one({"_id": agent})["tickets"][0]
-            freed = time.perf_counter()
-            await client.post(
-                f"{router}/v1/tickets/{busy}/resolve", headers=AUTH, json={"agent_id": agent}
-            )
-            deadline = time.perf_counter() + 30
-            offered = None
-            while offered is None:
-                for ev in reversed(watcher.events[-50:]):
-                    if (
-                        ev["event"] in ("assigned", "offered")
-                        and ev["priority"] == "P1"
-                        and ev["agent_id"] == agent
-                        and ev["sequence"] > 2
-                    ):
-                        offered = ev
-                        break
-                if time.perf_counter() > deadline:
-                    raise TimeoutError("P1 never offered")
-                await asyncio.sleep(0.001)
-            lags.append(time.perf_counter() - freed)
-            watcher.events.clear()
-        await client.aclose()
-        await watcher.stop()
-        return {
-            **result,
-            "backlog": backlog,
-            "time_to_offer_after_agent_frees": ms(lags),
-            "note": "from the resolve API call to the P1 offer event on support.tickets",
-        }
-    finally:
-        system.stop()
-
-
 async def open_ticket_scaling(
     stack: EmbeddedStack, work: Path, sizes: tuple[int, ...], count: int
 ) -> dict[str, Any]:
@@ -531,7 +315,11 @@ async def run_scenario(name: str, args: Any, stack: EmbeddedStack, work: Path) -
     if name == "pipeline":
         return await pipeline(stack, work, args.messages, args.rate, args.rate_seconds)
     if name == "p1":
-        return await p1_behind_backlog(stack, work, args.backlog, args.p1_samples)
+        system = new_system(stack, "p1", work)
+        try:
+            return await p1_behind_backlog(system, args.backlog, args.p1_samples)
+        finally:
+            system.stop()
     if name == "sla":
         return await measure_firing_lag(
             stack, timers=args.timers, target_s=args.sla_target_s, spread_s=args.sla_target_s / 5
@@ -607,12 +395,15 @@ def render(results: dict[str, Any]) -> str:
             ("peak RSS (MiB)", ", ".join(f"{k} {v}" for k, v in p["peak_rss_mb"].items())),
         ]
     if p1 := results.get("p1"):
+        acks = p1["acknowledgements_outstanding"]
         rows.append(
             (
                 f"P1 time-to-offer behind {p1['backlog']:,} queued",
-                _percentiles(p1["time_to_offer_after_agent_frees"]),
+                f"{_percentiles(p1['time_to_offer_after_agent_frees'])} (notify with "
+                f"{acks['first']:,} → {acks['last']:,} acknowledgements still to send)",
             )
         )
+        rows.append(("P1 arrival → queued, same samples", _percentiles(p1["queued_after_arrival"])))
     if sla := results.get("sla"):
         rows.append(
             (

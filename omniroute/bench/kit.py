@@ -1,0 +1,183 @@
+"""What the benchmark's scenarios share: percentiles, topic followers, the load's producer
+and the agents' desk."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from omniroute.bench.load import Payload
+from omniroute.system import DEV_TOKEN
+from shared.topics import TICKETS
+
+AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}
+ROUTED = {"offered", "assigned", "queued"}
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def ms(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(pct(values, 50) * 1000, 2),
+        "p95_ms": round(pct(values, 95) * 1000, 2),
+        "p99_ms": round(pct(values, 99) * 1000, 2),
+        "max_ms": round(max(values) * 1000, 2) if values else float("nan"),
+        "samples": len(values),
+    }
+
+
+class Follower:
+    """Follows a topic from its current end in the background; `take` sees each record's
+    JSON value with the time it arrived here (perf_counter)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._arrived = asyncio.Event()
+
+    def take(self, value: dict[str, Any], now: float) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False
+        )
+        await self._consumer.start()
+        parts = [
+            TopicPartition(self.topic, p)
+            for p in sorted(self._consumer.partitions_for_topic(self.topic) or range(4))
+        ]
+        self._consumer.assign(parts)
+        await self._consumer.seek_to_end(*parts)
+        for tp in parts:
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            now = time.perf_counter()
+            for records in batch.values():
+                for r in records:
+                    self.take(json.loads(r.value), now)
+            if batch:
+                self._arrived.set()
+
+    async def wait_until(self, done: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """Until `done()` holds after the records seen so far, at most `timeout_s`."""
+        deadline = time.perf_counter() + timeout_s
+        while not done():
+            if self._task is not None and self._task.done():
+                self._task.result()  # the follower failed: say why
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                raise TimeoutError(what)
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), min(left, 1.0))
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer:
+            await self._consumer.stop()
+
+
+class TicketWatcher(Follower):
+    """Follows support.tickets; notes when each message is first routed."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(bootstrap, TICKETS)
+        self.routed_at: dict[str, float] = {}
+
+    def take(self, value: dict[str, Any], now: float) -> None:
+        mid = value.get("message_id")
+        if value["event"] in ROUTED and mid and mid not in self.routed_at:
+            self.routed_at[mid] = now
+
+    async def wait_for(self, ids: Iterable[str], timeout_s: float) -> float:
+        wanted = set(ids)
+        try:
+            await self.wait_until(lambda: wanted <= self.routed_at.keys(), timeout_s, "")
+        except TimeoutError:
+            missing = len(wanted - self.routed_at.keys())
+            raise TimeoutError(f"{missing} of {len(wanted)} messages not routed") from None
+        return max(self.routed_at[i] for i in wanted)
+
+
+async def produce(
+    bootstrap: str, payloads: list[Payload], rate: float | None = None
+) -> dict[str, float]:
+    """Publish raw payloads as adapters would; returns send time per message id."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=2, acks="all", max_request_size=4_194_304
+    )
+    await producer.start()
+    sent: dict[str, float] = {}
+    futures = []
+    started = time.perf_counter()
+    for i, p in enumerate(payloads):
+        if rate:
+            due = started + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        sent[p.message_id] = time.perf_counter()
+        futures.append(
+            await producer.send(
+                p.topic, p.raw, key=p.key, headers=[("provider", p.provider.encode())]
+            )
+        )
+    await asyncio.gather(*futures)
+    await producer.stop()
+    return sent
+
+
+def add_agents(
+    router_url: str, count: int, online: bool = True, capacity: int | Mapping[str, int] = 5
+) -> list[str]:
+    """Agents speaking both languages, auto-accepting; `capacity`: per channel, or one
+    figure for chat, email and social (phone one at a time)."""
+    per_channel = (
+        dict(capacity)
+        if isinstance(capacity, Mapping)
+        else {"chat": capacity, "email": capacity, "social": capacity, "phone": 1}
+    )
+    ids = []
+    with httpx.Client(timeout=10) as client:
+        for i in range(count):
+            aid = f"bench-agent-{i}"
+            client.put(
+                f"{router_url}/v1/agents/{aid}",
+                headers=AUTH,
+                json={
+                    "name": f"Agent {i}",
+                    "languages": ["en", "zh"],
+                    "auto_accept": True,
+                    "capacity": per_channel,
+                },
+            ).raise_for_status()
+            client.post(
+                f"{router_url}/v1/agents/{aid}/presence",
+                headers=AUTH,
+                json={"status": "online" if online else "offline"},
+            ).raise_for_status()
+            ids.append(aid)
+    return ids
