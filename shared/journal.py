@@ -409,7 +409,9 @@ class Compactor:
     unpublished entry: after a failure it stops until the engine reloads, and the reload
     replays everything still in the journal."""
 
-    fold: Fold  # writes the newest version of the documents (the engine's store)
+    # Writes the newest version of the documents (the engine's store); None when the engine
+    # folds each entry itself before publishing (the router): then this only forgets them.
+    fold: Fold | None
     journal: Journal
     may_write: Callable[[], bool] = lambda: True  # the lease is still ours
     # False while the engine is about to act (e.g. a threshold falls due): it goes first.
@@ -475,10 +477,13 @@ class Compactor:
         while ready:
             group: list[Entry] = []
             size = 0
-            while ready and (not group or size + ready[0].documents <= self.chunk):
+            while ready and (
+                not group or self.fold is None or size + ready[0].documents <= self.chunk
+            ):
                 size += ready[0].documents
                 group.append(ready.pop(0))
-            docs = [(c, d) for c, ds in latest(group).items() for d in ds]
+            fold = self.fold
+            docs = [(c, d) for c, ds in latest(group).items() for d in ds] if fold else []
             for i in range(0, len(docs), self.chunk):
                 await self._wait_quiet()
                 if not self.may_write():
@@ -486,7 +491,8 @@ class Compactor:
                 chunk: dict[str, list[Document]] = {}
                 for c, d in docs[i : i + self.chunk]:
                     chunk.setdefault(c, []).append(d)
-                await self.fold(chunk)
+                if fold is not None:
+                    await fold(chunk)
             await self._wait_quiet()
             if not self.may_write():
                 return folded

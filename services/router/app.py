@@ -119,6 +119,7 @@ def build_app(
 
     async def shutdown() -> None:
         await host.stop()
+        await engine.compactor.stop()
         await mongo.close()
 
     engine_ready = host.ready_check(lambda: engine.loaded)

@@ -17,7 +17,7 @@ from services.router.handlers import INPUTS, ticket_event
 from services.router.metrics import RouterMetrics
 from services.router.state import RouterState
 from services.router.state.model import Changes
-from services.router.store import AGENTS, RouterStore, agent_doc, changes_of
+from services.router.store import AGENTS, META, RouterStore, agent_doc, changes_of
 from shared.consume import Decoder, Incoming, kind_of
 from shared.contracts.agents import (
     AgentActionTaken,
@@ -28,6 +28,7 @@ from shared.contracts.messages import MessageReceived
 from shared.contracts.sla import SlaEvent
 from shared.events import OutboundEvent
 from shared.journal import (
+    Compactor,
     Entry,
     Journal,
     Marks,
@@ -65,18 +66,29 @@ class RouterEngine:
         self.decoder = Decoder(
             "router", INPUTS, on_dead=lambda _reason: self.metrics.deadletters.inc()
         )
+        # Steps are folded before they are published; the compactor forgets them in bulk.
+        self.compactor = Compactor(
+            None,
+            self.journal,
+            may_write=lambda: self.lease is None or self.lease.valid(),
+            interval_s=0.2,
+        )
 
     async def load(self) -> None:
         """(Re)build the state from MongoDB: at start and on every lease takeover."""
         self.loaded = False
+        await self.compactor.stop()
         self.state = RouterState(policy=self.state.policy)
         await self._recover()
         await self.store.load(self.state, self.clock() - timedelta(days=8))
         fixed = self.state.reconcile_loads()
+        changes = {META: [{"_id": "router", "position": self.state.position}]}
         if fixed:
             # Loads follow the tickets (e.g. documents written before transactions were used).
             log.warning("agent loads corrected", extra={"agents": sorted(fixed)})
-            await self.store.fold({AGENTS: [agent_doc(a) for a in fixed.values()]})
+            changes[AGENTS] = [agent_doc(a) for a in fixed.values()]
+        await self.store.fold(changes)  # and the position's floor moves up
+        self.compactor.start()
         self.marks = await self.published.end_offsets()
         self.loaded = True
         self.metrics.observe_state(self.state, self.clock())
@@ -200,7 +212,6 @@ class RouterEngine:
                 changes.agents.values(),
                 self._batch_agent_events,
                 changes.outcomes,
-                self.state.position if events else None,
             ),
             events,
             dict(self.marks),
@@ -211,6 +222,7 @@ class RouterEngine:
             await self.journal.append(entry)
             await self.store.fold(entry.changes)
             advance(self.marks, await asyncio.gather(*await self.output.send(events)))
-            await self.journal.discard([entry])
+            self.compactor.offer(entry)
+            self.compactor.mark_published(entry.entry_id)
         self.metrics.observe(changes, self.state, now)
         return len(events)

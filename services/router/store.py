@@ -190,7 +190,7 @@ class MongoRouterStore:
     async def load(self, state: RouterState, recent_since: datetime) -> None:
         """Fill `state` from MongoDB (the journal is folded in first by the engine)."""
         meta = await self.meta.find_one({"_id": "router"})
-        state.position = int(meta["position"]) if meta else 0
+        position = int(meta["position"]) if meta else 0
         async for d in self.agents.find({}):
             state.add_agent(agent_from_doc(d))
         query: dict[str, Any] = {
@@ -200,7 +200,12 @@ class MongoRouterStore:
             ]
         }
         async for d in self.tickets.find(query):
-            state.add_ticket(ticket_from_doc(d))
+            t = ticket_from_doc(d)
+            state.add_ticket(t)
+            # The newest event belongs to a ticket changed lately, so loaded: the position
+            # rides on the tickets (no write of its own per step; META is its floor).
+            position = max(position, t.position)
+        state.position = position
         async for d in self.applied.find({}, {"_id": 1}):
             state.applied_agent_events.add(d["_id"])
 
