@@ -17,6 +17,7 @@ from typing import Self
 
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
@@ -48,7 +49,8 @@ class ErasureBody(BaseModel):
     @model_validator(mode="after")
     def _one_subject(self) -> Self:
         if (self.customer_id is None) == (self.identity is None):
-            raise ValueError("give exactly one of customer_id and identity")
+            # A custom error keeps the 422's detail JSON (a ValueError's context is not).
+            raise PydanticCustomError("one_subject", "give exactly one of customer_id and identity")
         return self
 
 
