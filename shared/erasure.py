@@ -14,6 +14,7 @@ business and pass by (ingest reads them for the erasure log).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
@@ -30,6 +31,8 @@ from shared.events import OutboundEvent, make_event
 from shared.holds import Holds
 from shared.ids import event_id
 from shared.topics import ERASURES
+
+log = logging.getLogger(__name__)
 
 ERASURE_INPUTS = Contracts(
     {
@@ -86,6 +89,11 @@ def hold_event(change: LegalHoldChanged) -> OutboundEvent:
 def completed(
     service: str, req: ErasureRequested, counts: dict[str, int], now: datetime, held: bool = False
 ) -> OutboundEvent:
+    # Ids and counts only: the customer is not named in logs.
+    log.info(
+        "erasure done" if not held else "erasure skipped: legal hold",
+        extra={"erasure_id": req.erasure_id, "counts": counts, "held": held},
+    )
     return completed_event(
         ErasureCompleted(
             erasure_id=req.erasure_id, service=service, counts=counts, held=held, at=now
