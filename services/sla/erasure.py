@@ -7,6 +7,10 @@ or committed. Timers no longer in memory (finished before the dedupe window) are
 anonymised in `sla_timers` directly. A timer keeps what SLA history needs: ticket,
 metric, priority, channel, category, agent, times, warned and breached.
 
+A new lease holder's recovery looks up only support.sla and support.deadletter for what
+was already published: a journaled `completed` may go out twice, which ingest's erasure
+log takes once (the first report per service counts).
+
 Retention (policy/retention.yaml), held customers skipped, on the lease holder only:
 finished timers after `sla_timers`, the API audit after `audit`.
 """
