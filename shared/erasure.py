@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
+
+from pydantic import BaseModel
 
 from shared.consume import Contracts, Decoded
 from shared.contracts.erasures import (
@@ -120,3 +123,29 @@ async def erase_batch(
             continue
         out.append(completed(service, req, await erase(req, now), now))
     return out
+
+
+@dataclass
+class ErasureInbox:
+    """What an engine read on support.erasures during one batch, applied at the batch's end
+    (where the engine may do I/O): holds first, then the requests."""
+
+    holds: Holds
+    _requests: list[ErasureRequested] = field(default_factory=list)
+    _changes: list[LegalHoldChanged] = field(default_factory=list)
+
+    def note(self, ev: BaseModel) -> None:
+        """Read in order with the batch; other services' completions pass by."""
+        if isinstance(ev, ErasureRequested):
+            self._requests.append(ev)
+        elif isinstance(ev, LegalHoldChanged):
+            self._changes.append(ev)
+
+    async def take(self) -> tuple[list[ErasureRequested], set[str]]:
+        """The batch's requests, and which of their customers are held."""
+        requests, self._requests = self._requests, []
+        changes, self._changes = self._changes, []
+        await self.holds.apply(changes)
+        if not requests:
+            return [], set()
+        return requests, await self.holds.held(r.customer_id for r in requests)

@@ -22,8 +22,7 @@ from pydantic import BaseModel
 
 from services.router.state import RouterState
 from services.router.state.model import Changes
-from shared.contracts.erasures import ErasureRequested, LegalHoldChanged
-from shared.erasure import completed
+from shared.erasure import ErasureInbox, completed
 from shared.events import OutboundEvent
 from shared.holds import Holds, MemoryHolds, MongoHolds
 from shared.mongo import Database
@@ -57,32 +56,23 @@ class RouterErasure:
 
     db: Database | None = None  # None: in-memory tests, nothing stored beyond the engine's
     holds: Holds = field(default_factory=MemoryHolds)
-    _requests: list[ErasureRequested] = field(default_factory=list)
-    _holds: list[LegalHoldChanged] = field(default_factory=list)
+    inbox: ErasureInbox = field(init=False)
 
     def __post_init__(self) -> None:
         if self.db is not None:
             self.holds = MongoHolds(self.db)
+        self.inbox = ErasureInbox(self.holds)
 
     def note(self, ev: BaseModel) -> Changes:
-        """Read in order with the batch; other services' completions pass by."""
-        if isinstance(ev, ErasureRequested):
-            self._requests.append(ev)
-        elif isinstance(ev, LegalHoldChanged):
-            self._holds.append(ev)
+        self.inbox.note(ev)
         return Changes()
 
     async def finish(
         self, state: RouterState, now: datetime
     ) -> tuple[Changes, list[OutboundEvent]]:
-        requests, self._requests = self._requests, []
-        holds, self._holds = self._holds, []
-        await self.holds.apply(holds)
+        requests, held = await self.inbox.take()
         changes = Changes()
         done: list[OutboundEvent] = []
-        if not requests:
-            return changes, done
-        held = await self.holds.held(r.customer_id for r in requests)
         for req in requests:
             if req.customer_id in held:
                 done.append(completed("router", req, {}, now, held=True))

@@ -24,8 +24,7 @@ from typing import Protocol
 from pydantic import BaseModel
 
 from services.sla.deadlines import SlaState, Timer
-from shared.contracts.erasures import ErasureRequested, LegalHoldChanged
-from shared.erasure import completed
+from shared.erasure import ErasureInbox, completed
 from shared.events import OutboundEvent
 from shared.holds import Holds, MemoryHolds, MongoHolds
 from shared.mongo import Database
@@ -50,29 +49,20 @@ def erase_customer(state: SlaState, customer_id: str) -> list[Timer]:
 class SlaErasure:
     db: Database | None = None  # None: in-memory tests
     holds: Holds = field(default_factory=MemoryHolds)
-    _requests: list[ErasureRequested] = field(default_factory=list)
-    _holds: list[LegalHoldChanged] = field(default_factory=list)
+    inbox: ErasureInbox = field(init=False)
 
     def __post_init__(self) -> None:
         if self.db is not None:
             self.holds = MongoHolds(self.db)
+        self.inbox = ErasureInbox(self.holds)
 
     def note(self, ev: BaseModel) -> None:
-        """Read in order with the batch; other services' completions pass by."""
-        if isinstance(ev, ErasureRequested):
-            self._requests.append(ev)
-        elif isinstance(ev, LegalHoldChanged):
-            self._holds.append(ev)
+        self.inbox.note(ev)
 
     async def finish(self, state: SlaState, step: StepLike, now: datetime) -> list[OutboundEvent]:
         """Anonymise into `step`; returns the `completed` events for the step to journal."""
-        requests, self._requests = self._requests, []
-        holds, self._holds = self._holds, []
-        await self.holds.apply(holds)
+        requests, held = await self.inbox.take()
         done: list[OutboundEvent] = []
-        if not requests:
-            return done
-        held = await self.holds.held(r.customer_id for r in requests)
         for req in requests:
             if req.customer_id in held:
                 done.append(completed("sla", req, {}, now, held=True))
