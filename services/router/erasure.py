@@ -8,6 +8,9 @@ stores with everything else before it commits the offsets. Tickets not in memory
 long ago) are anonymised in `tickets` directly. A shell keeps what metrics and SLA history
 need: category, priority, channel, language, state, times, agent and decision record.
 
+A new lease holder's recovery reads back only support.tickets and support.deadletter: a
+journaled `completed` may go out twice, which ingest's erasure log takes once.
+
 Retention (policy/retention.yaml), held customers skipped, on the lease holder only:
 resolved tickets after `tickets`, their decision records after `decision_records`, the API
 audit after `audit`.
