@@ -35,6 +35,7 @@ from shared.contracts.agents import (
     AgentEvent,
 )
 from shared.contracts.deadletter import DEAD_LETTERED, DeadLettered
+from shared.contracts.erasures import ERASURE_TYPES, ErasureEvent
 from shared.contracts.incidents import INCIDENT_EVENT_TYPES, Incident
 from shared.contracts.messages import MESSAGE_RECEIVED, MessageReceived
 from shared.contracts.notifications import NotificationRecorded
@@ -44,6 +45,7 @@ from shared.events import records_of
 from shared.topics import (
     AGENTS,
     DEADLETTER,
+    ERASURES,
     INBOUND_CHAT,
     INBOUND_EMAIL,
     INBOUND_PHONE,
@@ -175,6 +177,12 @@ SENT: dict[str, Sent] = {
         DeadLettered,
         "Anything that could not be processed, with the reason, the service and where it"
         f" was read from; the payload redacted and truncated. Type {_types(DEAD_LETTERED)}",
+    ),
+    ERASURES: Sent(
+        ErasureEvent,
+        "Erasure requests (ingest, keyed by customer id), each service's completion with"
+        " what it erased per collection (keyed by erasure id) and legal holds (ingest,"
+        f" keyed by customer id); no identity or text. Types {_types(*ERASURE_TYPES)}",
     ),
 }
 

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
 from services.ingest.classify import load_rules
+from services.ingest.erasure import ErasureStore, IngestErasure, KafkaTombstones, Tombstones
+from services.ingest.erasure_api import make_erasure_routes
 from services.ingest.handlers import Ingestor, Teacher, inbound_from_record
 from services.ingest.http import make_routes
 from services.ingest.language import detect_language
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import load_policy
+from services.ingest.retention import ingest_sweeps
 from services.ingest.store import (
     CustomerStore,
     MongoCustomerStore,
@@ -26,17 +30,20 @@ from shared.access import Access
 from shared.asyncapi import RawInbound, Records, declare_sends
 from shared.audit import AuditLog, MongoAuditLog
 from shared.broker import batch_subscriber, ensure_topics, make_broker
+from shared.contracts.erasures import ErasureCompleted, ErasureRequested, LegalHoldChanged
 from shared.contracts.tickets import TicketEvent
 from shared.events import publish_all
 from shared.logging import configure_logging
 from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
+from shared.retention import Sweeper, load_retention
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import IngestSettings
-from shared.topics import DEADLETTER, INBOUND_BY_CHANNEL, MESSAGES, TICKETS
+from shared.topics import DEADLETTER, ERASURES, INBOUND_BY_CHANNEL, MESSAGES, TICKETS
 
 log = logging.getLogger(__name__)
 GROUP_ID = "omniroute-ingest"
 TRAINING_GROUP_ID = "omniroute-ingest-training"
+ERASURE_GROUP_ID = "omniroute-ingest-erasures"
 
 
 def build_app(
@@ -49,6 +56,7 @@ def build_app(
     texts: TrainingStore | None = None,
     model: TextModel | None = None,
     audit: AuditLog | None = None,
+    tombstones: Tombstones | None = None,
 ) -> ServiceApp:
     settings = settings or IngestSettings()
     registry = registry or make_registry("ingest")
@@ -67,9 +75,12 @@ def build_app(
         customers=customers, rules=rules, model=model, policy=policy, metrics=metrics, texts=texts
     )
     teacher = Teacher(texts=texts, metrics=metrics)
-    access = Access.create(
-        settings, audit or MongoAuditLog(db, settings.api_audit_retention_days), metrics.access
-    )
+    audit = audit or MongoAuditLog(db, settings.api_audit_retention_days)
+    access = Access.create(settings, audit, metrics.access)
+    retention = load_retention(settings.policy_dir / "retention.yaml")
+    erasures = ErasureStore(db)
+    eraser = IngestErasure(erasures, tombstones or KafkaTombstones(settings.kafka_bootstrap), audit)
+    sweeper = Sweeper("ingest", retention, registry, ingest_sweeps(db, retention, erasures.held))
 
     @batch_subscriber(
         broker,
@@ -98,8 +109,26 @@ def build_app(
             dead = await teacher.process(batch)
         await publish_all(broker, dead)
 
-    # Messages and dead letters; the webhooks' payloads, forwarded to the inbound topics.
-    declare_sends(broker, MESSAGES, DEADLETTER, *INBOUND_BY_CHANNEL.values())
+    @batch_subscriber(
+        broker,
+        settings,
+        ERASURES,
+        group_id=ERASURE_GROUP_ID,
+        description="Erasure requests (ingest erases its customer records and texts, then"
+        " tombstones the customer on support.customers), every service's completion (the"
+        " erasure log) and legal holds",
+    )
+    async def on_erasure(
+        batch: Records[ErasureRequested | ErasureCompleted | LegalHoldChanged],
+    ) -> None:
+        async with backoff.guard():
+            events = await eraser.process(batch, datetime.now(UTC))
+        await publish_all(broker, events)
+
+    # Messages and dead letters; the webhooks' payloads, forwarded to the inbound topics;
+    # erasure requests, completions and holds. (Tombstones of erased customers go to
+    # support.customers through their own producer: erasure.KafkaTombstones.)
+    declare_sends(broker, MESSAGES, DEADLETTER, *INBOUND_BY_CHANNEL.values(), ERASURES)
 
     async def startup() -> None:
         configure_logging("ingest", settings.log_level)
@@ -110,8 +139,11 @@ def build_app(
             await ensure_topics(settings.kafka_bootstrap)
         await customers.ensure_indexes()
         await texts.ensure_indexes()
+        await erasures.ensure_indexes()
+        sweeper.start()
 
     async def shutdown() -> None:
+        await sweeper.stop()
         await mongo.close()
 
     readiness = Readiness({"kafka": broker_check(broker), "mongodb": lambda: ping(db)})
@@ -120,6 +152,7 @@ def build_app(
         routes=[
             *health_routes(registry, readiness),
             *make_routes(settings, broker, customers, policy, metrics, access=access),
+            *make_erasure_routes(broker, erasures, access=access),
         ],
         on_startup=[startup],
         on_shutdown=[shutdown],

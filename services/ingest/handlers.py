@@ -170,6 +170,7 @@ class Ingestor:
                     message.language,
                     message.category,
                     now,
+                    customer_id=message.customer_id,
                 )
             )
             for r in message.redactions:

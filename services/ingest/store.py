@@ -211,6 +211,7 @@ class ClassifiedText:
     language: str
     category: str  # as classified
     at: datetime
+    customer_id: str | None = None  # whose text: an erasure removes it
 
 
 @dataclass(frozen=True)
@@ -237,9 +238,10 @@ class TrainingStore(Protocol):
 class MongoTrainingStore:
     """Classified texts in one collection per UTC day, and `training_examples`.
 
-    classified_texts_YYYYMMDD: {"_id": message_id, "text", "language", "category", "at"}
+    classified_texts_YYYYMMDD: {"_id": message_id, "text", "language", "category", "at",
+                                "customer_id"}
     training_examples: {"_id": ticket_id, "message_id", "text", "language",
-                        "category" (the agent's), "predicted", "agent_id", "at"}
+                        "category" (the agent's), "predicted", "agent_id", "at", "customer_id"}
 
     Texts are kept for `texts_kept_s` so a later correction finds them. A day's texts live
     in their own collection with no secondary index: keeping one is a bulk insert at the
@@ -288,6 +290,7 @@ class MongoTrainingStore:
                     "language": t.language,
                     "category": t.category,
                     "at": t.at,
+                    "customer_id": t.customer_id,
                 }
             )
         for name, docs in by_day.items():
@@ -332,6 +335,7 @@ class MongoTrainingStore:
                             "category": c.category,
                             "agent_id": c.agent_id,
                             "at": c.at,
+                            "customer_id": kept.get("customer_id"),
                         }
                     },
                     upsert=True,

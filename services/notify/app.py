@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import httpx
 from faststream.kafka import KafkaBroker
@@ -10,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
 from services.notify.delivery import Delivery, DeliveryConfig
+from services.notify.erasure import NotifyErasure
 from services.notify.handlers import Notifier, announce
 from services.notify.http import make_routes
 from services.notify.metrics import NotifyMetrics
@@ -22,6 +24,7 @@ from shared.access import Access, AccessMetrics
 from shared.asyncapi import Records, declare_sends
 from shared.audit import AuditLog, MongoAuditLog
 from shared.broker import batch_subscriber, ensure_topics, make_broker
+from shared.contracts.erasures import ErasureEvent
 from shared.contracts.incidents import Incident
 from shared.contracts.messages import MessageReceived
 from shared.contracts.sla import SlaEvent
@@ -29,11 +32,13 @@ from shared.contracts.tickets import TicketEvent
 from shared.events import OutboundEvent, publish_all
 from shared.logging import configure_logging
 from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
+from shared.retention import Sweeper, load_retention
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import NotifySettings
-from shared.topics import DEADLETTER, INCIDENTS, MESSAGES, NOTIFICATIONS, SLA, TICKETS
+from shared.topics import DEADLETTER, ERASURES, INCIDENTS, MESSAGES, NOTIFICATIONS, SLA, TICKETS
 
 GROUP_ID = "omniroute-notify"
+ERASURE_GROUP_ID = "omniroute-notify-erasures"
 
 
 def make_transports(settings: NotifySettings, client: httpx.AsyncClient) -> Transports:
@@ -140,14 +145,32 @@ def build_app(
         await publish_all(broker, events)
         delivery.wake()
 
-    # Notifications and dead letters; the API's incidents.
-    declare_sends(broker, NOTIFICATIONS, DEADLETTER, INCIDENTS)
+    eraser = NotifyErasure(db)
+    retention = load_retention(settings.policy_dir / "retention.yaml")
+    sweeper = Sweeper("notify", retention, registry, eraser.sweeps(retention))
+
+    @batch_subscriber(
+        broker,
+        settings,
+        ERASURES,
+        group_id=ERASURE_GROUP_ID,
+        description="Erasure requests (notify erases its notifications, routes and contact"
+        " facts of the customer) and legal holds (its retention skips held customers)",
+    )
+    async def on_erasure(batch: Records[ErasureEvent]) -> None:
+        async with backoff.guard():
+            events = await eraser.process(batch, datetime.now(UTC))
+        await publish_all(broker, events)
+
+    # Notifications and dead letters; the API's incidents; erasure completions.
+    declare_sends(broker, NOTIFICATIONS, DEADLETTER, INCIDENTS, ERASURES)
 
     async def startup() -> None:
         configure_logging("notify", settings.log_level)
         if settings.kafka_create_topics:
             await ensure_topics(settings.kafka_bootstrap)
         await store.ensure_indexes()
+        sweeper.start()
 
     async def after_startup() -> None:
         if start_sender:
@@ -155,6 +178,7 @@ def build_app(
 
     async def shutdown() -> None:
         await delivery.stop()
+        await sweeper.stop()
         await client.aclose()
         await mongo.close()
 

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
 from services.router.engine import RouterEngine
+from services.router.erasure import RouterErasure
 from services.router.http import make_routes
 from services.router.metrics import RouterMetrics
 from services.router.priority import load_policy
@@ -22,6 +23,7 @@ from shared.broker import (
     make_broker,
 )
 from shared.contracts.agents import AgentEvent
+from shared.contracts.erasures import ErasureEvent
 from shared.contracts.messages import MessageReceived
 from shared.contracts.sla import SlaEvent
 from shared.engine import host_engine
@@ -36,11 +38,12 @@ from shared.journal import (
 from shared.lease import EngineLease, Lease
 from shared.logging import configure_logging
 from shared.mongo import Document, make_mongo_client, ping
+from shared.retention import Sweeper, load_retention
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import RouterSettings
-from shared.topics import AGENTS, DEADLETTER, MESSAGES, SLA, TICKETS
+from shared.topics import AGENTS, DEADLETTER, ERASURES, MESSAGES, SLA, TICKETS
 
-INPUT_TOPICS = (MESSAGES, AGENTS, SLA)
+INPUT_TOPICS = (MESSAGES, AGENTS, SLA, ERASURES)
 log = logging.getLogger(__name__)
 
 
@@ -91,7 +94,10 @@ def build_app(
         metrics=RouterMetrics.create(registry),
         published=published,
         lease=lease,
+        erasure=RouterErasure(db),
     )
+    retention = load_retention(settings.policy_dir / "retention.yaml")
+    sweeper = Sweeper("router", retention, registry, engine.erasure.sweeps(retention))
 
     host = host_engine(
         engine,
@@ -101,15 +107,17 @@ def build_app(
         lease=lease,
         inputs=inputs,
         topics=INPUT_TOPICS,
-        payload=MessageReceived | AgentEvent | SlaEvent,
+        payload=MessageReceived | AgentEvent | SlaEvent | ErasureEvent,
         description="Customer messages (support.messages), agent profiles, presence and"
-        " actions (support.agents) and SLA warnings and breaches (support.sla), applied in"
-        " order to one matching engine on the lease holder",
+        " actions (support.agents), SLA warnings and breaches (support.sla) and erasures"
+        " and legal holds (support.erasures), applied in order to one matching engine on"
+        " the lease holder",
         tick_interval_s=settings.tick_interval_s,
         check_partitions=own_inputs,
     )
-    # The engine's ticket events and dead letters; the API's agent actions.
-    declare_sends(broker, TICKETS, DEADLETTER, AGENTS)
+    # The engine's ticket events, dead letters and erasure completions; the API's agent
+    # actions.
+    declare_sends(broker, TICKETS, DEADLETTER, AGENTS, ERASURES)
 
     async def startup() -> None:
         configure_logging("router", settings.log_level)
@@ -117,7 +125,12 @@ def build_app(
             await ensure_topics(settings.kafka_bootstrap)
         await store.ensure_indexes()
 
+    async def after_startup() -> None:
+        await host.start()
+        sweeper.start(active=lambda: host.active)  # retention on the lease holder only
+
     async def shutdown() -> None:
+        await sweeper.stop()
         await host.stop()
         await engine.compactor.stop()
         await mongo.close()
@@ -133,7 +146,7 @@ def build_app(
             *make_routes(settings, broker, store, access=access),
         ],
         on_startup=[startup],
-        after_startup=[host.start],
+        after_startup=[after_startup],
         on_shutdown=[shutdown],
         title="omniroute router",
         specification=document("omniroute router", inputs, broker),

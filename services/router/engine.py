@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from services.router.erasure import RouterErasure
 from services.router.handlers import INPUTS, ticket_event
 from services.router.metrics import RouterMetrics
 from services.router.state import RouterState
@@ -61,6 +62,7 @@ class RouterEngine:
     marks: Marks = field(default_factory=dict)  # where the next events land
     _batch_agent_events: list[str] = field(default_factory=list)
     _reload: bool = False
+    erasure: RouterErasure = field(default_factory=RouterErasure)
 
     def __post_init__(self) -> None:
         self.decoder = Decoder(
@@ -126,7 +128,8 @@ class RouterEngine:
             if isinstance(ev, AgentActionTaken):
                 self._batch_agent_events.append(item.ce_id)
                 return self.state.on_action(ev, item.ce_id, now)
-            assert isinstance(ev, SlaEvent)
+            if not isinstance(ev, SlaEvent):  # erasures and holds: applied at the batch's end
+                return self.erasure.note(ev)
             return self.state.on_sla(ev, now)
         except Exception as exc:
             log.exception("decision failed", extra={"ce_type": item.ce_type, "ce_id": item.ce_id})
@@ -196,7 +199,9 @@ class RouterEngine:
             else:
                 changes.merge(result)
         changes.merge(self.state.route_deferred(now))
-        count = await self._commit(changes, extra, now)
+        erased, done = await self.erasure.finish(self.state, now)
+        changes.merge(erased)
+        count = await self._commit(changes, extra + done, now)
         if self._reload:
             self.loaded = False  # what the failed decision left in memory is not stored
         return count

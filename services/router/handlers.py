@@ -17,6 +17,7 @@ from shared.contracts.agents import (
 from shared.contracts.messages import MESSAGE_RECEIVED, MessageReceived
 from shared.contracts.sla import SlaEvent
 from shared.contracts.tickets import TicketEvent, ticket_event_type
+from shared.erasure import ERASURE_INPUTS
 from shared.events import OutboundEvent, make_event
 from shared.ids import event_id
 from shared.topics import TICKETS
@@ -33,6 +34,7 @@ INPUTS = Contracts(
         AGENT_PRESENCE_CHANGED: AgentPresenceChanged,
         AGENT_ACTION_TAKEN: AgentActionTaken,
         "omniroute.sla.": SlaEvent,
+        **ERASURE_INPUTS.models,
     }
 )
 

@@ -8,6 +8,7 @@ from pymongo import AsyncMongoClient
 
 from services.sla.deadlines import SlaState, load_policy
 from services.sla.engine import GcPause, SlaEngine
+from services.sla.erasure import SlaErasure
 from services.sla.metrics import SlaMetrics
 from services.sla.store import JOURNAL, MongoSlaStore, SlaStore
 from shared.asyncapi import declare_sends, document
@@ -15,6 +16,7 @@ from shared.broker import (
     ensure_topics,
     make_broker,
 )
+from shared.contracts.erasures import ErasureEvent
 from shared.contracts.tickets import TicketEvent
 from shared.engine import host_engine
 from shared.journal import (
@@ -30,11 +32,12 @@ from shared.journal import (
 from shared.lease import EngineLease, Lease
 from shared.logging import configure_logging
 from shared.mongo import Document, make_mongo_client, ping
+from shared.retention import Sweeper, load_retention
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import SlaSettings
-from shared.topics import DEADLETTER, SLA, TICKETS
+from shared.topics import DEADLETTER, ERASURES, SLA, TICKETS
 
-INPUT_TOPICS = (TICKETS,)
+INPUT_TOPICS = (TICKETS, ERASURES)
 
 
 def build_app(
@@ -96,7 +99,10 @@ def build_app(
         compact_interval_s=settings.compact_interval_s,
         # A process of its own (not an in-memory test): keep full collections off firing.
         gc=GcPause() if producer is not None else None,
+        erasure=SlaErasure(db),
     )
+    retention = load_retention(settings.policy_dir / "retention.yaml")
+    sweeper = Sweeper("sla", retention, registry, engine.erasure.sweeps(retention))
 
     host = host_engine(
         engine,
@@ -106,14 +112,15 @@ def build_app(
         lease=lease,
         inputs=inputs,
         topics=INPUT_TOPICS,
-        payload=TicketEvent,
+        payload=TicketEvent | ErasureEvent,
         description="Ticket events drive first-response, next-response and resolution timers"
-        " (started, paused while waiting on the customer, met), on the lease holder",
+        " (started, paused while waiting on the customer, met), on the lease holder; erasures"
+        " anonymise the customer's timers, legal holds keep them from retention",
         tick_interval_s=settings.tick_interval_s,
         check_partitions=own_inputs,
     )
-    # The engine's timer events and dead letters.
-    declare_sends(broker, SLA, DEADLETTER)
+    # The engine's timer events, dead letters and erasure completions.
+    declare_sends(broker, SLA, DEADLETTER, ERASURES)
 
     async def startup() -> None:
         configure_logging("sla", settings.log_level)
@@ -123,7 +130,12 @@ def build_app(
         if producer is not None:
             await producer.start()
 
+    async def after_startup() -> None:
+        await host.start()
+        sweeper.start(active=lambda: host.active)  # retention on the lease holder only
+
     async def shutdown() -> None:
+        await sweeper.stop()
         await host.stop()
         await engine.compactor.stop()
         if producer is not None:
@@ -138,7 +150,7 @@ def build_app(
         broker,
         routes=health_routes(registry, readiness),
         on_startup=[startup],
-        after_startup=[host.start],
+        after_startup=[after_startup],
         on_shutdown=[shutdown],
         title="omniroute sla",
         specification=document("omniroute sla", inputs, broker),

@@ -21,11 +21,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.sla.deadlines import SlaState
+from services.sla.erasure import SlaErasure
 from services.sla.metrics import SlaMetrics
 from services.sla.store import NEW, TIMERS, SlaStore, journaled, timer_from_doc
 from shared.consume import Contracts, Decoder
 from shared.contracts.sla import SlaEvent, sla_event_type
 from shared.contracts.tickets import TicketEvent
+from shared.erasure import ERASURE_INPUTS
 from shared.events import OutboundEvent, make_event
 from shared.ids import event_id
 from shared.journal import (
@@ -122,7 +124,7 @@ class Step:
 
 
 # support.tickets carries only ticket events: anything else is dead-lettered.
-INPUTS = Contracts({"omniroute.ticket.": TicketEvent})
+INPUTS = Contracts({"omniroute.ticket.": TicketEvent, **ERASURE_INPUTS.models})
 
 
 @dataclass
@@ -144,6 +146,7 @@ class SlaEngine:
     gc: GcPause | None = None  # the service process sets one; tests share theirs
     compactor: Compactor = field(init=False)
     decoder: Decoder = field(init=False)
+    erasure: SlaErasure = field(default_factory=SlaErasure)
 
     def __post_init__(self) -> None:
         self.decoder = Decoder("sla", INPUTS)
@@ -265,6 +268,7 @@ class SlaEngine:
                 await self._load()
             try:
                 step = self._apply(records)
+                step.other += await self.erasure.finish(self.state, step, self.clock())
                 sent = await self._commit(step) if step else []
                 if step.reload:
                     # Reload from what is journaled, once Kafka has the step's events (so
@@ -297,7 +301,9 @@ class SlaEngine:
         step.other += batch.dead
         for item in batch.events:
             ev = item.event
-            assert isinstance(ev, TicketEvent)
+            if not isinstance(ev, TicketEvent):  # erasures and holds: at the batch's end
+                self.erasure.note(ev)
+                continue
             try:
                 out, ids = self.state.on_ticket(ev, now)
             except Exception as exc:

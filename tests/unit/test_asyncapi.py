@@ -24,6 +24,7 @@ INBOUND = ("support.inbound.email", "support.inbound.social")
 INBOUND += ("support.inbound.phone", "support.inbound.chat")
 AGENT_EVENTS = {"AgentProfileUpdated", "AgentPresenceChanged", "AgentActionTaken"}
 BYTES = "bytes"  # a provider's own payload, not a contract model
+ERASURE_EVENTS = {"ErasureRequested", "ErasureCompleted", "LegalHoldChanged"}
 
 # service -> action -> topic -> the models its payload documents
 EXPECTED: dict[str, dict[str, dict[str, set[str]]]] = {
@@ -31,37 +32,55 @@ EXPECTED: dict[str, dict[str, dict[str, set[str]]]] = {
         "receive": {
             **{t: {BYTES} for t in INBOUND},
             "support.tickets": {"TicketEvent"},  # agents' corrections, for training
+            "support.erasures": ERASURE_EVENTS,  # requests, completions (the log), holds
         },
         "send": {
             "support.messages": {"MessageReceived"},
             "support.deadletter": {"DeadLettered"},
+            "support.erasures": ERASURE_EVENTS,
             **{t: {BYTES} for t in INBOUND},  # signed webhooks, forwarded as they came
         },
     },
     "router": {
         "receive": {
-            t: {"MessageReceived", "SlaEvent", *AGENT_EVENTS}
-            for t in ("support.messages", "support.agents", "support.sla")
+            t: {"MessageReceived", "SlaEvent", *AGENT_EVENTS, *ERASURE_EVENTS}
+            for t in ("support.messages", "support.agents", "support.sla", "support.erasures")
         },
         "send": {
             "support.tickets": {"TicketEvent"},
+            "support.erasures": ERASURE_EVENTS,
             "support.deadletter": {"DeadLettered"},
             "support.agents": AGENT_EVENTS,  # the HTTP API's agent actions
         },
     },
     "sla": {
-        "receive": {"support.tickets": {"TicketEvent"}},
-        "send": {"support.sla": {"SlaEvent"}, "support.deadletter": {"DeadLettered"}},
+        "receive": {
+            t: {"TicketEvent", *ERASURE_EVENTS} for t in ("support.tickets", "support.erasures")
+        },
+        "send": {
+            "support.sla": {"SlaEvent"},
+            "support.deadletter": {"DeadLettered"},
+            "support.erasures": ERASURE_EVENTS,
+        },
     },
     "notify": {
         "receive": {
-            t: {"MessageReceived", "TicketEvent", "SlaEvent", "Incident"}
-            for t in ("support.messages", "support.tickets", "support.sla", "support.incidents")
+            **{
+                t: {"MessageReceived", "TicketEvent", "SlaEvent", "Incident"}
+                for t in (
+                    "support.messages",
+                    "support.tickets",
+                    "support.sla",
+                    "support.incidents",
+                )
+            },
+            "support.erasures": ERASURE_EVENTS,
         },
         "send": {
             "support.notifications": {"NotificationRecorded"},
             "support.incidents": {"Incident"},  # the ops API's incidents
             "support.deadletter": {"DeadLettered"},
+            "support.erasures": ERASURE_EVENTS,
         },
     },
 }
