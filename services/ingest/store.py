@@ -30,6 +30,9 @@ from shared.contracts.messages import Identity
 from shared.ids import customer_id
 from shared.mongo import DUPLICATE_KEY, Database, Document
 
+# The collections ingest owns in its own database (a trailing * names a family).
+COLLECTIONS: tuple[str, ...] = ("customers", "training_examples", "classified_texts_*")
+
 
 class CustomerStore(Protocol):
     async def ensure_indexes(self) -> None: ...

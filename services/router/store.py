@@ -23,6 +23,15 @@ from shared.contracts.agents import AgentProfile
 from shared.events import OutboundEvent
 from shared.mongo import Database, Document
 
+# The collections the router owns in its own database.
+COLLECTIONS: tuple[str, ...] = (
+    "tickets",
+    "agents",
+    "router_outbox",
+    "router_applied",
+    "router_meta",
+)
+
 APPLIED_AGENT_EVENTS_KEPT = 10_000
 OUTBOX_PART_ITEMS = 250  # documents or events per outbox entry part
 

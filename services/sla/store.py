@@ -25,6 +25,9 @@ from services.sla.deadlines import SlaState, Timer
 from shared.events import OutboundEvent
 from shared.mongo import DUPLICATE_KEY, Database, Document
 
+# The collections sla owns in its own database.
+COLLECTIONS: tuple[str, ...] = ("sla_timers", "sla_journal")
+
 # (topic, partition) -> offset: the entry's events land at or after these offsets
 Marks = dict[tuple[str, int], int]
 

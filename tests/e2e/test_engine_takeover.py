@@ -77,7 +77,7 @@ def test_the_standby_works_within_five_seconds_of_the_holders_death(
     streaming = threading.Thread(target=stream, daemon=True)
     streaming.start()
     wait_until(lambda: len(sent) >= 20, 30, "traffic flowing")
-    before = (db.leases.find_one({"_id": engine}) or {}).get("holder")
+    before = (db[engine].leases.find_one({"_id": engine}) or {}).get("holder")
     system.kill(holder, signal.SIGKILL)
     killed = time.monotonic()
     probe = send(system, f"{run}-probe", 0)
@@ -91,7 +91,7 @@ def test_the_standby_works_within_five_seconds_of_the_holders_death(
         wait_until(lambda: db.tickets.find_one({"message_ids": probe}), 30, "probe routed")
     else:
         wait_until(
-            lambda: (db.leases.find_one({"_id": "sla"}) or {}).get("holder") != before,
+            lambda: (db.sla.leases.find_one({"_id": "sla"}) or {}).get("holder") != before,
             30,
             "the standby holds the sla lease",
         )

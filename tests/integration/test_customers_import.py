@@ -36,8 +36,8 @@ def test_invalid_lines_are_reported_by_number_without_content() -> None:
     assert all("Example" not in reason and "x@y.z" not in reason for _, reason in rejected)
 
 
-async def test_import_takes_over_identities_ingest_saw_first(db: Any, stack: Any) -> None:
-    store = MongoCustomerStore(db)
+async def test_import_takes_over_identities_ingest_saw_first(ingest_db: Any, stack: Any) -> None:
+    store = MongoCustomerStore(ingest_db)
     await store.ensure_indexes()
     # Someone wrote in before the exchange loaded its customers: an automatic customer.
     email = Identity(kind="email", value="mei@example.com")
@@ -55,15 +55,15 @@ async def test_import_takes_over_identities_ingest_saw_first(db: Any, stack: Any
             ),
         ]
     )
-    settings = IngestSettings(mongo_uri=stack.mongo_uri, mongo_db=db.name)
+    settings = IngestSettings(mongo_uri=stack.mongo_uri("ingest"), mongo_db=ingest_db.name)
     assert await import_customers(records, settings) == 1
     [after] = await store.resolve_many([(email,)], T0)
     assert after.customer_id == "uid-1001"
     assert (after.tier, after.anti_phishing_code) == ("vip2", "Kx7pQ")
-    imported = await db["customers"].find_one({"_id": "uid-1001"})
+    imported = await ingest_db["customers"].find_one({"_id": "uid-1001"})
     assert imported["merged_from"] == [auto.customer_id]
-    old = await db["customers"].find_one({"_id": auto.customer_id})
+    old = await ingest_db["customers"].find_one({"_id": auto.customer_id})
     assert old["identities"] == [{"kind": "chat_visitor", "value": "v1"}]
     # Importing again changes nothing.
     await import_customers(records, settings)
-    assert await db["customers"].count_documents({}) == 2
+    assert await ingest_db["customers"].count_documents({}) == 2

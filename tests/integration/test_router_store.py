@@ -55,8 +55,8 @@ def summary(state: RouterState) -> dict[str, Any]:
     }
 
 
-async def test_a_restart_rebuilds_queue_timers_and_position(db: Any) -> None:
-    store = MongoRouterStore(db)
+async def test_a_restart_rebuilds_queue_timers_and_position(router_db: Any) -> None:
+    store = MongoRouterStore(router_db)
     await store.ensure_indexes()
     state, ch = busy_state()
     await save(store, state, ch)
@@ -74,9 +74,9 @@ async def test_a_restart_rebuilds_queue_timers_and_position(db: Any) -> None:
 
 
 async def test_a_crash_after_the_outbox_entry_is_completed_on_start(
-    db: Any, monkeypatch: pytest.MonkeyPatch
+    router_db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = MongoRouterStore(db)
+    store = MongoRouterStore(router_db)
     state, ch = busy_state()
 
     async def die(*args: Any, **kwargs: Any) -> None:
@@ -85,39 +85,39 @@ async def test_a_crash_after_the_outbox_entry_is_completed_on_start(
     monkeypatch.setattr(store, "_apply", die)
     with pytest.raises(ConnectionError):
         await save(store, state, ch)
-    assert await db.tickets.count_documents({}) == 0
+    assert await router_db.tickets.count_documents({}) == 0
     monkeypatch.undo()
 
     # The next holder applies the entry, then publishes its events (same ids).
     restarted = RouterState(POLICY)
-    fresh = MongoRouterStore(db)
+    fresh = MongoRouterStore(router_db)
     pending = await fresh.load(restarted, T0 - timedelta(days=1))
     assert [e.id for e in pending] == [ticket_event(e).id for e in ch.events]
     assert summary(restarted) == summary(state)
     await fresh.clear_outbox(pending)
-    assert await db.router_outbox.count_documents({}) == 0
+    assert await router_db.router_outbox.count_documents({}) == 0
 
 
-async def test_a_half_written_outbox_entry_is_dropped(db: Any) -> None:
-    store = MongoRouterStore(db)
+async def test_a_half_written_outbox_entry_is_dropped(router_db: Any) -> None:
+    store = MongoRouterStore(router_db)
     state, ch = busy_state()
     await save(store, state, ch)
     await store.clear_outbox([])
     # A later batch died while writing its entry: part 0 of 2 is there, nothing else.
     orphan = {"_id": "b:0", "batch": "b", "part": 0, "parts": 2, "seq": 1, "position": 99}
-    await db.router_outbox.insert_one({**orphan, "tickets": [], "agents": [], "events": []})
+    await router_db.router_outbox.insert_one({**orphan, "tickets": [], "agents": [], "events": []})
     restarted = RouterState(POLICY)
-    assert await MongoRouterStore(db).load(restarted, T0 - timedelta(days=1)) == []
+    assert await MongoRouterStore(router_db).load(restarted, T0 - timedelta(days=1)) == []
     assert restarted.position == state.position
-    assert await db.router_outbox.count_documents({}) == 0
+    assert await router_db.router_outbox.count_documents({}) == 0
 
 
-async def test_takeover_corrects_agent_loads_and_publishes_what_was_pending(db: Any) -> None:
-    store = MongoRouterStore(db)
+async def test_takeover_corrects_agent_loads_and_publishes_what_was_pending(router_db: Any) -> None:
+    store = MongoRouterStore(router_db)
     state, ch = busy_state()
     events = await save(store, state, ch)  # stored, never published, never cleared
     # A document written by an older version says a1 holds nothing.
-    await db.agents.update_one({"_id": "a1"}, {"$set": {"load": {}, "tickets": []}})
+    await router_db.agents.update_one({"_id": "a1"}, {"$set": {"load": {}, "tickets": []}})
 
     broker = KafkaBroker("localhost:9092")
     published: list[str] = []
@@ -129,13 +129,13 @@ async def test_takeover_corrects_agent_loads_and_publishes_what_was_pending(db: 
     async with TestKafkaBroker(broker) as br:
         engine = RouterEngine(
             state=RouterState(POLICY),
-            store=MongoRouterStore(db),
+            store=MongoRouterStore(router_db),
             broker=br,
             metrics=RouterMetrics.create(CollectorRegistry()),
             clock=lambda: T0,
         )
         await engine.load()
     assert published == [e.type.split(".")[2] for e in events]
-    assert (await db.agents.find_one({"_id": "a1"}))["load"] == {"chat": 1}
+    assert (await router_db.agents.find_one({"_id": "a1"}))["load"] == {"chat": 1}
     assert engine.state.agents["a1"].load == {"chat": 1}
-    assert await db.router_outbox.count_documents({}) == 0
+    assert await router_db.router_outbox.count_documents({}) == 0

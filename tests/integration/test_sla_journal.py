@@ -57,8 +57,8 @@ def event(n: int) -> OutboundEvent:
     )
 
 
-async def test_journal_entries_round_trip_in_order(db: Any) -> None:
-    journal = MongoSlaJournal(db)
+async def test_journal_entries_round_trip_in_order(sla_db: Any) -> None:
+    journal = MongoSlaJournal(sla_db)
     first = JournalEntry(
         journal.next_id(),
         [timer("a", warned=True)],
@@ -79,15 +79,15 @@ async def test_journal_entries_round_trip_in_order(db: Any) -> None:
     assert got.timers[0].warned and got.timers[0].due_at == T0 + 60 * S
     assert not got.timers[0].stored  # replayed timers may or may not be in sla_timers
     # A new journal object (a new process) numbers after what it found.
-    again = MongoSlaJournal(db)
+    again = MongoSlaJournal(sla_db)
     await again.pending()
     assert again.next_id() > second.entry_id
     await journal.discard([first.entry_id])
     assert [e.entry_id for e in await journal.pending()] == [second.entry_id]
 
 
-async def test_timer_store_inserts_then_replaces_and_loads_what_matters(db: Any) -> None:
-    store = MongoSlaStore(db)
+async def test_timer_store_inserts_then_replaces_and_loads_what_matters(sla_db: Any) -> None:
+    store = MongoSlaStore(sla_db)
     await store.ensure_indexes()
     now = datetime.now(UTC)
     await store.save([timer("run"), timer("old", state="met", finished_at=now - 3 * 86400 * S)])
@@ -96,7 +96,7 @@ async def test_timer_store_inserts_then_replaces_and_loads_what_matters(db: Any)
     recent = timer("done", state="met", finished_at=now - 60 * S, running_since=None, seq=2)
     await store.save([recent])
     # A timer document from before timers banked their time (paused, 24/7).
-    await db.sla_timers.insert_one(
+    await sla_db.sla_timers.insert_one(
         {
             "_id": "legacy",
             "ticket_id": "tkt_legacy",
@@ -178,7 +178,7 @@ class CrashingOutput:
 
 
 async def test_an_engine_killed_mid_publish_is_finished_by_the_next_without_duplicates(
-    stack: EmbeddedStack, db: Any
+    stack: EmbeddedStack, sla_db: Any
 ) -> None:
     policy = load_policy(REPO_POLICY_DIR / "sla.yaml")
     output = ProducerOutput({"bootstrap_servers": stack.kafka_bootstrap, "acks": "all"})
@@ -191,10 +191,10 @@ async def test_an_engine_killed_mid_publish_is_finished_by_the_next_without_dupl
     def engine(out: Any, now: datetime, registry: CollectorRegistry) -> SlaEngine:
         return SlaEngine(
             state=SlaState(policy),
-            store=MongoSlaStore(db),
+            store=MongoSlaStore(sla_db),
             output=out,
             metrics=SlaMetrics.create(registry),
-            journal=MongoSlaJournal(db),
+            journal=MongoSlaJournal(sla_db),
             published=KafkaPublishedLog(stack.kafka_bootstrap, (SLA, DEADLETTER)),
             clock=lambda: now,
         )
