@@ -32,7 +32,7 @@ from shared.logging import configure_logging
 from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import IngestSettings
-from shared.topics import DEADLETTER, INBOUND_BY_CHANNEL, MESSAGES, TICKETS
+from shared.topics import CUSTOMERS, DEADLETTER, INBOUND_BY_CHANNEL, MESSAGES, TICKETS
 
 log = logging.getLogger(__name__)
 GROUP_ID = "omniroute-ingest"
@@ -98,8 +98,9 @@ def build_app(
             dead = await teacher.process(batch)
         await publish_all(broker, dead)
 
-    # Messages and dead letters; the webhooks' payloads, forwarded to the inbound topics.
-    declare_sends(broker, MESSAGES, DEADLETTER, *INBOUND_BY_CHANNEL.values())
+    # Messages, customers' records and dead letters; the webhooks' payloads, forwarded to
+    # the inbound topics.
+    declare_sends(broker, MESSAGES, CUSTOMERS, DEADLETTER, *INBOUND_BY_CHANNEL.values())
 
     async def startup() -> None:
         configure_logging("ingest", settings.log_level)
