@@ -11,7 +11,9 @@ from services.ingest.customers_import import import_customers, parse_lines
 from services.ingest.store import MongoCustomerStore
 from shared.contracts.messages import Identity
 from shared.settings import IngestSettings
+from shared.topics import CUSTOMERS
 from tests.support.factories import T0
+from tests.support.kafka import read_all
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +57,11 @@ async def test_import_takes_over_identities_ingest_saw_first(ingest_db: Any, sta
             ),
         ]
     )
-    settings = IngestSettings(mongo_uri=stack.mongo_uri("ingest"), mongo_db=ingest_db.name)
+    settings = IngestSettings(
+        mongo_uri=stack.mongo_uri("ingest"),
+        mongo_db=ingest_db.name,
+        kafka_bootstrap=stack.kafka_bootstrap,
+    )
     assert await import_customers(records, settings) == 1
     [after] = await store.resolve_many([(email,)], T0)
     assert after.customer_id == "uid-1001"
@@ -64,6 +70,16 @@ async def test_import_takes_over_identities_ingest_saw_first(ingest_db: Any, sta
     assert imported["merged_from"] == [auto.customer_id]
     old = await ingest_db["customers"].find_one({"_id": auto.customer_id})
     assert old["identities"] == [{"kind": "chat_visitor", "value": "v1"}]
-    # Importing again changes nothing.
+    # Importing again adds no customer; each import restates the customer, a new version.
     await import_customers(records, settings)
     assert await ingest_db["customers"].count_documents({}) == 2
+    # Each import published the customer's record on support.customers, keyed by its id.
+    published = [
+        (r.key, json.loads(r.value))
+        for r in await read_all(stack.kafka_bootstrap, [CUSTOMERS])
+        if r.key == b"uid-1001"
+    ]
+    assert [body["version"] for _, body in published] == [1, 2]
+    assert all(
+        (body["tier"], body["anti_phishing_code"]) == ("vip2", "Kx7pQ") for _, body in published
+    )

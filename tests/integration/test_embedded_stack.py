@@ -7,10 +7,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pymongo import AsyncMongoClient
 
 from shared.embedded import EmbeddedStack
-from shared.topics import PARTITIONS
+from shared.topics import CUSTOMERS, PARTITIONS
 from tests.support.procs import alive
 
 pytestmark = pytest.mark.integration
@@ -25,6 +26,17 @@ async def test_every_topic_exists_with_its_partitions(stack: EmbeddedStack) -> N
         await admin.close()
     counts = {t["topic"]: len(t["partitions"]) for t in described}
     assert counts == PARTITIONS
+    # support.customers keeps the latest record per customer (Tansu takes the policy).
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        [configs] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, CUSTOMERS)]
+        )
+    finally:
+        await admin.close()
+    [(_, _, _, _, entries)] = configs.resources
+    assert ("cleanup.policy", "compact") in {(e[0], e[1]) for e in entries}
 
 
 async def test_keyed_records_round_trip_with_headers(stack: EmbeddedStack) -> None:

@@ -34,6 +34,7 @@ EXPECTED: dict[str, dict[str, dict[str, set[str]]]] = {
         },
         "send": {
             "support.messages": {"MessageReceived"},
+            "support.customers": {"CustomerUpdated"},  # compacted, keyed by customer id
             "support.deadletter": {"DeadLettered"},
             **{t: {BYTES} for t in INBOUND},  # signed webhooks, forwarded as they came
         },
