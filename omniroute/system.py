@@ -73,8 +73,9 @@ def owner_of(collection: str) -> str:
 class ServiceDatabases:
     """Each service's own database on its own server, read directly (tests, `omniroute dev`).
 
-    `dbs.router` is the router's database; `dbs.tickets` the `tickets` collection of the
-    service that declares it (kit collections such as `leases` need the service named).
+    `dbs.router` (or `dbs["router"]`) is the router's database; `dbs.tickets` (or
+    `dbs["tickets"]`) the `tickets` collection in the database of the service that declares
+    it (kit collections such as `leases` need the service named: `dbs.sla.leases`).
     """
 
     def __init__(self, where: dict[str, tuple[str, str]]) -> None:
@@ -85,15 +86,16 @@ class ServiceDatabases:
             self._clients[service] = client
             self._dbs[service] = client[name]
 
-    def __getitem__(self, service: str) -> Database[dict[str, Any]]:
-        return self._dbs[service]
+    def __getitem__(self, name: str) -> Any:
+        """A service's database, or a collection in the database of its owner."""
+        if name in self._dbs:
+            return self._dbs[name]
+        return self._dbs[owner_of(name)][name]
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        if name in self._dbs:
-            return self._dbs[name]
-        return self._dbs[owner_of(name)][name]
+        return self[name]
 
     def items(self) -> list[tuple[str, Database[dict[str, Any]]]]:
         return list(self._dbs.items())
