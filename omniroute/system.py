@@ -95,7 +95,10 @@ class ServiceDatabases:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        return self[name]
+        try:
+            return self[name]
+        except LookupError as exc:
+            raise AttributeError(str(exc)) from exc
 
     def items(self) -> list[tuple[str, Database[dict[str, Any]]]]:
         return list(self._dbs.items())

@@ -10,7 +10,9 @@ import re
 from itertools import combinations
 from pathlib import Path
 
-from omniroute.system import SERVICES, owned_collections, owner_of
+import pytest
+
+from omniroute.system import SERVICES, ServiceDatabases, owned_collections, owner_of
 from shared.audit import COLLECTION as AUDIT
 from shared.mongo import KIT_COLLECTIONS
 
@@ -94,3 +96,17 @@ def test_the_scan_sees_what_the_stores_open() -> None:
         assert owner_of(name) != service
     assert owner_of("customers") == "ingest"
     assert owner_of("classified_texts_20261207") == "ingest"
+
+
+def test_direct_reads_open_the_owners_database() -> None:
+    # The tests' and `omniroute dev`'s reader: a collection is read where its owner keeps it.
+    nowhere = "mongodb://127.0.0.1:1/?directConnection=true"  # never connected (lazy)
+    dbs = ServiceDatabases({s: (nowhere, f"x_{s}") for s in SERVICES})
+    try:
+        assert dbs.tickets.full_name == "x_router.tickets"
+        assert dbs["sla_timers"].full_name == "x_sla.sla_timers"
+        assert dbs.notify.notifications.full_name == "x_notify.notifications"
+        with pytest.raises(AttributeError, match="name the service"):
+            _ = dbs.leases  # kept by router and sla each: ambiguous
+    finally:
+        dbs.close()
