@@ -230,7 +230,7 @@ def render_view(snap: dict[str, Any], sent: int, started: float) -> Group:
 
 def run_dev(agents: int, rate: float, data_dir: str | None, live: bool) -> int:
     path = Path(data_dir) if data_dir else None
-    console.print("[bold]omniroute dev[/]: starting Tansu, SecantusDB and four services…")
+    console.print("[bold]omniroute dev[/]: Tansu, a SecantusDB per service, four services…")
     started = time.monotonic()
     creds = DevCredentials.generate()
     try:
@@ -353,13 +353,15 @@ def run_stack() -> int:
     try:
         with EmbeddedStack() as stack:
             console.print(f"export OMNIROUTE_KAFKA_BOOTSTRAP='{stack.kafka_bootstrap}'")
+            console.print("# and in each service's shell, its own store:")
             for store in stack.stores:
-                # Each service its own store: set these in that service's shell.
                 console.print(
-                    f"# {store}: export OMNIROUTE_MONGO_URI='{stack.mongo_uri(store)}'"
-                    f" OMNIROUTE_MONGO_DB='omniroute_{store}'"
+                    f"#   {store}: export OMNIROUTE_MONGO_URI='{stack.mongo_uri(store)}'"
+                    f" OMNIROUTE_MONGO_DB='omniroute_{store}'",
+                    soft_wrap=True,
+                    highlight=False,
                 )
-            console.print("[dim]Ctrl-C stops the broker and the store[/]")
+            console.print("[dim]Ctrl-C stops the broker and the stores[/]")
             while True:
                 time.sleep(1)
     except KeyboardInterrupt:
