@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pymongo.errors import DuplicateKeyError
 
+from services.ingest.customers import CustomerRecord
 from services.ingest.store import MongoCustomerStore
 from services.router.engine import RouterState
 from services.router.handlers import ticket_event
@@ -82,6 +83,14 @@ async def test_identities_seen_together_are_one_customer(ingest_db: Any) -> None
     assert first.new and not linked.new
     assert first.customer_id == linked.customer_id == by_email.customer_id
     assert await ingest_db["customers"].count_documents({}) == 1
+    # Created at version 1 (announced on support.customers); a PUT restates it at 2.
+    assert first.version == linked.version == 1
+    [restated] = await store.upsert_many(
+        [CustomerRecord(first.customer_id, (email,), "vip1", "CODE-42", "zh")]
+    )
+    assert (restated.version, restated.tier, restated.anti_phishing_code) == (2, "vip1", "CODE-42")
+    [after] = await store.resolve_many([(visitor,)], T0)
+    assert (after.version, after.language, after.new) == (2, "zh", False)
 
 
 async def test_two_replicas_resolving_one_new_sender_agree(ingest_db: Any) -> None:
