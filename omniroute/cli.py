@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev.add_argument("--no-view", action="store_true", help="log lines instead of a live view")
     demo = sub.add_parser("demo", help="a short scripted scenario end to end, then a summary")
     demo.add_argument("--data-dir", default=None, help="keep data here (default: temporary)")
-    sub.add_parser("stack", help="only the embedded broker and store, until Ctrl-C")
+    sub.add_parser("stack", help="only the embedded broker and stores, until Ctrl-C")
     customers = sub.add_parser("customers", help="load customers (JSON lines) into MongoDB")
     customers.add_argument("action", choices=["import"])
     customers.add_argument("file", help="one JSON customer per line")

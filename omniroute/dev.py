@@ -15,7 +15,6 @@ from types import FrameType
 from typing import Any
 
 import httpx
-from pymongo import MongoClient
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -231,7 +230,7 @@ def render_view(snap: dict[str, Any], sent: int, started: float) -> Group:
 
 def run_dev(agents: int, rate: float, data_dir: str | None, live: bool) -> int:
     path = Path(data_dir) if data_dir else None
-    console.print("[bold]omniroute dev[/]: starting Tansu, SecantusDB and four services…")
+    console.print("[bold]omniroute dev[/]: Tansu, a SecantusDB per service, four services…")
     started = time.monotonic()
     creds = DevCredentials.generate()
     try:
@@ -239,7 +238,7 @@ def run_dev(agents: int, rate: float, data_dir: str | None, live: bool) -> int:
             running_system(path, default_ports=True, credentials=creds) as system,
             httpx.Client(timeout=5) as client,
         ):
-            db: Any = MongoClient(system.stack.mongo_uri, tz_aware=True)["omniroute"]
+            db: Any = system.databases()  # db.tickets: the router's own database
             add_agents(client, system, agents, creds)
             console.print(
                 f"ready in {time.monotonic() - started:.1f}s; services: "
@@ -292,7 +291,7 @@ def run_demo(data_dir: str | None) -> int:
             running_system(path, credentials=creds) as system,
             httpx.Client(timeout=5) as client,
         ):
-            db: Any = MongoClient(system.stack.mongo_uri, tz_aware=True)["omniroute"]
+            db: Any = system.databases()  # db.tickets: the router's own database
             add_agents(client, system, 1, creds)
             wait_for(lambda: db.agents.count_documents({"presence": "online"}) == 1, 20, "agent")
             script = [SAMPLES[5], SAMPLES[1], SAMPLES[2], SAMPLES[4]]
@@ -353,9 +352,16 @@ def run_demo(data_dir: str | None) -> int:
 def run_stack() -> int:
     try:
         with EmbeddedStack() as stack:
-            for k, v in stack.env().items():
-                console.print(f"export {k}='{v}'")
-            console.print("[dim]Ctrl-C stops the broker and the store[/]")
+            console.print(f"export OMNIROUTE_KAFKA_BOOTSTRAP='{stack.kafka_bootstrap}'")
+            console.print("# and in each service's shell, its own store:")
+            for store in stack.stores:
+                console.print(
+                    f"#   {store}: export OMNIROUTE_MONGO_URI='{stack.mongo_uri(store)}'"
+                    f" OMNIROUTE_MONGO_DB='omniroute_{store}'",
+                    soft_wrap=True,
+                    highlight=False,
+                )
+            console.print("[dim]Ctrl-C stops the broker and the stores[/]")
             while True:
                 time.sleep(1)
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ as in production. Used by `omniroute dev`, `omniroute demo`, the e2e tests and t
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import signal
 import socket
@@ -12,8 +13,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+from pymongo import MongoClient
+from pymongo.synchronous.database import Database
 
 from shared.embedded import EmbeddedStack, free_port, spawn, stop_process
 
@@ -32,6 +36,76 @@ def preferred_port(port: int) -> int:
         except OSError:
             return free_port()
     return port
+
+
+def owned_collections() -> dict[str, tuple[str, ...]]:
+    """Service -> the collections its store modules declare (`COLLECTIONS`; a trailing `*`
+    names a family, e.g. ingest's `classified_texts_*` per day). Besides these, a service's
+    database may hold the shared kit's collections (`shared.mongo.KIT_COLLECTIONS`)."""
+    from services.ingest import store as ingest
+    from services.notify import store as notify
+    from services.router import store as router
+    from services.sla import store as sla
+
+    return {
+        "ingest": ingest.COLLECTIONS,
+        "router": router.COLLECTIONS,
+        "sla": sla.COLLECTIONS,
+        "notify": notify.COLLECTIONS,
+    }
+
+
+def owner_of(collection: str) -> str:
+    """The one service whose store declares `collection`."""
+    owners = [
+        service
+        for service, names in owned_collections().items()
+        if any(fnmatch.fnmatchcase(collection, n) for n in names)
+    ]
+    if len(owners) != 1:
+        raise LookupError(
+            f"collection {collection!r} is declared by {owners or 'no service'}:"
+            " name the service, e.g. databases.router.leases"
+        )
+    return owners[0]
+
+
+class ServiceDatabases:
+    """Each service's own database on its own server, read directly (tests, `omniroute dev`).
+
+    `dbs.router` (or `dbs["router"]`) is the router's database; `dbs.tickets` (or
+    `dbs["tickets"]`) the `tickets` collection in the database of the service that declares
+    it (kit collections such as `leases` need the service named: `dbs.sla.leases`).
+    """
+
+    def __init__(self, where: dict[str, tuple[str, str]]) -> None:
+        self._clients: dict[str, MongoClient[dict[str, Any]]] = {}
+        self._dbs: dict[str, Database[dict[str, Any]]] = {}
+        for service, (uri, name) in where.items():
+            client: MongoClient[dict[str, Any]] = MongoClient(uri, tz_aware=True)
+            self._clients[service] = client
+            self._dbs[service] = client[name]
+
+    def __getitem__(self, name: str) -> Any:
+        """A service's database, or a collection in the database of its owner."""
+        if name in self._dbs:
+            return self._dbs[name]
+        return self._dbs[owner_of(name)][name]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except LookupError as exc:
+            raise AttributeError(str(exc)) from exc
+
+    def items(self) -> list[tuple[str, Database[dict[str, Any]]]]:
+        return list(self._dbs.items())
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
 
 
 @dataclass
@@ -57,18 +131,32 @@ class LocalSystem:
     env_overrides: dict[str, str] = field(default_factory=dict)
     fast_rebalance: bool = True
     default_ports: bool = False
+    # Each service's database is `<mongo_db>_<service>` on that service's own SecantusDB
+    # (the default gives the settings' defaults, `omniroute_router` and so on).
     mongo_db: str = "omniroute"
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
+    def database(self, service: str) -> str:
+        """The name of `service`'s own database."""
+        return f"{self.mongo_db}_{service}"
+
+    def mongo_uri(self, service: str) -> str:
+        """The connection string of `service`'s own SecantusDB."""
+        return self.stack.mongo_uri(service)
+
+    def databases(self) -> ServiceDatabases:
+        """A synchronous client on each service's own database (close it after use)."""
+        return ServiceDatabases({s: (self.mongo_uri(s), self.database(s)) for s in SERVICES})
+
     def env_for(self, svc: ServiceProcess) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIROUTE_")}
-        env.update(self.stack.env())
+        env.update(self.stack.env(svc.service))
         env.update(
             {
                 "OMNIROUTE_HTTP_PORT": str(svc.port),
                 "OMNIROUTE_API_TOKEN": DEV_TOKEN,
                 "OMNIROUTE_KAFKA_CREATE_TOPICS": "false",
-                "OMNIROUTE_MONGO_DB": self.mongo_db,
+                "OMNIROUTE_MONGO_DB": self.database(svc.service),
             }
         )
         if self.fast_rebalance:

@@ -34,6 +34,7 @@ from shared.contracts.agents import (
     AGENT_PROFILE_UPDATED,
     AgentEvent,
 )
+from shared.contracts.customers import CUSTOMER_UPDATED, CustomerUpdated
 from shared.contracts.deadletter import DEAD_LETTERED, DeadLettered
 from shared.contracts.erasures import ERASURE_TYPES, ErasureEvent
 from shared.contracts.incidents import INCIDENT_EVENT_TYPES, Incident
@@ -44,6 +45,7 @@ from shared.contracts.tickets import TicketEvent
 from shared.events import records_of
 from shared.topics import (
     AGENTS,
+    CUSTOMERS,
     DEADLETTER,
     ERASURES,
     INBOUND_CHAT,
@@ -146,6 +148,12 @@ SENT: dict[str, Sent] = {
         "One event per customer message, whatever the channel: parsed, secrets redacted,"
         " customer identified, classified; keyed by conversation."
         f" Type {_types(MESSAGE_RECEIVED)}",
+    ),
+    CUSTOMERS: Sent(
+        CustomerUpdated,
+        "A customer's current facts (tier, anti-phishing code, preferred language, legal"
+        " hold) whenever ingest creates or changes the customer; compacted, keyed by"
+        f" customer id, `version` grows with every change. Type {_types(CUSTOMER_UPDATED)}",
     ),
     TICKETS: Sent(
         TicketEvent,

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from shared.asyncapi import records
 from shared.settings import ServiceSettings
-from shared.topics import PARTITIONS
+from shared.topics import COMPACTED, PARTITIONS
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,13 @@ async def ensure_topics(
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name=t, num_partitions=n, replication_factor=replication)
+            NewTopic(
+                name=t,
+                num_partitions=n,
+                replication_factor=replication,
+                # Tansu 0.6 accepts and reports the policy (checked December 2026).
+                topic_configs={"cleanup.policy": "compact"} if t in COMPACTED else {},
+            )
             for t, n in wanted.items()
             if t not in existing
         ]

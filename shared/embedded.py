@@ -1,5 +1,6 @@
-"""The embedded stack: Tansu (Kafka protocol) and SecantusDB (MongoDB protocol) as local
-processes on free loopback ports, for `omniroute dev`, the tests and the benchmark.
+"""The embedded stack: Tansu (Kafka protocol) and one SecantusDB (MongoDB protocol) per
+service as local processes on free loopback ports, for `omniroute dev`, the tests and the
+benchmark.
 
 Children are started in their own process group (so a terminal's Ctrl-C reaches only us
 and we stop them in order) with PR_SET_PDEATHSIG, so the kernel kills them if we die
@@ -146,36 +147,126 @@ def _mongo_answers(uri: str) -> bool:
         client.close()
 
 
+# One SecantusDB process per service: one server holds one lock, so a burst in one service
+# (notify's acknowledgements after a surge) would otherwise delay every other's writes.
+STORES: tuple[str, ...] = ("ingest", "router", "sla", "notify")
+
+
+@dataclass
+class EmbeddedMongo:
+    """One SecantusDB process: its own port and storage directory under `root`."""
+
+    name: str
+    root: Path
+    port: int = 0
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def spawn(self) -> None:
+        """Start the process (not yet waiting for it to answer): see `wait_ready`."""
+        if self._proc is not None and self._proc.poll() is None:
+            raise RuntimeError(f"mongodb {self.name} is already running")
+        self.port = self.port or free_port()
+        storage = self.root / f"mongo-{self.name}"
+        storage.mkdir(parents=True, exist_ok=True)
+        self._proc = spawn(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from secantus.cli import main; sys.exit(main())",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--storage-path",
+                str(storage),
+                "--log-level",
+                "WARNING",
+            ],
+            log_path=self.root / f"secantus-{self.name}.log",
+            # SecantusDB now and then ignores SIGTERM (see MONGO_STOP_GRACE_S): an orphan
+            # of a killed parent went on burning a core for half an hour. It survives
+            # SIGKILL intact.
+            death_signal=signal.SIGKILL,
+        )
+
+    def wait_ready(self) -> None:
+        wait_until(
+            lambda: _alive(self._proc) and _mongo_answers(self.uri),
+            STARTUP_TIMEOUT_S,
+            f"mongodb {self.name}",
+        )
+
+    def stop(self) -> None:
+        """Stop the process (the port then refuses connections); its data stays on disk."""
+        if self._proc is not None:
+            with contextlib.suppress(RuntimeError, ProcessLookupError):
+                self.thaw()  # a frozen process would act on SIGTERM only when thawed
+            stop_process(self._proc, timeout_s=MONGO_STOP_GRACE_S)
+            self._proc = None
+
+    def freeze(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            raise RuntimeError(f"mongodb {self.name} is not running")
+        os.killpg(self._proc.pid, sig)
+
+
+def _alive(proc: subprocess.Popen[bytes] | None) -> bool:
+    if proc is None or proc.poll() is not None:
+        raise RuntimeError("embedded process exited during start-up (see its log)")
+    return True
+
+
 @dataclass
 class EmbeddedStack:
-    """Tansu + SecantusDB on loopback. Use as a context manager or start()/stop()."""
+    """Tansu + one SecantusDB per service on loopback. Use as a context manager or
+    start()/stop(). The `stores` name a process each (default: the four services)."""
 
     data_dir: Path | None = None
     kafka_port: int = 0
-    mongo_port: int = 0
     create_topics: bool = True
+    stores: tuple[str, ...] = STORES
     _kafka: subprocess.Popen[bytes] | None = field(default=None, init=False)
-    _mongo: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _mongos: dict[str, EmbeddedMongo] = field(default_factory=dict, init=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, init=False)
 
     @property
     def kafka_bootstrap(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
 
-    @property
-    def mongo_uri(self) -> str:
-        return f"mongodb://127.0.0.1:{self.mongo_port}/?directConnection=true"
+    def mongo(self, store: str) -> EmbeddedMongo:
+        try:
+            return self._mongos[store]
+        except KeyError:
+            raise KeyError(f"no embedded store {store!r}; stores: {self.stores}") from None
+
+    def mongo_uri(self, store: str) -> str:
+        """The connection string of `store`'s own SecantusDB process."""
+        return self.mongo(store).uri
 
     @property
     def root(self) -> Path:
         assert self.data_dir is not None
         return self.data_dir
 
-    def env(self) -> dict[str, str]:
-        """Settings that point a service at this stack."""
+    def env(self, store: str) -> dict[str, str]:
+        """Settings that point service `store` at this stack (its own MongoDB)."""
         return {
             "OMNIROUTE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
-            "OMNIROUTE_MONGO_URI": self.mongo_uri,
+            "OMNIROUTE_MONGO_URI": self.mongo_uri(store),
         }
 
     def start(self) -> EmbeddedStack:
@@ -183,9 +274,14 @@ class EmbeddedStack:
             self._tmp = tempfile.TemporaryDirectory(prefix="omniroute-")
             self.data_dir = Path(self._tmp.name)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._mongos = {name: EmbeddedMongo(name, self.root) for name in self.stores}
         try:
+            # The stores start while the broker does (each takes ~0.6 s, the broker ms).
+            for mongo in self._mongos.values():
+                mongo.spawn()
             self.start_kafka()
-            self.start_mongo()
+            for mongo in self._mongos.values():
+                mongo.wait_ready()
         except BaseException:
             self.stop()
             raise
@@ -206,87 +302,58 @@ class EmbeddedStack:
             log_path=self.root / "tansu.log",
         )
         wait_until(
-            lambda: self._alive(self._kafka) and _kafka_answers(self.kafka_bootstrap),
+            lambda: _alive(self._kafka) and _kafka_answers(self.kafka_bootstrap),
             STARTUP_TIMEOUT_S,
             "kafka",
         )
         if self.create_topics:
             asyncio.run(ensure_topics(self.kafka_bootstrap))
 
-    def start_mongo(self) -> None:
-        """Start SecantusDB; after `stop_mongo()`, again on the same port and data directory,
-        so services keep their configured URI and find what they stored."""
-        if self._mongo is not None and self._mongo.poll() is None:
-            raise RuntimeError("mongodb is already running")
-        self.mongo_port = self.mongo_port or free_port()
-        storage = self.root / "mongo"
-        storage.mkdir(exist_ok=True)
-        self._mongo = spawn(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from secantus.cli import main; sys.exit(main())",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.mongo_port),
-                "--storage-path",
-                str(storage),
-                "--log-level",
-                "WARNING",
-            ],
-            log_path=self.root / "secantus.log",
-            # SecantusDB now and then ignores SIGTERM (see MONGO_STOP_GRACE_S): an orphan
-            # of a killed parent went on burning a core for half an hour. It survives
-            # SIGKILL intact.
-            death_signal=signal.SIGKILL,
-        )
-        wait_until(
-            lambda: self._alive(self._mongo) and _mongo_answers(self.mongo_uri),
-            STARTUP_TIMEOUT_S,
-            "mongodb",
-        )
+    def _selected(self, store: str | None) -> list[EmbeddedMongo]:
+        return list(self._mongos.values()) if store is None else [self.mongo(store)]
 
-    @staticmethod
-    def _alive(proc: subprocess.Popen[bytes] | None) -> bool:
-        if proc is None or proc.poll() is not None:
-            raise RuntimeError("embedded process exited during start-up (see its log)")
-        return True
+    def start_mongo(self, store: str | None = None) -> None:
+        """Start `store`'s SecantusDB (every store's without one); after `stop_mongo()`, again
+        on the same port and data directory, so services keep their URI and their data."""
+        selected = self._selected(store)
+        for mongo in selected:
+            mongo.spawn()
+        for mongo in selected:
+            mongo.wait_ready()
+
+    def stop_mongo(self, store: str | None = None) -> None:
+        """Stop `store`'s SecantusDB (every store's without one); the data stays on disk."""
+        for mongo in self._selected(store):
+            mongo.stop()
+
+    def freeze_mongo(self, store: str | None = None) -> None:
+        """SIGSTOP SecantusDB: connections are accepted by the kernel and never answered,
+        like a server in a long pause or behind a network that drops packets."""
+        for mongo in self._selected(store):
+            mongo.freeze()
+
+    def thaw_mongo(self, store: str | None = None) -> None:
+        """SIGCONT a frozen SecantusDB; it answers what waited meanwhile."""
+        for mongo in self._selected(store):
+            mongo.thaw()
+
+    @property
+    def processes(self) -> dict[str, int]:
+        """Running children by name: `tansu`, then `secantusdb-<store>` per store."""
+        named = {"tansu": self._kafka.pid} if self._kafka is not None else {}
+        for name, mongo in self._mongos.items():
+            if mongo.pid is not None:
+                named[f"secantusdb-{name}"] = mongo.pid
+        return named
+
+    @property
+    def pids(self) -> list[int]:
+        return list(self.processes.values())
 
     def stop_kafka(self) -> None:
         if self._kafka is not None:
             stop_process(self._kafka)
             self._kafka = None
-
-    def stop_mongo(self) -> None:
-        """Stop SecantusDB (the port then refuses connections); its data stays on disk."""
-        if self._mongo is not None:
-            with contextlib.suppress(RuntimeError, ProcessLookupError):
-                self.thaw_mongo()  # a frozen process would act on SIGTERM only when thawed
-            stop_process(self._mongo, timeout_s=MONGO_STOP_GRACE_S)
-            self._mongo = None
-
-    def freeze_mongo(self) -> None:
-        """SIGSTOP SecantusDB: connections are accepted by the kernel and never answered,
-        like a server in a long pause or behind a network that drops packets."""
-        self._signal_mongo(signal.SIGSTOP)
-
-    def thaw_mongo(self) -> None:
-        """SIGCONT a frozen SecantusDB; it answers what waited meanwhile."""
-        self._signal_mongo(signal.SIGCONT)
-
-    def _signal_mongo(self, sig: signal.Signals) -> None:
-        if self._mongo is None or self._mongo.poll() is not None:
-            raise RuntimeError("mongodb is not running")
-        os.killpg(self._mongo.pid, sig)
-
-    @property
-    def mongo_pid(self) -> int | None:
-        return self._mongo.pid if self._mongo is not None else None
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in (self._kafka, self._mongo) if p is not None]
 
     def stop(self) -> None:
         self.stop_kafka()

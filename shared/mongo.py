@@ -19,6 +19,10 @@ from shared.settings import ServiceSettings
 # MongoDB's error code for a unique index violation (a redelivered insert).
 DUPLICATE_KEY = 11000
 
+# Collections the shared kit keeps in the database of each service that uses it (every
+# service its own copy): API audit records (shared/audit.py), engine leases (shared/lease.py).
+KIT_COLLECTIONS: tuple[str, ...] = ("api_audit", "leases", "legal_holds")
+
 Document = dict[str, Any]
 Database = AsyncDatabase[Document]
 log = logging.getLogger(__name__)

@@ -64,6 +64,8 @@ class ServiceSettings(BaseSettings):
     kafka_session_timeout_ms: int = 10_000
     kafka_heartbeat_interval_ms: int = 3_000
     kafka_max_batch: int = 500
+    # Each service has its own database (and in deployment its own URI and user): the
+    # default name is `omniroute_<service>`; OMNIROUTE_MONGO_DB overrides it per process.
     mongo_uri: str = "mongodb://127.0.0.1:27017/?directConnection=true"
     mongo_db: str = "omniroute"
     mongo_timeout_ms: int = 5_000
@@ -163,6 +165,7 @@ class ServiceSettings(BaseSettings):
 
 class IngestSettings(ServiceSettings):
     service_name: str = "ingest"
+    mongo_db: str = "omniroute_ingest"
     http_port: int = 8081
     max_body_bytes: int = 1_048_576
     # The classifier: a model file built by `omniroute classify train` from the corpus.
@@ -173,6 +176,7 @@ class IngestSettings(ServiceSettings):
 
 class RouterSettings(ServiceSettings):
     service_name: str = "router"
+    mongo_db: str = "omniroute_router"
     http_port: int = 8082
     lease_ttl_s: float = 3.0
     # How often the lease holder's clock looks for expired offers and away agents' work.
@@ -181,6 +185,7 @@ class RouterSettings(ServiceSettings):
 
 class SlaSettings(ServiceSettings):
     service_name: str = "sla"
+    mongo_db: str = "omniroute_sla"
     http_port: int = 8083
     lease_ttl_s: float = 3.0
     # The clock sleeps until the next threshold falls due (or a batch changes the timers);
@@ -196,6 +201,7 @@ class SlaSettings(ServiceSettings):
 
 class NotifySettings(ServiceSettings):
     service_name: str = "notify"
+    mongo_db: str = "omniroute_notify"
     http_port: int = 8084
     # Email: replies go out over SMTP in the customer's thread. No host: email not sent.
     notify_smtp_host: str | None = None

@@ -46,3 +46,5 @@ PARTITIONS: Final[dict[str, int]] = {
     ERASURES: 1,
 }
 ALL_TOPICS: Final[tuple[str, ...]] = tuple(PARTITIONS)
+# Kept as the latest record per key (cleanup.policy=compact), not for a time.
+COMPACTED: Final[frozenset[str]] = frozenset({CUSTOMERS})

@@ -104,8 +104,8 @@ def cpu_seconds(pid: int) -> float:
 
 def process_ids(stack: EmbeddedStack, system: LocalSystem) -> dict[str, int]:
     pids = {n: s.proc.pid for n, s in system.services.items() if s.proc}
-    # EmbeddedStack.pids lists the broker, then the store.
-    return {**pids, **dict(zip(("tansu", "secantusdb"), stack.pids, strict=False))}
+    # The broker, then each service's store (`secantusdb-router`, ...).
+    return {**pids, **stack.processes}
 
 
 async def quiesce(
@@ -238,11 +238,13 @@ async def open_ticket_scaling(
         # Indexes first, as in a running deployment: building three indexes over 100,000
         # documents at service start holds SecantusDB's lock long enough for the other
         # services' start-up commands to time out.
-        indexing: Any = AsyncMongoClient(stack.mongo_uri, tz_aware=True)
-        await MongoRouterStore(indexing[f"bench_{name}"]).ensure_indexes()
+        # The router's own database on its own store, as new_system will name it.
+        router_uri, router_db = stack.mongo_uri("router"), f"bench_{name}_router"
+        indexing: Any = AsyncMongoClient(router_uri, tz_aware=True)
+        await MongoRouterStore(indexing[router_db]).ensure_indexes()
         await indexing.close()
-        client: Any = MongoClient(stack.mongo_uri, tz_aware=True)
-        db = client[f"bench_{name}"]
+        client: Any = MongoClient(router_uri, tz_aware=True)
+        db = client[router_db]
         now = datetime.now(UTC)
         docs = []
         for i in range(size):
@@ -311,7 +313,7 @@ async def run_scenario(name: str, args: Any, stack: EmbeddedStack, work: Path) -
     if name == "broker":
         return await broker_baseline(stack.kafka_bootstrap, count=args.broker_records)
     if name == "store":
-        return await asyncio.to_thread(measure_store_costs, stack.mongo_uri)
+        return await asyncio.to_thread(measure_store_costs, stack.mongo_uri("router"))
     if name == "pipeline":
         return await pipeline(stack, work, args.messages, args.rate, args.rate_seconds)
     if name == "p1":

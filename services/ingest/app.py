@@ -38,7 +38,7 @@ from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
 from shared.retention import Sweeper, load_retention
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import IngestSettings
-from shared.topics import DEADLETTER, ERASURES, INBOUND_BY_CHANNEL, MESSAGES, TICKETS
+from shared.topics import CUSTOMERS, DEADLETTER, ERASURES, INBOUND_BY_CHANNEL, MESSAGES, TICKETS
 
 log = logging.getLogger(__name__)
 GROUP_ID = "omniroute-ingest"
@@ -125,10 +125,10 @@ def build_app(
             events = await eraser.process(batch, datetime.now(UTC))
         await publish_all(broker, events)
 
-    # Messages and dead letters; the webhooks' payloads, forwarded to the inbound topics;
-    # erasure requests, completions and holds. (Tombstones of erased customers go to
-    # support.customers through their own producer: erasure.KafkaTombstones.)
-    declare_sends(broker, MESSAGES, DEADLETTER, *INBOUND_BY_CHANNEL.values(), ERASURES)
+    # Messages, customers' records (and, through their own producer, erasure.KafkaTombstones,
+    # the tombstones of erased customers) and dead letters; the webhooks' payloads, forwarded
+    # to the inbound topics; erasure requests, completions and holds.
+    declare_sends(broker, MESSAGES, CUSTOMERS, DEADLETTER, *INBOUND_BY_CHANNEL.values(), ERASURES)
 
     async def startup() -> None:
         configure_logging("ingest", settings.log_level)

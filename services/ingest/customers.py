@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
+from shared.contracts.customers import CustomerUpdated
 from shared.contracts.messages import Identity
 
 # Which identity names a new customer: the strongest one the message carries.
@@ -27,6 +29,8 @@ class CustomerRef:
     anti_phishing_code: str | None = None
     new: bool = False
     language: str | None = None  # preferred, from the exchange's records
+    version: int = 0  # grows with every change of the record (support.customers)
+    legal_hold: bool = False
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,19 @@ class CustomerRecord:
 
     def with_id(self, customer_id: str) -> CustomerRecord:
         return replace(self, customer_id=customer_id)
+
+
+def customer_updated(ref: CustomerRef, now: datetime) -> CustomerUpdated:
+    """The customer's current facts, as support.customers carries them (a full record)."""
+    return CustomerUpdated(
+        customer_id=ref.customer_id,
+        tier=ref.tier,
+        anti_phishing_code=ref.anti_phishing_code,
+        language=ref.language,
+        legal_hold=ref.legal_hold,
+        version=ref.version,
+        at=now,
+    )
 
 
 def primary_identity(identities: Sequence[Identity]) -> Identity:

@@ -1,4 +1,5 @@
-"""`omniroute customers import FILE`: load the exchange's customers (JSON lines) into MongoDB.
+"""`omniroute customers import FILE`: load the exchange's customers (JSON lines) into MongoDB
+and publish each one's record on support.customers (so notify's copy follows).
 
 One customer per line:
     {"customer_id": "uid-1001", "identities": [{"kind": "email", "value": "a@b.c"},
@@ -11,13 +12,19 @@ from __future__ import annotations
 import asyncio
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from services.ingest.customers import CustomerRecord
+from services.ingest.handlers import customers_events
 from services.ingest.store import MongoCustomerStore
+from shared.broker import ensure_topics, make_broker
 from shared.contracts.messages import Identity
+from shared.events import publish_all
 from shared.mongo import make_mongo_client
 from shared.settings import IngestSettings
 
@@ -74,14 +81,26 @@ def parse_lines(lines: list[str]) -> tuple[list[CustomerRecord], list[tuple[int,
     return records, rejected
 
 
-async def import_customers(records: list[CustomerRecord], settings: IngestSettings) -> int:
+async def import_customers(
+    records: list[CustomerRecord],
+    settings: IngestSettings,
+    broker: KafkaBroker | None = None,
+) -> int:
+    """Store each batch, then publish its records (acknowledged) before the next batch: an
+    import stopped half-way and run again republishes what it stores again, nothing lost."""
     client = make_mongo_client(settings)
+    broker = broker or make_broker(settings, CollectorRegistry())
     try:
+        if settings.kafka_create_topics:
+            await ensure_topics(settings.kafka_bootstrap)
+        await broker.start()
         store = MongoCustomerStore(client[settings.mongo_db])
         await store.ensure_indexes()
         for start in range(0, len(records), BATCH):
-            await store.upsert_many(records[start : start + BATCH])
+            stored = await store.upsert_many(records[start : start + BATCH])
+            await publish_all(broker, customers_events(stored, datetime.now(UTC)))
     finally:
+        await broker.stop()
         await client.close()
     return len(records)
 

@@ -1,4 +1,5 @@
-"""Ingest's Kafka edge: a batch of raw provider payloads in, `support.messages` events out."""
+"""Ingest's Kafka edge: a batch of raw provider payloads in, `support.messages` events out
+(and, for a customer seen for the first time, its record on `support.customers`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.ingest.classify import Classification, ClassifyPolicy, classify_many
-from services.ingest.customers import CustomerRef
+from services.ingest.customers import CustomerRef, customer_updated
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError, Skipped
 from services.ingest.pipeline import IngestPolicy, Prepared, finish, language_of, prepare
@@ -20,11 +21,12 @@ from services.ingest.store import ClassifiedText, Correction, CustomerStore, Tra
 from services.ingest.textmodel import TextModel
 from shared.consume import Contracts, Decoder
 from shared.contracts.common import PROVIDERS_BY_CHANNEL, Channel
+from shared.contracts.customers import CUSTOMER_UPDATED
 from shared.contracts.messages import MESSAGE_RECEIVED
 from shared.contracts.tickets import TicketEvent, ticket_event_type
 from shared.deadletter import dead_letter
 from shared.events import OutboundEvent, header, make_event
-from shared.topics import CHANNEL_BY_INBOUND, MESSAGES
+from shared.topics import CHANNEL_BY_INBOUND, CUSTOMERS, MESSAGES
 
 log = logging.getLogger(__name__)
 RECATEGORIZED = ticket_event_type("recategorized")
@@ -42,6 +44,24 @@ MAX_PAYLOAD_BYTES: dict[Channel, int] = {
     "phone": MIB,
     "chat": MIB,
 }
+
+
+def customers_events(refs: Sequence[CustomerRef], now: datetime) -> list[OutboundEvent]:
+    """Each customer's current record for support.customers, keyed by customer id; the
+    event id names the version, so a consumer can tell a redelivery from a change."""
+    return [
+        make_event(
+            update,
+            topic=CUSTOMERS,
+            event_type=CUSTOMER_UPDATED,
+            event_id=f"{update.customer_id}@{update.version}",
+            source=SOURCE,
+            key=update.customer_id,
+            time=now,
+            subject=update.customer_id,
+        )
+        for update in (customer_updated(ref, now) for ref in refs)
+    ]
 
 
 @dataclass(frozen=True)
@@ -145,6 +165,8 @@ class Ingestor:
         refs = await self.customers.resolve_many([p.parsed.identities for _, p in ready], now)
         unique: list[tuple[Inbound, Prepared, CustomerRef]] = []
         seen: set[str] = set()
+        # A customer ingest has just created is announced once (its version 1 record).
+        out.extend(customers_events([ref for ref in refs if ref.new], now))
         for (item, prepared), ref in zip(ready, refs, strict=True):
             self.metrics.customers.labels("new" if ref.new else "known").inc()
             if prepared.message_id not in seen:

@@ -20,12 +20,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from services.ingest.customers_import import CustomerLine
+from services.ingest.handlers import customers_events
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError, Skipped
 from services.ingest.pipeline import IngestPolicy, prepare
 from services.ingest.store import CustomerStore
 from shared.access import Access, Call
 from shared.contracts.common import PROVIDERS_BY_CHANNEL, Channel
+from shared.events import publish_all
 from shared.scopes import CUSTOMERS_WRITE
 from shared.service import TooLarge, read_limited
 from shared.settings import IngestSettings
@@ -122,8 +124,11 @@ def make_routes(
         cid = str(request.path_params["customer_id"])
         if not ID_RE.match(cid):
             return JSONResponse({"error": "invalid customer id"}, status_code=400)
-        await customers.upsert(data.record().with_id(cid))
-        return JSONResponse({"customer_id": cid, "at": datetime.now(UTC).isoformat()})
+        now = datetime.now(UTC)
+        stored = await customers.upsert(data.record().with_id(cid))
+        # Acknowledged by the broker before the answer: a 200 means services will hear of it.
+        await publish_all(broker, customers_events([stored], now))
+        return JSONResponse({"customer_id": cid, "version": stored.version, "at": now.isoformat()})
 
     return [
         access.signed("POST", "/v1/inbound/{channel}/{provider}", inbound),

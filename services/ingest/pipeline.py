@@ -140,6 +140,8 @@ def finish(
         received_at=now,
         customer_id=customer.customer_id,
         customer_tier=customer.tier,
+        anti_phishing_code=customer.anti_phishing_code,
+        customer_language=customer.language,
         identities=p.identities,
         sender_name=p.sender_name,
         subject=prepared.subject,

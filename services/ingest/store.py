@@ -3,7 +3,10 @@
 A customer document:
     {"_id": "cus_…", "identities": [{"kind": "email", "value": "a@b.c"}, …],
      "identity_keys": ["email:a@b.c", …],
-     "tier": "standard" | "vip1".., "anti_phishing_code": "…" | None, "created_at": …}
+     "tier": "standard" | "vip1".., "anti_phishing_code": "…" | None, "language": "en" | None,
+     "version": 3, "created_at": …}
+`version` grows with every change (1 when ingest creates the customer): the record ingest
+publishes on support.customers carries it, so a consumer keeps the latest.
 `identity_keys` is the same list flattened to strings: a unique multikey index on it makes
 one identity belong to one customer, even with several ingest replicas racing on the same
 new sender, and lets a batch's lookup be one indexed `$in`. (An `$or` of `$elemMatch` over
@@ -30,6 +33,9 @@ from shared.contracts.messages import Identity
 from shared.ids import customer_id
 from shared.mongo import DUPLICATE_KEY, Database, Document
 
+# The collections ingest owns in its own database (a trailing * names a family).
+COLLECTIONS: tuple[str, ...] = ("customers", "training_examples", "classified_texts_*", "erasures")
+
 
 class CustomerStore(Protocol):
     async def ensure_indexes(self) -> None: ...
@@ -38,7 +44,11 @@ class CustomerStore(Protocol):
         self, identity_sets: Sequence[tuple[Identity, ...]], now: datetime
     ) -> list[CustomerRef]: ...
 
-    async def upsert(self, customer: CustomerRecord) -> None: ...
+    async def upsert(self, customer: CustomerRecord) -> CustomerRef:
+        """Create or change a customer; returns its record as stored (version included)."""
+        ...
+
+    async def upsert_many(self, records: Sequence[CustomerRecord]) -> list[CustomerRef]: ...
 
 
 def _key(identity: Identity) -> tuple[str, str]:
@@ -115,16 +125,11 @@ class MongoCustomerStore:
             doc = next((known[_key(i)] for i in ids if _key(i) in known), None)
             if doc is not None:
                 cid = str(doc["_id"])
-                ref = CustomerRef(
-                    cid,
-                    doc.get("tier", "standard"),
-                    doc.get("anti_phishing_code"),
-                    language=doc.get("language"),
-                )
+                ref = _ref(doc)
             else:
                 primary = primary_identity(ids)
                 cid = customer_id(primary.kind, primary.value)
-                ref = CustomerRef(cid, new=cid not in created)
+                ref = CustomerRef(cid, new=cid not in created, version=1)
                 created[cid] = True
             missing = {_key(i) for i in ids} - {
                 (x["kind"], x["value"]) for x in (doc or {}).get("identities", [])
@@ -132,7 +137,9 @@ class MongoCustomerStore:
             if missing or doc is None:
                 writes.setdefault(cid, set()).update(missing)
             for i in ids:
-                known.setdefault(_key(i), {"_id": cid, "identities": [], "tier": ref.tier})
+                known.setdefault(
+                    _key(i), doc or {"_id": cid, "identities": [], "tier": ref.tier, "version": 1}
+                )
             refs.append(ref)
         if writes:
             await self.customers.bulk_write(
@@ -140,7 +147,7 @@ class MongoCustomerStore:
                     UpdateOne(
                         {"_id": cid},
                         {
-                            "$setOnInsert": {"tier": "standard", "created_at": now},
+                            "$setOnInsert": {"tier": "standard", "created_at": now, "version": 1},
                             "$addToSet": {
                                 "identities": {"$each": _identity_docs(new)},
                                 "identity_keys": {"$each": _identity_keys(new)},
@@ -155,11 +162,13 @@ class MongoCustomerStore:
             )
         return refs
 
-    async def upsert(self, customer: CustomerRecord) -> None:
-        await self.upsert_many([customer])
+    async def upsert(self, customer: CustomerRecord) -> CustomerRef:
+        [ref] = await self.upsert_many([customer])
+        return ref
 
-    async def upsert_many(self, records: Sequence[CustomerRecord]) -> list[str]:
-        """Load customers from the exchange's records; returns their ids.
+    async def upsert_many(self, records: Sequence[CustomerRecord]) -> list[CustomerRef]:
+        """Load customers from the exchange's records; returns them as stored, each with
+        its new version (every load is a change: the exchange restated the customer).
 
         An identity that ingest already gave an automatic customer (someone wrote in before
         the import) moves to the imported customer, who keeps a `merged_from` trail.
@@ -194,9 +203,23 @@ class MongoCustomerStore:
             }
             if others:
                 update["$addToSet"]["merged_from"] = {"$each": others}
+            update["$inc"] = {"version": 1}
             await self.customers.update_one({"_id": cid}, update, upsert=True)
             ids.append(cid)
-        return ids
+        # One indexed read for the batch: each record as stored, at its new version.
+        stored = {d["_id"]: d async for d in self.customers.find({"_id": {"$in": ids}})}
+        return [_ref(stored[cid]) for cid in ids]
+
+
+def _ref(doc: Document) -> CustomerRef:
+    return CustomerRef(
+        str(doc["_id"]),
+        doc.get("tier", "standard"),
+        doc.get("anti_phishing_code"),
+        language=doc.get("language"),
+        version=int(doc.get("version", 0)),
+        legal_hold=bool(doc.get("legal_hold", False)),
+    )
 
 
 # --- what agents teach the classifier ---------------------------------------------------

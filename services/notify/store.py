@@ -39,6 +39,15 @@ from services.notify.route import Route, RouteUpdate, route_of
 from shared.contracts.incidents import Incident
 from shared.mongo import DUPLICATE_KEY, Database, Document
 
+# The collections notify owns in its own database.
+COLLECTIONS: tuple[str, ...] = (
+    "notifications",
+    "notify_tickets",
+    "notify_conversations",
+    "incidents",
+    "incident_links",
+)
+
 OPEN_INCIDENT_STATUSES = ["investigating", "identified", "monitoring"]
 
 

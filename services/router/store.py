@@ -29,6 +29,15 @@ AGENTS = "agents"
 APPLIED = "router_applied"
 META = "router_meta"
 JOURNAL = "router"  # shared/journal.py: `router_journal`, `router_journal_published`
+# The collections the router owns in its own database.
+COLLECTIONS: tuple[str, ...] = (
+    TICKETS,
+    AGENTS,
+    APPLIED,
+    META,
+    f"{JOURNAL}_journal",
+    f"{JOURNAL}_journal_published",
+)
 
 
 def ticket_doc(t: Ticket) -> Document:

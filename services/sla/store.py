@@ -18,7 +18,8 @@ from shared.mongo import DUPLICATE_KEY, Database, Document
 
 TIMERS = "sla_timers"
 JOURNAL = "sla"  # shared/journal.py: `sla_journal`, `sla_journal_published`
-COLLECTIONS = (TIMERS, f"{JOURNAL}_journal", f"{JOURNAL}_journal_published", "leases")
+# The collections sla owns in its own database.
+COLLECTIONS: tuple[str, ...] = (TIMERS, f"{JOURNAL}_journal", f"{JOURNAL}_journal_published")
 # In a journaled timer document: never stored yet (an insert, not an upsert, folds it).
 NEW = "_new"
 

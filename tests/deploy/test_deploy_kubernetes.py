@@ -38,6 +38,7 @@ SETTINGS: dict[str, type[ServiceSettings]] = {
     "sla": SlaSettings,
     "notify": NotifySettings,
 }
+SERVICES = tuple(SETTINGS)
 ENGINES = ("router", "sla")
 WORKERS = ("ingest", "notify")
 # Topics each worker's consumer group reads (DESIGN.md); partitions bound its replicas.
@@ -53,7 +54,8 @@ CRD_SCHEMAS = {
 # Secrets the production overlay references and docs/deploy.md tells how to create.
 PROD_SECRETS = {
     "omniroute-secrets": {"api-keys", "webhook-secrets"},
-    "omniroute-mongodb": {"connectionString.standard"},
+    # Each service's own MongoDB user and database (deploy/mongodb).
+    **{f"omniroute-mongodb-{s}": {"connectionString.standard"} for s in SERVICES},
     "omniroute-smtp": {"username", "password"},
 }
 
@@ -516,7 +518,7 @@ def test_development_secrets_resolve_and_are_the_known_placeholders() -> None:
     dev = build("dev")
     secrets = {d["metadata"]["name"]: secret_data(d) for d in of_kind(dev, "Secret")}
     for service, ref in secret_refs(dev):
-        if ref.get("optional") or ref["name"] == "omniroute-mongodb":
+        if ref.get("optional") or ref["name"].startswith("omniroute-mongodb-"):
             continue  # written by the MongoDB operator, or optional
         assert ref["key"] in secrets.get(ref["name"], {}), f"{service}: {ref} unresolved"
     [generated] = [v for k, v in secrets.items() if k.startswith("omniroute-secrets-")]
@@ -525,6 +527,41 @@ def test_development_secrets_resolve_and_are_the_known_placeholders() -> None:
         ServiceSettings.model_fields["webhook_secrets"].get_default(call_default_factory=True)
     )
     assert set(webhook) == providers
+
+
+def build_mongodb() -> tuple[dict[str, Any], ...]:
+    run = subprocess.run(
+        ["kubectl", "kustomize", str(DEPLOY / "mongodb")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, f"kubectl kustomize deploy/mongodb:\n{run.stderr}"
+    return tuple(d for d in yaml.safe_load_all(run.stdout) if d)
+
+
+@needs_kubectl
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_has_its_own_database_and_user(
+    docs: tuple[dict[str, Any], ...], service: str
+) -> None:
+    env = {e["name"]: e for e in container(find(docs, "Deployment", service)).get("env", [])}
+    database = env["OMNIROUTE_MONGO_DB"]["value"]
+    assert database == f"omniroute_{service}" == SETTINGS[service]().mongo_db
+    secret = env["OMNIROUTE_MONGO_URI"]["valueFrom"]["secretKeyRef"]
+    assert secret == {"name": f"omniroute-mongodb-{service}", "key": "connectionString.standard"}
+    # The one MongoDB deployment: the operator writes that Secret for this service's user,
+    # whose only role is readWrite on this service's database.
+    [mongodb] = of_kind(build_mongodb(), "MongoDBCommunity")
+    users = {u["connectionStringSecretName"]: u for u in mongodb["spec"]["users"]}
+    assert len(users) == len(mongodb["spec"]["users"]) == len(SERVICES)
+    user = users[secret["name"]]
+    assert user["name"] == f"omniroute-{service}"
+    assert user["roles"] == [{"name": "readWrite", "db": database}]
+    assert user["passwordSecretRef"]["name"] == f"omniroute-mongodb-{service}-password"
+    # No shared database name left in the common settings.
+    assert "OMNIROUTE_MONGO_DB" not in config_map_data(docs, "omniroute-config")
 
 
 # --- Kafka topics ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
@@ -380,7 +381,35 @@ def test_omniroute_variables_are_settings_that_point_at_compose_services(
         unknown = [k for k in env if k.startswith("OMNIROUTE_") and not is_setting(k)]
         assert not unknown, f"{name}: not settings: {unknown}"
         assert env["OMNIROUTE_KAFKA_BOOTSTRAP"] == "kafka:9092"
-        assert env["OMNIROUTE_MONGO_URI"] == "mongodb://mongo:27017/?replicaSet=rs0"
+
+
+def compose_default(value: str) -> str:
+    """`${NAME:-default}` as Compose fills it in when NAME is not set."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
+def test_each_service_has_its_own_database_and_user(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    init = environment(services["mongo-init"])
+    for name in PORTS:
+        env = environment(services[name])
+        database = f"omniroute_{name}"
+        assert env["OMNIROUTE_MONGO_DB"] == database
+        uri = urlsplit(compose_default(env["OMNIROUTE_MONGO_URI"]))
+        # mongodb://omniroute-<service>:<password>@mongo:27017/omniroute_<service>?...
+        assert (uri.scheme, uri.hostname, uri.port) == ("mongodb", "mongo", 27017)
+        assert uri.username == f"omniroute-{name}"
+        assert uri.path == f"/{database}"
+        query = parse_qs(uri.query)
+        assert query == {"replicaSet": ["rs0"], "authSource": ["admin"]}
+        # mongo-init creates the user with the password the service's URI carries.
+        assert compose_default(init[f"OMNIROUTE_{name.upper()}_MONGO_PASSWORD"]) == uri.password
+    script = (ROOT / "deploy" / "compose" / "mongo-init-replica-set.js").read_text("utf-8")
+    assert '["ingest", "router", "sla", "notify"]' in script
+    # Its one role: readWrite on its own database.
+    assert 'const roles = [{ role: "readWrite", db: "omniroute_" + service }];' in script
+    assert "createUser(" in script and "updateUser(" in script  # idempotent
 
 
 def test_kafka_runs_kraft_with_a_listener_for_the_services(

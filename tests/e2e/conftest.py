@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from pymongo import MongoClient
 
-from omniroute.system import LocalSystem
+from omniroute.system import LocalSystem, ServiceDatabases
 from shared.embedded import EmbeddedStack
 
 
 @pytest.fixture(scope="module")
 def system(stack: EmbeddedStack, request: pytest.FixtureRequest) -> Iterator[LocalSystem]:
-    # A system per test module, each with its own database: one module's queued tickets
-    # are never another module's agents' work.
+    # A system per test module, each with its own databases (`e2e_<module>_<service>`, each
+    # on that service's own SecantusDB): one module's queued tickets are never another
+    # module's agents' work.
     name = request.module.__name__.rsplit(".", 1)[-1]
     running = LocalSystem(stack, log_dir=stack.root / "logs" / name, mongo_db=f"e2e_{name}")
     try:
@@ -27,8 +26,9 @@ def system(stack: EmbeddedStack, request: pytest.FixtureRequest) -> Iterator[Loc
 
 
 @pytest.fixture(scope="module")
-def db(system: LocalSystem) -> Iterator[Any]:
-    """The module system's database, read directly (what the services stored)."""
-    client: MongoClient[dict[str, Any]] = MongoClient(system.stack.mongo_uri, tz_aware=True)
-    yield client[system.mongo_db]
-    client.close()
+def db(system: LocalSystem) -> Iterator[ServiceDatabases]:
+    """What the services stored, read directly: `db.router` is the router's own database,
+    `db.tickets` the collection in the database of the service that declares it."""
+    databases = system.databases()
+    yield databases
+    databases.close()

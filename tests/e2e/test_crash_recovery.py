@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from pymongo import MongoClient
 
 from omniroute.samples import SAMPLES, chat_message
 from omniroute.system import DEV_SECRET, DEV_TOKEN, LocalSystem
@@ -73,7 +72,7 @@ def check_loads(db: Any) -> None:
 
 @pytest.mark.parametrize("victim", ["router", "ingest"])
 def test_sigkill_mid_run_loses_and_doubles_nothing(system: LocalSystem, victim: str) -> None:
-    db = MongoClient(system.stack.mongo_uri, tz_aware=True)[system.mongo_db]
+    db = system.databases()
     run = f"crash-{victim}-{uuid.uuid4().hex[:6]}"
     agent = f"{run}-agent"
     with httpx.Client(timeout=10) as client:

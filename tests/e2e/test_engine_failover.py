@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from pymongo import MongoClient
 
 from omniroute.samples import chat_message
 from omniroute.system import DEV_SECRET, DEV_TOKEN, LocalSystem
@@ -22,13 +21,13 @@ AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}
 
 
 def holder_of(db: Any, name: str) -> str | None:
-    doc = db.leases.find_one({"_id": name})
+    doc = db[name].leases.find_one({"_id": name})  # in the engine's own database
     return doc["holder"] if doc else None
 
 
 @pytest.mark.parametrize("engine", ["router", "sla"])
 def test_standby_takes_over_when_the_holder_dies(system: LocalSystem, engine: str) -> None:
-    db = MongoClient(system.stack.mongo_uri, tz_aware=True)[system.mongo_db]
+    db = system.databases()
     gauge = f"omniroute_{engine}_lease_holder"
     # Exactly one of the two consumes.
     active, other = with_standby(system, engine)

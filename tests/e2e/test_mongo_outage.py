@@ -135,22 +135,25 @@ def process_state(pid: int) -> str:
 
 @contextlib.contextmanager
 def mongo_away(stack: EmbeddedStack, outage: str) -> Iterator[None]:
-    """MongoDB stopped (port refused) or frozen (SIGSTOP) inside the block, back after it
-    (on the same port, with the same data), whatever happens inside."""
-    port, pid = stack.mongo_port, stack.mongo_pid
-    assert pid is not None
+    """Every service's MongoDB stopped (port refused) or frozen (SIGSTOP) inside the block,
+    back after it (on the same ports, with the same data), whatever happens inside."""
+    stores = [stack.mongo(s) for s in stack.stores]
+    ports = [m.port for m in stores]
+    pids = [m.pid for m in stores]
     if outage == "stopped":
         stack.stop_mongo()
-        assert refused(port)
+        assert all(refused(port) for port in ports)
     else:
         stack.freeze_mongo()
-        wait_until(lambda: process_state(pid) == "T", 10, "mongodb stopped by SIGSTOP")
+        for pid in pids:
+            assert pid is not None
+            wait_until(lambda p=pid: process_state(p) == "T", 10, "mongodb stopped by SIGSTOP")
     try:
         yield
     finally:
         if outage == "stopped":
             stack.start_mongo()
-            assert stack.mongo_port == port
+            assert [m.port for m in stores] == ports
         else:
             stack.thaw_mongo()
 

@@ -16,6 +16,8 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
+# Tansu, one SecantusDB per service, the four services.
+PROCESSES = 1 + 4 + 4
 
 
 def interruptible() -> None:
@@ -43,7 +45,7 @@ def start_holder(*args: str) -> tuple[subprocess.Popen[str], list[int]]:
 
 def test_sigkill_of_the_parent_leaves_no_process() -> None:
     proc, pids = start_holder()
-    assert len(pids) == 6 and all(alive(p) for p in pids)
+    assert len(pids) == PROCESSES and all(alive(p) for p in pids)
     os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up
     proc.wait(timeout=10)
     wait_until(lambda: not any(alive(p) for p in pids), 30, "children gone after SIGKILL")
@@ -52,7 +54,7 @@ def test_sigkill_of_the_parent_leaves_no_process() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_stops_everything_cleanly(sig: signal.Signals) -> None:
     proc, pids = start_holder()
-    assert len(pids) == 6
+    assert len(pids) == PROCESSES
     os.kill(proc.pid, sig)
     proc.wait(timeout=60)
     assert not any(alive(p) for p in pids)
@@ -60,7 +62,7 @@ def test_interrupt_stops_everything_cleanly(sig: signal.Signals) -> None:
 
 def test_failing_run_leaves_no_process() -> None:
     proc, pids = start_holder("fail")
-    assert len(pids) == 6
+    assert len(pids) == PROCESSES
     assert proc.wait(timeout=60) != 0
     assert not any(alive(p) for p in pids)
 
@@ -121,7 +123,7 @@ def test_a_pytest_run_that_fails_or_is_interrupted_leaves_nothing(
         60,
         "inner run started the system",
     )
-    assert len(pids) == 6 and all(alive(p) for p in pids)
+    assert len(pids) == PROCESSES and all(alive(p) for p in pids)
     if mode == "interrupt":
         proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=90)

@@ -308,9 +308,9 @@ async def test_two_thousand_tickets_with_a_failover(rig: tuple[LocalSystem, str]
     started = time.monotonic()
     run = "load"
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        system.stack.mongo_uri, tz_aware=True
+        system.mongo_uri("router"), tz_aware=True
     )
-    db = mongo[system.mongo_db]
+    db = mongo[system.database("router")]
     producer = AIOKafkaProducer(bootstrap_servers=system.stack.kafka_bootstrap, linger_ms=5)
     await producer.start()
     desk = Desk(producer)

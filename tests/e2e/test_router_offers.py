@@ -61,9 +61,9 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
 @pytest.fixture
 async def db(system: LocalSystem) -> AsyncIterator[Any]:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        system.stack.mongo_uri, tz_aware=True
+        system.mongo_uri("router"), tz_aware=True
     )
-    yield client[system.mongo_db]
+    yield client[system.database("router")]  # the router's own database
     await client.close()
 
 

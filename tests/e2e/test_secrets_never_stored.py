@@ -312,9 +312,12 @@ def test_secrets_from_every_channel_are_never_stored(system: LocalSystem, db: An
         for key, b in dead_keys.items()
         if b.channel == "email"
     ]
-    for name in db.list_collection_names():
-        dump = "\n".join(json_util.dumps(d, ensure_ascii=False) for d in db[name].find())
-        haystacks.append(Haystack.of(f"mongodb {name}", dump))
+    for service, database in db.items():  # every service's own database
+        for name in database.list_collection_names():
+            found = database[name].find()
+            dump = "\n".join(json_util.dumps(d, ensure_ascii=False) for d in found)
+            where = name if name in {"tickets", "customers"} else f"{service} {name}"
+            haystacks.append(Haystack.of(f"mongodb {where}", dump))
     for svc in system.services.values():
         haystacks.append(Haystack.of(f"{svc.name} log", svc.log_path.read_text("utf-8", "replace")))
     searched = {h.where: h for h in haystacks}

@@ -1,9 +1,11 @@
-"""A fresh MongoDB database per test on the session's SecantusDB."""
+"""A fresh MongoDB database per test, on the session's SecantusDB of the service whose
+store the test exercises (each service has its own server, as in production)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -12,12 +14,46 @@ from pymongo import AsyncMongoClient
 from shared.embedded import EmbeddedStack
 
 
-@pytest.fixture
-async def db(stack: EmbeddedStack) -> AsyncIterator[Any]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_uri, tz_aware=True)
-    name = f"t_{uuid.uuid4().hex[:10]}"
+@asynccontextmanager
+async def fresh_database(stack: EmbeddedStack, service: str) -> AsyncIterator[Any]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        stack.mongo_uri(service), tz_aware=True
+    )
+    name = f"t_{service}_{uuid.uuid4().hex[:10]}"
     try:
         yield client[name]
     finally:
         await client.drop_database(name)
         await client.close()
+
+
+@pytest.fixture
+async def ingest_db(stack: EmbeddedStack) -> AsyncIterator[Any]:
+    async with fresh_database(stack, "ingest") as db:
+        yield db
+
+
+@pytest.fixture
+async def router_db(stack: EmbeddedStack) -> AsyncIterator[Any]:
+    async with fresh_database(stack, "router") as db:
+        yield db
+
+
+@pytest.fixture
+async def sla_db(stack: EmbeddedStack) -> AsyncIterator[Any]:
+    async with fresh_database(stack, "sla") as db:
+        yield db
+
+
+@pytest.fixture
+async def notify_db(stack: EmbeddedStack) -> AsyncIterator[Any]:
+    async with fresh_database(stack, "notify") as db:
+        yield db
+
+
+@pytest.fixture
+async def db(stack: EmbeddedStack) -> AsyncIterator[Any]:
+    """One fresh database for a test of several services' store functions side by side
+    (e.g. each service's retention sweep): in production each service has its own."""
+    async with fresh_database(stack, "ingest") as db:
+        yield db

@@ -18,8 +18,8 @@ from tests.support.factories import T0
 pytestmark = pytest.mark.integration
 
 
-async def test_audit_records_are_appended_and_found_by_event_id(db: Any) -> None:
-    audit = MongoAuditLog(db, retention_days=30)
+async def test_audit_records_are_appended_and_found_by_event_id(router_db: Any) -> None:
+    audit = MongoAuditLog(router_db, retention_days=30)
     entry = AuditEntry(
         at=T0,
         service="router",
@@ -35,16 +35,16 @@ async def test_audit_records_are_appended_and_found_by_event_id(db: Any) -> None
     found = await audit.find_event("router", "evt_1")
     assert found is not None and found["caller"] == "jwt:alice"
     assert await audit.find_event("notify", "evt_1") is None
-    assert await db.api_audit.count_documents({}) == 2
+    assert await router_db.api_audit.count_documents({}) == 2
     # Expired after the retention; looked up by event id through an index.
-    indexes = {tuple(i["key"]): i for i in (await db.api_audit.index_information()).values()}
+    indexes = {tuple(i["key"]): i for i in (await router_db.api_audit.index_information()).values()}
     ttl = indexes.get((("at", 1),), {})
     assert ttl.get("expireAfterSeconds") == 30 * 86_400
     assert (("targets.event_id", 1),) in indexes
 
 
-async def test_action_outcomes_are_kept_with_the_applied_events(db: Any) -> None:
-    store = MongoRouterStore(db)
+async def test_action_outcomes_are_kept_with_the_applied_events(router_db: Any) -> None:
+    store = MongoRouterStore(router_db)
     await store.ensure_indexes()
     outcome = ActionOutcome("rejected", "tkt_1", "mallory", "resolve", T0, "not the assignee")
     await store.fold(changes_of([], [], ["evt_1", "evt_profile"], {"evt_1": outcome}))

@@ -11,7 +11,9 @@ from services.ingest.customers_import import import_customers, parse_lines
 from services.ingest.store import MongoCustomerStore
 from shared.contracts.messages import Identity
 from shared.settings import IngestSettings
+from shared.topics import CUSTOMERS
 from tests.support.factories import T0
+from tests.support.kafka import read_all
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +38,8 @@ def test_invalid_lines_are_reported_by_number_without_content() -> None:
     assert all("Example" not in reason and "x@y.z" not in reason for _, reason in rejected)
 
 
-async def test_import_takes_over_identities_ingest_saw_first(db: Any, stack: Any) -> None:
-    store = MongoCustomerStore(db)
+async def test_import_takes_over_identities_ingest_saw_first(ingest_db: Any, stack: Any) -> None:
+    store = MongoCustomerStore(ingest_db)
     await store.ensure_indexes()
     # Someone wrote in before the exchange loaded its customers: an automatic customer.
     email = Identity(kind="email", value="mei@example.com")
@@ -55,15 +57,29 @@ async def test_import_takes_over_identities_ingest_saw_first(db: Any, stack: Any
             ),
         ]
     )
-    settings = IngestSettings(mongo_uri=stack.mongo_uri, mongo_db=db.name)
+    settings = IngestSettings(
+        mongo_uri=stack.mongo_uri("ingest"),
+        mongo_db=ingest_db.name,
+        kafka_bootstrap=stack.kafka_bootstrap,
+    )
     assert await import_customers(records, settings) == 1
     [after] = await store.resolve_many([(email,)], T0)
     assert after.customer_id == "uid-1001"
     assert (after.tier, after.anti_phishing_code) == ("vip2", "Kx7pQ")
-    imported = await db["customers"].find_one({"_id": "uid-1001"})
+    imported = await ingest_db["customers"].find_one({"_id": "uid-1001"})
     assert imported["merged_from"] == [auto.customer_id]
-    old = await db["customers"].find_one({"_id": auto.customer_id})
+    old = await ingest_db["customers"].find_one({"_id": auto.customer_id})
     assert old["identities"] == [{"kind": "chat_visitor", "value": "v1"}]
-    # Importing again changes nothing.
+    # Importing again adds no customer; each import restates the customer, a new version.
     await import_customers(records, settings)
-    assert await db["customers"].count_documents({}) == 2
+    assert await ingest_db["customers"].count_documents({}) == 2
+    # Each import published the customer's record on support.customers, keyed by its id.
+    published = [
+        (r.key, json.loads(r.value))
+        for r in await read_all(stack.kafka_bootstrap, [CUSTOMERS])
+        if r.key == b"uid-1001"
+    ]
+    assert [body["version"] for _, body in published] == [1, 2]
+    assert all(
+        (body["tier"], body["anti_phishing_code"]) == ("vip2", "Kx7pQ") for _, body in published
+    )

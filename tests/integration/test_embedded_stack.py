@@ -7,9 +7,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from pymongo import AsyncMongoClient
 
 from shared.embedded import EmbeddedStack
-from shared.topics import PARTITIONS
+from shared.topics import CUSTOMERS, PARTITIONS
 from tests.support.procs import alive
 
 pytestmark = pytest.mark.integration
@@ -24,6 +26,17 @@ async def test_every_topic_exists_with_its_partitions(stack: EmbeddedStack) -> N
         await admin.close()
     counts = {t["topic"]: len(t["partitions"]) for t in described}
     assert counts == PARTITIONS
+    # support.customers keeps the latest record per customer (Tansu takes the policy).
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        [configs] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, CUSTOMERS)]
+        )
+    finally:
+        await admin.close()
+    [(_, _, _, _, entries)] = configs.resources
+    assert ("cleanup.policy", "compact") in {(e[0], e[1]) for e in entries}
 
 
 async def test_keyed_records_round_trip_with_headers(stack: EmbeddedStack) -> None:
@@ -49,7 +62,26 @@ async def test_keyed_records_round_trip_with_headers(stack: EmbeddedStack) -> No
     assert (record.key, record.headers[0]) == (b"k1", ("ce_id", b"x1"))
 
 
-async def test_mongodb_answers_and_processes_are_running(stack: EmbeddedStack, db: Any) -> None:
-    assert (await db.command("ping"))["ok"] == 1
-    assert len(stack.pids) == 2
+async def test_each_service_has_its_own_mongodb_process(stack: EmbeddedStack) -> None:
+    # One SecantusDB per service: own port, own storage, own process (one lock each).
+    uris = {s: stack.mongo_uri(s) for s in ("ingest", "router", "sla", "notify")}
+    assert len(set(uris.values())) == 4
+    for uri in uris.values():
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+        try:
+            assert (await client.admin.command("ping"))["ok"] == 1
+        finally:
+            await client.close()
+    assert set(stack.processes) == {"tansu", *(f"secantusdb-{s}" for s in uris)}
+    assert len(set(stack.pids)) == 5
     assert all(alive(p) for p in stack.pids)
+    # What one service writes is not on another's server.
+    writer: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uris["router"])
+    reader: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uris["notify"])
+    try:
+        await writer["isolation_probe"]["probe"].insert_one({"_id": "x"})
+        assert "isolation_probe" not in await reader.list_database_names()
+    finally:
+        await writer.drop_database("isolation_probe")
+        await writer.close()
+        await reader.close()

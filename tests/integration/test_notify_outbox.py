@@ -121,9 +121,9 @@ async def drain(d: Delivery, store: MongoNotifyStore, ids: list[str], final: set
 
 
 async def test_a_sender_failing_twice_then_succeeding_delivers_exactly_once(
-    db: Any, sink: WebhookSink
+    notify_db: Any, sink: WebhookSink
 ) -> None:
-    store = MongoNotifyStore(db)
+    store = MongoNotifyStore(notify_db)
     [nid] = await seed(store, 1)
     sink.fail_first[nid] = 2  # the adapter answers 503 twice
     published = Published()
@@ -144,9 +144,9 @@ async def test_a_sender_failing_twice_then_succeeding_delivers_exactly_once(
 
 
 async def test_a_sender_that_always_fails_ends_in_the_dead_letter_after_n_tries(
-    db: Any, sink: WebhookSink
+    notify_db: Any, sink: WebhookSink
 ) -> None:
-    store = MongoNotifyStore(db)
+    store = MongoNotifyStore(notify_db)
     [nid] = await seed(store, 1)
     sink.respond = lambda data: 500
     published = Published()
@@ -169,9 +169,9 @@ async def test_a_sender_that_always_fails_ends_in_the_dead_letter_after_n_tries(
 
 
 async def test_a_refusal_is_dead_at_once_and_a_missing_route_waits(
-    db: Any, sink: WebhookSink
+    notify_db: Any, sink: WebhookSink
 ) -> None:
-    store = MongoNotifyStore(db)
+    store = MongoNotifyStore(notify_db)
     [refused] = await seed(store, 1)
     sink.respond = lambda data: 400 if data["notification_id"] == refused else None
     published = Published()
@@ -197,8 +197,10 @@ async def test_a_refusal_is_dead_at_once_and_a_missing_route_waits(
     assert sink.counts()[doc["_id"]] == 1
 
 
-async def test_two_replicas_racing_send_each_notification_once(db: Any, sink: WebhookSink) -> None:
-    store_a, store_b = MongoNotifyStore(db), MongoNotifyStore(db)
+async def test_two_replicas_racing_send_each_notification_once(
+    notify_db: Any, sink: WebhookSink
+) -> None:
+    store_a, store_b = MongoNotifyStore(notify_db), MongoNotifyStore(notify_db)
     ids = await seed(store_a, 30)
     published = Published()
     async with httpx.AsyncClient(timeout=5) as client:
@@ -218,9 +220,9 @@ async def test_two_replicas_racing_send_each_notification_once(db: Any, sink: We
 
 
 async def test_a_dead_senders_claim_is_taken_over_after_its_lease(
-    db: Any, sink: WebhookSink
+    notify_db: Any, sink: WebhookSink
 ) -> None:
-    store = MongoNotifyStore(db)
+    store = MongoNotifyStore(notify_db)
     [nid] = await seed(store, 1)
     # A replica claimed it and died before sending (its lease ends in the past).
     doc = await store.notifications.find_one({"_id": nid})

@@ -46,11 +46,11 @@ def entry_of(journal: MongoJournal, state: RouterState, ch: Changes) -> Entry:
     return Entry(journal.next_id(), changes, [ticket_event(e) for e in ch.events])
 
 
-def engine_on(db: Any, broker: KafkaBroker) -> RouterEngine:
+def engine_on(router_db: Any, broker: KafkaBroker) -> RouterEngine:
     return RouterEngine(
         state=RouterState(POLICY),
-        store=MongoRouterStore(db),
-        journal=MongoJournal(db, JOURNAL),
+        store=MongoRouterStore(router_db),
+        journal=MongoJournal(router_db, JOURNAL),
         output=BrokerOutput(broker),
         metrics=RouterMetrics.create(CollectorRegistry()),
         clock=lambda: T0,
@@ -78,11 +78,11 @@ def summary(state: RouterState) -> dict[str, Any]:
     }
 
 
-async def test_a_restart_rebuilds_queue_timers_and_position(db: Any) -> None:
-    store = MongoRouterStore(db)
+async def test_a_restart_rebuilds_queue_timers_and_position(router_db: Any) -> None:
+    store = MongoRouterStore(router_db)
     await store.ensure_indexes()
     state, ch = busy_state()
-    await store.fold(entry_of(MongoJournal(db, JOURNAL), state, ch).changes)
+    await store.fold(entry_of(MongoJournal(router_db, JOURNAL), state, ch).changes)
 
     restarted = RouterState(POLICY)
     await store.load(restarted, T0 - timedelta(days=1))
@@ -95,34 +95,36 @@ async def test_a_restart_rebuilds_queue_timers_and_position(db: Any) -> None:
     ]
 
 
-async def test_a_crash_after_the_journal_entry_is_completed_on_start(db: Any) -> None:
+async def test_a_crash_after_the_journal_entry_is_completed_on_start(router_db: Any) -> None:
     """Died after appending the step, before its documents were written or its events
     left: the next holder folds the entry, publishes its events (same ids), forgets it."""
-    journal = MongoJournal(db, JOURNAL)
+    journal = MongoJournal(router_db, JOURNAL)
     state, ch = busy_state()
     entry = entry_of(journal, state, ch)
     await journal.append(entry)
-    assert await db.tickets.count_documents({}) == 0
+    assert await router_db.tickets.count_documents({}) == 0
 
     broker = KafkaBroker("localhost:9092")
     published = capture_tickets(broker)
     async with TestKafkaBroker(broker) as br:
-        engine = engine_on(db, br)
+        engine = engine_on(router_db, br)
         await engine.load()
     assert published == [e.type.split(".")[2] for e in entry.events]
     assert summary(engine.state) == summary(state)
-    assert await db.router_journal.count_documents({}) == 0
+    assert await router_db.router_journal.count_documents({}) == 0
 
 
-async def test_takeover_corrects_agent_loads_that_disagree_with_the_tickets(db: Any) -> None:
+async def test_takeover_corrects_agent_loads_that_disagree_with_the_tickets(router_db: Any) -> None:
     state, ch = busy_state()
-    await MongoRouterStore(db).fold(entry_of(MongoJournal(db, JOURNAL), state, ch).changes)
+    await MongoRouterStore(router_db).fold(
+        entry_of(MongoJournal(router_db, JOURNAL), state, ch).changes
+    )
     # A document written by an older version says a1 holds nothing.
-    await db.agents.update_one({"_id": "a1"}, {"$set": {"load": {}, "tickets": []}})
+    await router_db.agents.update_one({"_id": "a1"}, {"$set": {"load": {}, "tickets": []}})
 
     broker = KafkaBroker("localhost:9092")
     async with TestKafkaBroker(broker) as br:
-        engine = engine_on(db, br)
+        engine = engine_on(router_db, br)
         await engine.load()
     assert engine.state.agents["a1"].load == {"chat": 1}
-    assert (await db.agents.find_one({"_id": "a1"}))["load"] == {"chat": 1}
+    assert (await router_db.agents.find_one({"_id": "a1"}))["load"] == {"chat": 1}

@@ -58,8 +58,8 @@ def event(n: int) -> OutboundEvent:
     )
 
 
-async def test_journal_entries_round_trip_in_order(db: Any) -> None:
-    journal = MongoJournal(db, f"test_{uuid.uuid4().hex[:6]}")
+async def test_journal_entries_round_trip_in_order(sla_db: Any) -> None:
+    journal = MongoJournal(sla_db, f"test_{uuid.uuid4().hex[:6]}")
     first = Entry(
         journal.next_id(),
         {TIMERS: [journaled(timer("a", warned=True), 3)]},
@@ -90,7 +90,7 @@ async def test_journal_entries_round_trip_in_order(db: Any) -> None:
     assert [d["_id"] for d in pending[2].changes["docs"]] == list(range(PART_ITEMS + 10))
     assert [e.id for e in pending[2].events] == [e.id for e in big.events]
     # A new journal object (a new process) numbers after what it found.
-    again = MongoJournal(db, journal.entries.name.removesuffix("_journal"))
+    again = MongoJournal(sla_db, journal.entries.name.removesuffix("_journal"))
     await again.pending()
     assert again.next_id() > big.entry_id
     await journal.discard([pending[0], pending[2]])
@@ -101,9 +101,9 @@ async def test_journal_entries_round_trip_in_order(db: Any) -> None:
     assert await again.published_through() == second.entry_id
 
 
-async def test_a_part_written_entry_is_dropped(db: Any) -> None:
+async def test_a_part_written_entry_is_dropped(sla_db: Any) -> None:
     """Died while appending a large step: none of it counts (its inputs come again)."""
-    journal = MongoJournal(db, f"test_{uuid.uuid4().hex[:6]}")
+    journal = MongoJournal(sla_db, f"test_{uuid.uuid4().hex[:6]}")
     big = Entry(journal.next_id(), {"docs": [{"_id": i} for i in range(PART_ITEMS * 2)]}, [])
     await journal.append(big)
     await journal.entries.delete_one({"part": 1})
@@ -111,8 +111,8 @@ async def test_a_part_written_entry_is_dropped(db: Any) -> None:
     assert await journal.entries.count_documents({}) == 0
 
 
-async def test_timer_store_inserts_then_replaces_and_loads_what_matters(db: Any) -> None:
-    store = MongoSlaStore(db)
+async def test_timer_store_inserts_then_replaces_and_loads_what_matters(sla_db: Any) -> None:
+    store = MongoSlaStore(sla_db)
     await store.ensure_indexes()
     now = datetime.now(UTC)
     old = timer("old", state="met", finished_at=now - 3 * 86400 * S)
@@ -121,9 +121,9 @@ async def test_timer_store_inserts_then_replaces_and_loads_what_matters(db: Any)
     await store.fold({TIMERS: [journaled(timer("run", warned=True), 4)]})
     recent = timer("done", state="met", finished_at=now - 60 * S, running_since=None, seq=2)
     await store.fold({TIMERS: [journaled(recent, 0)]})
-    assert await db.sla_timers.count_documents({"_new": {"$exists": True}}) == 0
+    assert await sla_db.sla_timers.count_documents({"_new": {"$exists": True}}) == 0
     # A timer document from before timers banked their time (paused, 24/7).
-    await db.sla_timers.insert_one(
+    await sla_db.sla_timers.insert_one(
         {
             "_id": "legacy",
             "ticket_id": "tkt_legacy",
@@ -205,7 +205,7 @@ class CrashingOutput:
 
 
 async def test_an_engine_killed_mid_publish_is_finished_by_the_next_without_duplicates(
-    stack: EmbeddedStack, db: Any
+    stack: EmbeddedStack, sla_db: Any
 ) -> None:
     policy = load_policy(REPO_POLICY_DIR / "sla.yaml")
     output = ProducerOutput({"bootstrap_servers": stack.kafka_bootstrap, "acks": "all"})
@@ -218,10 +218,10 @@ async def test_an_engine_killed_mid_publish_is_finished_by_the_next_without_dupl
     def engine(out: Any, now: datetime, registry: CollectorRegistry) -> SlaEngine:
         return SlaEngine(
             state=SlaState(policy),
-            store=MongoSlaStore(db),
+            store=MongoSlaStore(sla_db),
             output=out,
             metrics=SlaMetrics.create(registry),
-            journal=MongoJournal(db, JOURNAL),
+            journal=MongoJournal(sla_db, JOURNAL),
             published=KafkaPublishedLog(stack.kafka_bootstrap, (SLA, DEADLETTER)),
             clock=lambda: now,
         )

@@ -42,7 +42,7 @@ from shared.contracts.common import PROVIDERS_BY_CHANNEL, Channel
 from shared.contracts.deadletter import DeadLettered
 from shared.contracts.messages import MessageReceived
 from shared.settings import REPO_POLICY_DIR, IngestSettings
-from shared.topics import DEADLETTER, INBOUND_BY_CHANNEL, MESSAGES
+from shared.topics import CUSTOMERS, DEADLETTER, INBOUND_BY_CHANNEL, MESSAGES
 from tests.support.classifier import classify_policy, text_model
 from tests.support.fakes import FakeCustomerStore, FakeTrainingStore, Record
 from tests.support.mutations import json_values, mutate
@@ -245,7 +245,13 @@ def test_a_batch_gives_one_event_per_good_message_and_one_dead_letter_per_bad_on
     expected = [oracle(i) for i in batch]
     published = [e for e in events if e.topic == MESSAGES]
     dead = [e for e in events if e.topic == DEADLETTER]
-    assert len(published) + len(dead) == len(events)
+    announced = [e for e in events if e.topic == CUSTOMERS]  # customers first seen
+    assert len(published) + len(dead) + len(announced) == len(events)
+    # A fresh store: each customer of a published message is announced once, at version 1.
+    bodies = [json.loads(e.value) for e in published]
+    customers = {m["customer_id"] for m in bodies if m["identities"]}  # none: anonymous
+    assert sorted(e.key for e in announced) == sorted(customers)
+    assert {json.loads(e.value)["version"] for e in announced} <= {1}
 
     # One event per distinct good message; its CloudEvent id is the message id.
     ids = Counter(e.id for e in published)

@@ -12,13 +12,16 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from omniroute.samples import chat_message
+from services.ingest.customers import CustomerRecord
 from services.ingest.handlers import Inbound, Ingestor
 from services.ingest.http import SIGNATURE_HEADER, make_routes, sign
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import IngestPolicy
 from shared.access import Access
 from shared.audit import MemoryAuditLog
+from shared.contracts.messages import Identity
 from shared.settings import IngestSettings
+from shared.topics import CUSTOMERS, MESSAGES
 from tests.support.classifier import classify_policy, text_model
 from tests.support.fakes import FakeCustomerStore, FakeTrainingStore
 
@@ -144,3 +147,61 @@ async def test_webhook_status_codes(webhook: tuple[httpx.AsyncClient, FakeBroker
     assert len(ok.json()["message_ids"]) == 1
     [(raw, topic, headers)] = broker.published
     assert (raw, topic, headers["provider"]) == (body, "support.inbound.chat", "generic")
+
+
+async def test_messages_carry_the_customers_facts_and_new_customers_are_announced_once() -> None:
+    customers = FakeCustomerStore()
+    ingestor = Ingestor(
+        customers=customers,
+        rules=classify_policy(),
+        model=text_model(),
+        texts=FakeTrainingStore(),
+        policy=IngestPolicy(),
+        metrics=IngestMetrics.create(CollectorRegistry()),
+    )
+    # The exchange loaded Mei (code, language); Bo writes in unknown.
+    mei = Identity(kind="email", value="mei@example.com")
+    await customers.upsert(CustomerRecord("cus_mei", (mei,), "vip2", "OWL-7731", "zh"))
+    batch = [
+        chat(1, email="mei@example.com", visitor_id="v-mei"),
+        chat(2, email="bo@example.com", visitor_id="v-bo"),
+        chat(3, "and another thing", email="bo@example.com", visitor_id="v-bo"),
+    ]
+    events = await ingestor.process(batch)
+    messages = {
+        m["customer_id"]: m for m in (json.loads(e.value) for e in events if e.topic == MESSAGES)
+    }
+    assert messages["cus_mei"]["anti_phishing_code"] == "OWL-7731"
+    assert messages["cus_mei"]["customer_language"] == "zh"
+    assert messages["cus_mei"]["customer_tier"] == "vip2"
+    [bo] = [cid for cid in messages if cid != "cus_mei"]
+    assert messages[bo]["anti_phishing_code"] is None
+    # Bo is new: one record on support.customers, keyed by his id, version 1; Mei is not.
+    [announced] = [e for e in events if e.topic == CUSTOMERS]
+    record = json.loads(announced.value)
+    assert (announced.key, record["customer_id"], record["version"]) == (bo, bo, 1)
+    assert announced.headers["ce_type"] == "omniroute.customer.updated.v1"
+    # Seen again, he is known: nothing more to announce.
+    again = await ingestor.process([chat(4, email="bo@example.com", visitor_id="v-bo")])
+    assert [e for e in again if e.topic == CUSTOMERS] == []
+
+
+async def test_put_customer_publishes_each_change_with_a_growing_version(
+    webhook: tuple[httpx.AsyncClient, FakeBroker],
+) -> None:
+    client, broker = webhook
+    auth = {"Authorization": "Bearer dev-token"}
+    body = {"identities": [{"kind": "email", "value": "mei@example.com"}], "tier": "vip1"}
+    first = await client.put("/v1/customers/cus_mei", json=body, headers=auth)
+    body |= {"anti_phishing_code": "NEW-CODE-9", "language": "zh"}
+    second = await client.put("/v1/customers/cus_mei", json=body, headers=auth)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert (first.json()["version"], second.json()["version"]) == (1, 2)
+    records = [json.loads(raw) for raw, topic, _ in broker.published if topic == CUSTOMERS]
+    assert [(r["customer_id"], r["version"]) for r in records] == [("cus_mei", 1), ("cus_mei", 2)]
+    assert records[1]["anti_phishing_code"] == "NEW-CODE-9"
+    assert (records[1]["language"], records[1]["tier"]) == ("zh", "vip1")
+    # A refused body publishes nothing.
+    bad = await client.put("/v1/customers/cus_mei", json={"identities": []}, headers=auth)
+    assert bad.status_code == 422
+    assert len([t for _, t, _ in broker.published if t == CUSTOMERS]) == 2

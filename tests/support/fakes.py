@@ -33,6 +33,7 @@ from shared.mongo import Document
 class FakeCustomerStore:
     by_identity: dict[tuple[str, str], str] = field(default_factory=dict)
     customers: dict[str, CustomerRecord] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)  # customer id -> version
 
     async def ensure_indexes(self) -> None:
         return None
@@ -53,27 +54,40 @@ class FakeCustomerStore:
             if known is None and ids:
                 p = primary_identity(ids)
                 cid, new = customer_id(p.kind, p.value), True
+                self.versions[cid] = 1
             else:
                 cid, new = known or "cus_anonymous", False
             for i in ids:
                 self.by_identity[(i.kind, i.value)] = cid
-            rec = self.customers.get(cid)
-            refs.append(
-                CustomerRef(
-                    cid,
-                    rec.tier if rec else "standard",
-                    rec.anti_phishing_code if rec else None,
-                    new,
-                    language=rec.language if rec else None,
-                )
-            )
+            refs.append(self._ref(cid, new))
         return refs
 
-    async def upsert(self, customer: CustomerRecord) -> None:
-        assert customer.customer_id is not None
-        self.customers[customer.customer_id] = customer
-        for i in customer.identities:
-            self.by_identity[(i.kind, i.value)] = customer.customer_id
+    def _ref(self, cid: str, new: bool = False) -> CustomerRef:
+        rec = self.customers.get(cid)
+        return CustomerRef(
+            cid,
+            rec.tier if rec else "standard",
+            rec.anti_phishing_code if rec else None,
+            new,
+            language=rec.language if rec else None,
+            version=self.versions.get(cid, 0),
+        )
+
+    async def upsert(self, customer: CustomerRecord) -> CustomerRef:
+        [ref] = await self.upsert_many([customer])
+        return ref
+
+    async def upsert_many(self, records: Sequence[CustomerRecord]) -> list[CustomerRef]:
+        refs = []
+        for customer in records:
+            assert customer.customer_id is not None
+            cid = customer.customer_id
+            self.customers[cid] = customer
+            self.versions[cid] = self.versions.get(cid, 0) + 1
+            for i in customer.identities:
+                self.by_identity[(i.kind, i.value)] = cid
+            refs.append(self._ref(cid))
+        return refs
 
 
 @dataclass

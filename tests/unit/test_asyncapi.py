@@ -36,6 +36,7 @@ EXPECTED: dict[str, dict[str, dict[str, set[str]]]] = {
         },
         "send": {
             "support.messages": {"MessageReceived"},
+            "support.customers": {"CustomerUpdated"},  # compacted, keyed by customer id
             "support.deadletter": {"DeadLettered"},
             "support.erasures": ERASURE_EVENTS,
             **{t: {BYTES} for t in INBOUND},  # signed webhooks, forwarded as they came

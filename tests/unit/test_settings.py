@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared.auth import digest, new_key
-from shared.settings import IngestSettings, RouterSettings
+from shared.settings import IngestSettings, NotifySettings, RouterSettings, SlaSettings
 
 
 def test_defaults_point_at_the_embedded_stack(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -18,6 +18,16 @@ def test_defaults_point_at_the_embedded_stack(monkeypatch: pytest.MonkeyPatch) -
     assert s.http_port == 8082
     assert s.kafka_bootstrap.startswith("127.0.0.1:")
     assert IngestSettings().http_port == 8081
+
+
+def test_each_service_has_its_own_database_unless_overridden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OMNIROUTE_MONGO_DB", raising=False)
+    names = {s().mongo_db for s in (IngestSettings, RouterSettings, SlaSettings, NotifySettings)}
+    assert names == {"omniroute_ingest", "omniroute_router", "omniroute_sla", "omniroute_notify"}
+    monkeypatch.setenv("OMNIROUTE_MONGO_DB", "exchange_router")
+    assert RouterSettings().mongo_db == "exchange_router"
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
