@@ -55,8 +55,14 @@ EXPECTED: dict[str, dict[str, dict[str, set[str]]]] = {
     },
     "notify": {
         "receive": {
-            t: {"MessageReceived", "TicketEvent", "SlaEvent", "Incident"}
-            for t in ("support.messages", "support.tickets", "support.sla", "support.incidents")
+            t: {"MessageReceived", "CustomerUpdated", "TicketEvent", "SlaEvent", "Incident"}
+            for t in (
+                "support.messages",
+                "support.customers",
+                "support.tickets",
+                "support.sla",
+                "support.incidents",
+            )
         },
         "send": {
             "support.notifications": {"NotificationRecorded"},

@@ -1,0 +1,164 @@
+"""Acknowledgements (`notify_acks`): what an acknowledgement waits for, and what it told.
+
+One document per ticket (`_id` = ticket id). The acknowledgement quotes the deadline sla
+publishes, and `opened` (support.tickets) and the timer's `started` (support.sla) come on
+different topics in either order: each half is stored as it comes, and the
+acknowledgement is decided once both are there — or at `wait_until` with the ticket alone
+(sla silent: no promise). Then `told` holds the position and estimate given, and
+`recheck_at` when that estimate has turned out wrong if the customer still waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from pymongo import ASCENDING, UpdateOne
+from pymongo.errors import BulkWriteError
+
+from services.notify.estimate import Ack, Deadline
+from shared.mongo import DUPLICATE_KEY, Database, Document
+
+COLLECTIONS = ("notify_acks",)
+
+
+class AckStore(Protocol):
+    async def ensure_indexes(self) -> None: ...
+    async def opened(self, items: Sequence[tuple[str, str, datetime]]) -> None: ...
+    async def deadlines(self, items: Sequence[tuple[str, Deadline]]) -> None: ...
+    async def get(self, ticket_ids: Iterable[str]) -> dict[str, Ack]: ...
+    async def overdue(self, now: datetime, limit: int) -> list[Ack]: ...
+    async def told(self, acks: Sequence[Ack]) -> None: ...
+    async def rechecks_due(self, now: datetime, limit: int) -> list[Ack]: ...
+    async def rechecked(self, ticket_ids: Iterable[str]) -> None: ...
+
+
+def deadline_doc(d: Deadline) -> Document:
+    return {
+        "target_s": d.target_s,
+        "due_at": d.due_at,
+        "at": d.at,
+        "calendar": d.calendar,
+        "policy": d.policy,
+    }
+
+
+def ack_of(d: Document) -> Ack:
+    dl = d.get("deadline")
+    return Ack(
+        ticket_id=d["_id"],
+        cause_event_id=d.get("cause_event_id"),
+        wait_until=d.get("wait_until"),
+        deadline=None
+        if not dl
+        else Deadline(
+            target_s=dl["target_s"],
+            due_at=dl["due_at"],
+            at=dl["at"],
+            calendar=dl.get("calendar"),
+            policy=dl.get("policy", "default"),
+        ),
+        decided=bool(d.get("decided")),
+        position=d.get("position"),
+        expected_s=d.get("expected_s"),
+        told_at=d.get("told_at"),
+        recheck_at=d.get("recheck_at"),
+    )
+
+
+class MongoAckStore:
+    def __init__(self, db: Database, retention_s: float = 90 * 86400) -> None:
+        self.acks = db["notify_acks"]
+        self.retention_s = retention_s
+
+    async def ensure_indexes(self) -> None:
+        await self.acks.create_index([("decided", ASCENDING), ("wait_until", ASCENDING)])
+        await self.acks.create_index([("recheck_at", ASCENDING)])
+        await self.acks.create_index("expire_at", expireAfterSeconds=0)
+
+    async def _write(self, ops: list[UpdateOne]) -> None:
+        if not ops:
+            return
+        try:
+            await self.acks.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            # A duplicate key: the upsert of a deadline older than the stored one.
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+
+    async def opened(self, items: Sequence[tuple[str, str, datetime]]) -> None:
+        """(ticket id, the opened event's id, wait for sla until)."""
+        await self._write(
+            [
+                UpdateOne(
+                    {"_id": tid},
+                    {
+                        "$set": {
+                            "cause_event_id": ce_id,
+                            "wait_until": until,
+                            "expire_at": until + timedelta(seconds=self.retention_s),
+                        },
+                        "$setOnInsert": {"decided": False},
+                    },
+                    upsert=True,
+                )
+                for tid, ce_id, until in items
+            ]
+        )
+
+    async def deadlines(self, items: Sequence[tuple[str, Deadline]]) -> None:
+        await self._write(
+            [
+                UpdateOne(
+                    {"_id": tid, "$or": [{"deadline.at": {"$lt": d.at}}, {"deadline": None}]},
+                    {
+                        "$set": {"deadline": deadline_doc(d)},
+                        "$setOnInsert": {
+                            "decided": False,
+                            "expire_at": d.at + timedelta(seconds=self.retention_s),
+                        },
+                    },
+                    upsert=True,
+                )
+                for tid, d in items
+            ]
+        )
+
+    async def get(self, ticket_ids: Iterable[str]) -> dict[str, Ack]:
+        ids = sorted(set(ticket_ids))
+        if not ids:
+            return {}
+        return {d["_id"]: ack_of(d) async for d in self.acks.find({"_id": {"$in": ids}})}
+
+    async def overdue(self, now: datetime, limit: int) -> list[Ack]:
+        cursor = self.acks.find({"decided": False, "wait_until": {"$lte": now}}).limit(limit)
+        return [ack_of(d) async for d in cursor]
+
+    async def told(self, acks: Sequence[Ack]) -> None:
+        await self._write(
+            [
+                UpdateOne(
+                    {"_id": a.ticket_id},
+                    {
+                        "$set": {
+                            "decided": True,
+                            "position": a.position,
+                            "expected_s": a.expected_s,
+                            "told_at": a.told_at,
+                            "recheck_at": a.recheck_at,
+                        }
+                    },
+                )
+                for a in acks
+            ]
+        )
+
+    async def rechecks_due(self, now: datetime, limit: int) -> list[Ack]:
+        cursor = self.acks.find({"recheck_at": {"$lte": now}}).limit(limit)
+        return [ack_of(d) async for d in cursor]
+
+    async def rechecked(self, ticket_ids: Iterable[str]) -> None:
+        ids = sorted(set(ticket_ids))
+        if ids:
+            await self.acks.update_many({"_id": {"$in": ids}}, {"$set": {"recheck_at": None}})
