@@ -1,0 +1,90 @@
+"""Notify's small stores on real MongoDB (SecantusDB): the customers copy keeps the newest
+facts, acknowledgements keep each half and the newest deadline, queue statistics keep the
+latest assignments, and the queue a replica reads shows its own changes at once."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from services.notify.decide import view_of
+from services.notify.estimate import Ack, Deadline, Queued, Sample
+from services.notify.store import COLLECTIONS, mongo_stores
+from services.notify.store.customers import Customer
+from tests.support.factories import T0, ticket_event
+
+pytestmark = pytest.mark.integration
+
+
+def at(s: float) -> Any:
+    return T0 + timedelta(seconds=s)
+
+
+async def test_the_customers_copy_keeps_the_newest_facts(db: Any) -> None:
+    stores = mongo_stores(db)
+    await stores.ensure_indexes()
+    customers = stores.customers
+    # A message's facts, then a record on support.customers (version 2).
+    await customers.save([Customer("cus_1", at(0), anti_phishing_code="OLD")])
+    await customers.save([Customer("cus_1", at(5), anti_phishing_code="NEW", version=2)])
+    # An older message (delayed on its topic) and an older version change nothing.
+    await customers.save([Customer("cus_1", at(1), anti_phishing_code="STALE-MSG")])
+    await customers.save([Customer("cus_1", at(9), anti_phishing_code="STALE-V", version=1)])
+    [c] = (await customers.get(["cus_1"])).values()
+    assert (c.anti_phishing_code, c.version) == ("NEW", 2)
+    # A newer message's facts win, the version stays; a tombstone deletes the copy.
+    await customers.save([Customer("cus_1", at(20), anti_phishing_code="MSG", language="zh")])
+    [c] = (await customers.get(["cus_1"])).values()
+    assert (c.anti_phishing_code, c.language, c.version) == ("MSG", "zh", 2)
+    await customers.delete(["cus_1"])
+    assert await customers.get(["cus_1"]) == {}
+    assert set(await db.list_collection_names()) <= set(COLLECTIONS)
+
+
+async def test_acknowledgements_keep_both_halves_in_either_order(db: Any) -> None:
+    acks = mongo_stores(db).acks
+    await acks.ensure_indexes()
+    first, later = Deadline(300, at(300), at(1)), Deadline(600, at(600), at(2))
+    # sla first, then the ticket; a redelivered older deadline does not win.
+    await acks.deadlines([("t1", later)])
+    await acks.deadlines([("t1", first)])
+    await acks.opened([("t1", "evt-1", at(30)), ("t2", "evt-2", at(30))])
+    got = await acks.get(["t1", "t2"])
+    assert (got["t1"].cause_event_id, got["t1"].deadline) == ("evt-1", later)
+    assert got["t2"].deadline is None
+    # t2 waits for sla until 30 s; then the sweep finds it.
+    assert await acks.overdue(at(29), 10) == []
+    assert [a.ticket_id for a in await acks.overdue(at(31), 10)] == ["t1", "t2"]
+    told = replace(got["t2"], position=4, expected_s=240.0, told_at=at(31), recheck_at=at(400))
+    await acks.told([told, replace(got["t1"], told_at=at(31))])
+    assert [a.ticket_id for a in await acks.overdue(at(31), 10)] == []
+    assert await acks.rechecks_due(at(399), 10) == []
+    [due] = await acks.rechecks_due(at(401), 10)
+    assert (due.ticket_id, due.position, due.expected_s, due.decided) == ("t2", 4, 240.0, True)
+    await acks.rechecked(["t2"])
+    assert await acks.rechecks_due(at(10_000), 10) == []
+    assert isinstance(due, Ack)
+
+
+async def test_queue_statistics_keep_the_latest_assignments(db: Any) -> None:
+    queue = mongo_stores(db, keep=3).queue
+    await queue.record([Sample("P4", f"t{n}", 1, 10.0 * n, 1, at(n)) for n in range(5)])
+    await queue.record([Sample("P1", "x", 1, 5.0, 2, at(9))])
+    recent = await queue.recent()
+    assert [s.ticket_id for s in recent["P4"]] == ["t2", "t3", "t4"]
+    assert recent["P1"][0].per_place_s == 2.5
+
+
+async def test_the_queue_shows_this_replicas_changes_at_once(db: Any) -> None:
+    tickets = mongo_stores(db).tickets
+    await tickets.ensure_indexes()
+    a = replace(view_of(ticket_event("opened", 1, ticket_id="a")), seq=1, queued_since=at(0))
+    await tickets.save([a], T0)
+    assert await tickets.queued() == {"a": Queued("P2", at(0))}
+    b = replace(a, ticket_id="b", queued_since=at(1))
+    await tickets.save([b, replace(a, state="assigned", seq=2, queued_since=None)], T0)
+    assert await tickets.queued() == {"b": Queued("P2", at(1))}  # within the cache's second
+    assert (await tickets.get(["a"]))["a"].state == "assigned"
