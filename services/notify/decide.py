@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from services.notify.estimate import Ack, Estimate, Sample
+from services.notify.estimate import Ack, Estimate, Queued, Sample, tier_rank
 from services.notify.render import acknowledgement_template
 from shared.contracts.common import Category, Channel, Priority
 from shared.contracts.incidents import Incident
@@ -54,12 +54,20 @@ class TicketView:
     updated_at: datetime
     cycle: int = 1
     agent_told: int = 0  # the last cycle told "an agent is on it"
+    customer_tier: str = "standard"
     queued_since: datetime | None = None  # waiting for an agent since
     position: int | None = None  # its place in the queue when it started waiting
 
     @property
     def open(self) -> bool:
         return self.state != "resolved"
+
+    @property
+    def queued(self) -> Queued | None:
+        """Its place in the router's queue, while it waits for an agent."""
+        if self.queued_since is None:
+            return None
+        return Queued(self.priority, self.queued_since, tier_rank(self.customer_tier))
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,7 @@ def view_of(ev: TicketEvent) -> TicketView:
         seq=0,
         opened_at=ev.opened_at,
         updated_at=ev.at,
+        customer_tier=ev.customer_tier,
     )
 
 
@@ -167,6 +176,7 @@ def on_ticket_event(
         seq=ev.sequence,
         updated_at=ev.at,
         cycle=before.cycle + (1 if ev.event == "reopened" else 0),
+        customer_tier=ev.customer_tier,
         queued_since=queued_since(before, ev.state, ev.at),
     )
     specs: list[Spec] = []

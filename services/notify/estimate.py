@@ -1,8 +1,8 @@
 """The wait a customer is told: their place in the queue, and when to expect a reply,
 from what the queue really does. Pure functions of (queue, measurements, deadline, now).
 
-- Position: tickets waiting at a higher priority, and those of the same priority that
-  were queued earlier, plus one.
+- Position: tickets waiting at a higher priority, and those of the same priority the
+  router serves first (a higher VIP tier, or the same tier queued earlier), plus one.
 - Pace: seconds per place in the queue, per priority, measured from ticket events — a
   ticket queued at place n and assigned w seconds later took w/n per place — as an
   exponentially weighted median of the latest measurements (one outlier moves it little).
@@ -42,10 +42,20 @@ class EstimatePolicy(BaseModel):
     correction_min_s: float = Field(default=120, ge=0, description="... and at least this")
 
 
+def tier_rank(tier: str) -> int:
+    """`vip7` -> 7, anything else 0: within a priority the router serves higher tiers first."""
+    digits = tier.removeprefix("vip")
+    return int(digits) if tier.startswith("vip") and digits.isdigit() else 0
+
+
 @dataclass(frozen=True)
 class Queued:
     priority: str
     since: datetime
+    tier_rank: int = 0
+
+    def key(self, ticket_id: str) -> tuple[int, datetime, str]:
+        return (-self.tier_rank, self.since, ticket_id)
 
 
 @dataclass(frozen=True)
@@ -104,13 +114,13 @@ class Estimate:
 
 
 class QueueIndex:
-    """Queued tickets by priority, ordered by when they were queued."""
+    """Queued tickets by priority, in the order the router serves them within one."""
 
     def __init__(self, queued: Mapping[str, Queued]) -> None:
         self._where: dict[str, Queued] = dict(queued)
-        self._lists: dict[str, list[tuple[datetime, str]]] = {p: [] for p in PRIORITIES}
+        self._lists: dict[str, list[tuple[int, datetime, str]]] = {p: [] for p in PRIORITIES}
         for tid, q in queued.items():
-            self._lists.setdefault(q.priority, []).append((q.since, tid))
+            self._lists.setdefault(q.priority, []).append(q.key(tid))
         for items in self._lists.values():
             items.sort()
 
@@ -118,18 +128,18 @@ class QueueIndex:
         old = self._where.pop(ticket_id, None)
         if old is not None:
             items = self._lists[old.priority]
-            i = bisect.bisect_left(items, (old.since, ticket_id))
-            if i < len(items) and items[i] == (old.since, ticket_id):
+            i = bisect.bisect_left(items, old.key(ticket_id))
+            if i < len(items) and items[i] == old.key(ticket_id):
                 items.pop(i)
         if q is not None:
             self._where[ticket_id] = q
-            bisect.insort(self._lists.setdefault(q.priority, []), (q.since, ticket_id))
+            bisect.insort(self._lists.setdefault(q.priority, []), q.key(ticket_id))
 
-    def position(self, ticket_id: str, priority: str, since: datetime) -> int:
-        """1 + tickets ahead: every higher priority, and the same priority queued earlier."""
-        rank = PRIORITIES.index(priority) if priority in PRIORITIES else len(PRIORITIES)
+    def position(self, ticket_id: str, q: Queued) -> int:
+        """1 + tickets ahead: every higher priority, and those of its own served first."""
+        rank = PRIORITIES.index(q.priority) if q.priority in PRIORITIES else len(PRIORITIES)
         ahead = sum(len(self._lists.get(p, [])) for p in PRIORITIES[:rank])
-        ahead += bisect.bisect_left(self._lists.get(priority, []), (since, ticket_id))
+        ahead += bisect.bisect_left(self._lists.get(q.priority, []), q.key(ticket_id))
         return ahead + 1
 
 

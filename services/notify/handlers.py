@@ -37,7 +37,6 @@ from services.notify.estimate import (
     Deadline,
     Estimate,
     EstimatePolicy,
-    Queued,
     QueueIndex,
     estimate,
     pace_s,
@@ -273,10 +272,6 @@ class Notifier:
         views.update({t: v for t, v in batch.views.items() if t in ids})
         return views
 
-    async def _pace(self, priority: str) -> float | None:
-        recent = await self.stores.queue.recent()
-        return pace_s(recent.get(priority, []), self.policy)
-
     async def _on_tickets(
         self, tickets: list[tuple[TicketEvent, str]], batch: Batch, queue: QueueIndex | None
     ) -> set[str]:
@@ -290,10 +285,10 @@ class Notifier:
             view, specs = on_ticket_event(before, ev, ce_id)
             if before is not None and (sample := assignment_sample(before, view, ev)):
                 batch.samples.append(sample)
-            since = view.queued_since
-            queue.set(ev.ticket_id, Queued(view.priority, since) if since else None)
-            if since is not None and (before is None or before.queued_since is None):
-                view = replace(view, position=queue.position(ev.ticket_id, view.priority, since))
+            queued = view.queued
+            queue.set(ev.ticket_id, queued)
+            if queued is not None and (before is None or before.queued_since is None):
+                view = replace(view, position=queue.position(ev.ticket_id, queued))
             views[ev.ticket_id] = batch.views[ev.ticket_id] = view
             for s in specs:
                 if s.cause == "acknowledgement":
@@ -321,14 +316,15 @@ class Notifier:
         breached = [(ev, ce_id) for ev, ce_id in events if ev.event == "breached"]
         if breached and queue is not None:
             views = await self._views((ev.ticket_id for ev, _ in breached), batch)
+            recent = await self.stores.queue.recent()
             for ev, ce_id in breached:
                 spec = on_sla_event(views.get(ev.ticket_id), ev, ce_id)
                 if spec is None:
                     continue
                 view = views.get(ev.ticket_id)
-                pace = await self._pace(spec.priority)
-                since = view.queued_since if view else None
-                position = queue.position(ev.ticket_id, spec.priority, since) if since else 1
+                pace = pace_s(recent.get(spec.priority, []), self.policy)
+                queued = view.queued if view else None
+                position = queue.position(ev.ticket_id, queued) if queued else 1
                 # Measured: the place in the queue at its pace; else half the target again.
                 expected = pace * position if pace is not None else ev.target_s / 2
                 batch.specs.append(replace(spec, expected_s=max(60.0, expected)))
@@ -337,10 +333,8 @@ class Notifier:
     def _wait(
         self, view: TicketView, queue: QueueIndex, pace: float | None, ack: Ack, now: datetime
     ) -> Estimate:
-        if view.queued_since is not None:
-            position = queue.position(view.ticket_id, view.priority, view.queued_since)
-        else:
-            position = view.position or 1
+        queued = view.queued
+        position = queue.position(view.ticket_id, queued) if queued else view.position or 1
         return estimate(position, pace, ack.deadline, now)
 
     async def _acknowledge(

@@ -242,9 +242,14 @@ async def test_position_and_estimate_from_measured_assignments() -> None:
     text = desk.told("late")
     assert "You are number 31 in the queue; we expect an agent to reply within about 26" in text
     assert desk.fake.outbox.of("late")["acknowledgement"].position == 31
+    # A VIP customer is served first within P4: only those VIPs ahead count.
+    vip = tev("opened", 1, "vip", 45, priority="P4", customer_tier="vip6")
+    await desk.send(vip, started("vip", base=T0, target_s=600, priority="P4"))
+    assert "You are number 1 in the queue" in desk.told("vip")
     # A higher priority waits behind none of them.
     await desk.send(tev("opened", 1, "urgent", 50, priority="P2"), started("urgent", base=T0))
     assert "You are number 1 in the queue" in desk.told("urgent")
+    assert desk.fake.tickets.views["urgent"].position == 1
 
 
 async def test_an_estimate_past_the_sla_due_says_so() -> None:

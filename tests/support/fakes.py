@@ -246,11 +246,7 @@ class FakeTickets:
                 self.views[v.ticket_id] = v
 
     async def queued(self) -> dict[str, Queued]:
-        return {
-            t: Queued(v.priority, v.queued_since)
-            for t, v in self.views.items()
-            if v.state == "queued" and v.queued_since is not None
-        }
+        return {t: q for t, v in self.views.items() if v.state == "queued" and (q := v.queued)}
 
     async def open_views(self, categories: Sequence[str]) -> list[TicketView]:
         return [

@@ -14,6 +14,7 @@ from services.notify.estimate import (
     estimate,
     pace_s,
     recheck_at,
+    tier_rank,
 )
 from tests.support.factories import T0
 
@@ -31,13 +32,18 @@ def test_position_counts_higher_priorities_and_earlier_tickets_of_the_same() -> 
     queue = QueueIndex(
         {"a": Queued("P4", at[0]), "b": Queued("P4", at[2]), "c": Queued("P2", at[4])}
     )
-    assert queue.position("b", "P4", at[2]) == 3  # c (P2), a (earlier), then b
-    assert queue.position("c", "P2", at[4]) == 1
-    assert queue.position("new", "P4", at[3]) == 4
+    assert queue.position("b", Queued("P4", at[2])) == 3  # c (P2), a (earlier), then b
+    assert queue.position("c", Queued("P2", at[4])) == 1
+    assert queue.position("new", Queued("P4", at[3])) == 4
     queue.set("a", None)  # an agent took it
     queue.set("d", Queued("P1", at[4]))
-    assert queue.position("b", "P4", at[2]) == 3  # d (P1), c (P2), then b
-    assert queue.position("d", "P1", at[4]) == 1
+    assert queue.position("b", Queued("P4", at[2])) == 3  # d (P1), c (P2), then b
+    assert queue.position("d", Queued("P1", at[4])) == 1
+    # The router serves a higher VIP tier first within a priority, whenever it came.
+    queue.set("vip", Queued("P4", at[4], tier_rank("vip5")))
+    assert queue.position("vip", Queued("P4", at[4], 5)) == 3  # d (P1), c (P2), then vip
+    assert queue.position("b", Queued("P4", at[2])) == 4
+    assert (tier_rank("vip9"), tier_rank("standard"), tier_rank("vipx")) == (9, 0, 0)
 
 
 def test_pace_is_a_weighted_median_that_an_outlier_barely_moves() -> None:

@@ -16,7 +16,7 @@ from pymongo import ASCENDING, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from services.notify.decide import TicketView
-from services.notify.estimate import Queued
+from services.notify.estimate import Queued, tier_rank
 from shared.mongo import DUPLICATE_KEY, Database, Document
 
 COLLECTIONS = ("notify_tickets",)
@@ -37,6 +37,7 @@ def view_doc(v: TicketView, now: datetime, retention_s: float) -> Document:
         "agent_told": v.agent_told,
         "opened_at": v.opened_at,
         "updated_at": v.updated_at,
+        "customer_tier": v.customer_tier,
         "queued_since": v.queued_since,
         "position": v.position,
         # Resolved tickets' views go after the retention period.
@@ -59,6 +60,7 @@ def view_of_doc(d: Document) -> TicketView:
         updated_at=d["updated_at"],
         cycle=d.get("cycle", 1),
         agent_told=d.get("agent_told", 0),
+        customer_tier=d.get("customer_tier", "standard"),
         queued_since=d.get("queued_since"),
         position=d.get("position"),
     )
@@ -114,13 +116,13 @@ class MongoTicketStore:
             # This replica's own changes show in its next positions at once.
             cached = self._queued[1]
             for v in views:
-                if v.state == "queued" and v.queued_since is not None:
-                    cached[v.ticket_id] = Queued(v.priority, v.queued_since)
+                if v.state == "queued" and (q := v.queued) is not None:
+                    cached[v.ticket_id] = q
                 else:
                     cached.pop(v.ticket_id, None)
 
     async def queued(self) -> dict[str, Queued]:
-        """Tickets waiting for an agent: ticket id -> (priority, queued since).
+        """Tickets waiting for an agent: ticket id -> (priority, queued since, tier).
 
         Reading every queued ticket is the store's heaviest read when the store is busiest
         (10,000 queued in a surge), so it is kept for `queued_ttl_s`, with this replica's
@@ -128,13 +130,16 @@ class MongoTicketStore:
         """
         now = time.monotonic()
         if self._queued is None or now - self._queued[0] >= self.queued_ttl_s:
-            cursor = self.tickets.find(
-                {"state": "queued"}, {"priority": 1, "queued_since": 1, "opened_at": 1}
-            )
+            fields = {"priority": 1, "queued_since": 1, "opened_at": 1, "customer_tier": 1}
+            cursor = self.tickets.find({"state": "queued"}, fields)
             self._queued = (
                 now,
                 {
-                    d["_id"]: Queued(d["priority"], d.get("queued_since") or d["opened_at"])
+                    d["_id"]: Queued(
+                        d["priority"],
+                        d.get("queued_since") or d["opened_at"],
+                        tier_rank(d.get("customer_tier") or "standard"),
+                    )
                     async for d in cursor
                 },
             )
