@@ -8,7 +8,8 @@ from what the queue really does. Pure functions of (queue, measurements, deadlin
   exponentially weighted median of the latest measurements (one outlier moves it little).
 - Deadline: the first-response timer sla started (`support.sla`): its target and due
   time, tier, category and calendar included. Its business clock starts at
-  `due_at - target_s`: later than the ticket's opening when the desk is closed.
+  `due_at - target_s` at the latest: later than now when the desk is closed (exact when
+  the target fits in the desk's next open hours, as first-response targets do).
 - The estimate is position × pace, counted from the desk's opening; past the SLA due it
   says so instead of promising the target; with nothing measured it quotes the target;
   with neither it promises nothing.
@@ -83,10 +84,6 @@ class Deadline:
     at: datetime  # when sla emitted it: the newest wins
     calendar: str | None = None
     policy: str = "default"
-
-    @property
-    def clock_starts_at(self) -> datetime:
-        return self.due_at - timedelta(seconds=self.target_s)
 
 
 @dataclass(frozen=True)
@@ -179,14 +176,14 @@ def estimate(
         if due_in < 1:
             return Estimate("unknown", position)  # already late: no promise to quote
         return Estimate("target_only", position, due_in, target)
-    start = now
+    # In seconds from now (no datetime arithmetic: any instant sla sends stays in range).
     opens_in = None
-    if deadline is not None and deadline.clock_starts_at > now + timedelta(seconds=CLOSED_SLACK_S):
-        start = deadline.clock_starts_at  # the desk is closed: work starts at its opening
-        opens_in = (start - now).total_seconds()
-    expected_at = start + timedelta(seconds=pace * position)
-    expected_s = max(1.0, (expected_at - now).total_seconds())
-    if deadline is not None and expected_at > deadline.due_at + timedelta(seconds=1):
+    if deadline is not None:
+        due_in = (deadline.due_at - now).total_seconds()
+        if due_in - deadline.target_s > CLOSED_SLACK_S:
+            opens_in = due_in - deadline.target_s  # the desk is closed: work starts then
+    expected_s = max(1.0, (opens_in or 0.0) + pace * position)
+    if deadline is not None and expected_s > (deadline.due_at - now).total_seconds() + 1:
         return Estimate("past_due", position, expected_s, target, opens_in)
     if opens_in is not None:
         return Estimate("desk_closed", position, expected_s, target, opens_in)
@@ -198,7 +195,10 @@ def recheck_at(told_at: datetime, e: Estimate, policy: EstimatePolicy) -> dateti
     if e.expected_s is None:
         return None
     late_s = max(policy.correction_margin * e.expected_s, policy.correction_min_s)
-    return told_at + timedelta(seconds=e.expected_s + late_s)
+    try:
+        return told_at + timedelta(seconds=e.expected_s + late_s)
+    except OverflowError:  # a desk that opens beyond the calendar: nothing to recheck
+        return None
 
 
 def samples_by_priority(samples: Iterable[Sample]) -> dict[str, list[Sample]]:

@@ -232,8 +232,8 @@ class Notifier:
         await self.stores.customers.delete(got.deleted)
         batch = Batch()
         queue = QueueIndex(await self.stores.tickets.queued()) if got.tickets or got.sla else None
-        waiting = await self._on_tickets(got.tickets, batch, queue)
-        waiting |= await self._on_sla(got.sla, batch, queue)
+        waiting = await self._on_tickets(got.tickets, batch, queue, now)
+        waiting |= await self._on_sla(got.sla, batch, queue, now)
         if waiting and queue is not None:
             acks = await self.stores.acks.get(waiting)
             ready = [a for a in acks.values() if a.cause_event_id and a.deadline and not a.decided]
@@ -273,13 +273,19 @@ class Notifier:
         return views
 
     async def _on_tickets(
-        self, tickets: list[tuple[TicketEvent, str]], batch: Batch, queue: QueueIndex | None
+        self,
+        tickets: list[tuple[TicketEvent, str]],
+        batch: Batch,
+        queue: QueueIndex | None,
+        now: datetime,
     ) -> set[str]:
         """Fold ticket events into the views; the tickets whose acknowledgement waits."""
         if not tickets or queue is None:
             return set()
         views = await self._views((ev.ticket_id for ev, _ in tickets), batch)
         opened: list[tuple[str, str, datetime]] = []
+        # sla gets as long from when notify learns of the ticket (a backlog is no silence).
+        wait_until = now + timedelta(seconds=self.sla_wait_s)
         for ev, ce_id in tickets:
             before = views.get(ev.ticket_id)
             view, specs = on_ticket_event(before, ev, ce_id)
@@ -292,15 +298,18 @@ class Notifier:
             views[ev.ticket_id] = batch.views[ev.ticket_id] = view
             for s in specs:
                 if s.cause == "acknowledgement":
-                    wait = timedelta(seconds=self.sla_wait_s)
-                    opened.append((s.ticket_id, s.cause_event_id, ev.at + wait))
+                    opened.append((s.ticket_id, s.cause_event_id, wait_until))
                 else:
                     batch.specs.append(s)
-        await self.stores.acks.opened(opened)
+        await self.stores.acks.opened(opened, now)
         return {tid for tid, _, _ in opened}
 
     async def _on_sla(
-        self, events: list[tuple[SlaEvent, str]], batch: Batch, queue: QueueIndex | None
+        self,
+        events: list[tuple[SlaEvent, str]],
+        batch: Batch,
+        queue: QueueIndex | None,
+        now: datetime,
     ) -> set[str]:
         """Store first-response deadlines (the tickets they may acknowledge); apologise
         for breaches with a new estimate."""
@@ -312,7 +321,7 @@ class Notifier:
             for ev, _ in events
             if ev.metric == "first_response" and ev.event in FIRST_RESPONSE_DEADLINE
         ]
-        await self.stores.acks.deadlines(deadlines)
+        await self.stores.acks.deadlines(deadlines, now)
         breached = [(ev, ce_id) for ev, ce_id in events if ev.event == "breached"]
         if breached and queue is not None:
             views = await self._views((ev.ticket_id for ev, _ in breached), batch)

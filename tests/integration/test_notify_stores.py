@@ -49,9 +49,9 @@ async def test_acknowledgements_keep_both_halves_in_either_order(db: Any) -> Non
     await acks.ensure_indexes()
     first, later = Deadline(300, at(300), at(1)), Deadline(600, at(600), at(2))
     # sla first, then the ticket; a redelivered older deadline does not win.
-    await acks.deadlines([("t1", later)])
-    await acks.deadlines([("t1", first)])
-    await acks.opened([("t1", "evt-1", at(30)), ("t2", "evt-2", at(30))])
+    await acks.deadlines([("t1", later)], T0)
+    await acks.deadlines([("t1", first)], T0)
+    await acks.opened([("t1", "evt-1", at(30)), ("t2", "evt-2", at(30))], T0)
     got = await acks.get(["t1", "t2"])
     assert (got["t1"].cause_event_id, got["t1"].deadline) == ("evt-1", later)
     assert got["t2"].deadline is None

@@ -448,12 +448,12 @@ class FakeAcks:
     async def ensure_indexes(self) -> None:
         return None
 
-    async def opened(self, items: Sequence[tuple[str, str, datetime]]) -> None:
+    async def opened(self, items: Sequence[tuple[str, str, datetime]], now: datetime) -> None:
         for tid, ce_id, until in items:
             cur = self.acks.get(tid, Ack(tid))
             self.acks[tid] = replace(cur, cause_event_id=ce_id, wait_until=until)
 
-    async def deadlines(self, items: Sequence[tuple[str, Deadline]]) -> None:
+    async def deadlines(self, items: Sequence[tuple[str, Deadline]], now: datetime) -> None:
         for tid, d in items:
             cur = self.acks.get(tid, Ack(tid))
             if cur.deadline is None or cur.deadline.at < d.at:

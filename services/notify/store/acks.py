@@ -25,8 +25,8 @@ COLLECTIONS = ("notify_acks",)
 
 class AckStore(Protocol):
     async def ensure_indexes(self) -> None: ...
-    async def opened(self, items: Sequence[tuple[str, str, datetime]]) -> None: ...
-    async def deadlines(self, items: Sequence[tuple[str, Deadline]]) -> None: ...
+    async def opened(self, items: Sequence[tuple[str, str, datetime]], now: datetime) -> None: ...
+    async def deadlines(self, items: Sequence[tuple[str, Deadline]], now: datetime) -> None: ...
     async def get(self, ticket_ids: Iterable[str]) -> dict[str, Ack]: ...
     async def overdue(self, now: datetime, limit: int) -> list[Ack]: ...
     async def told(self, acks: Sequence[Ack]) -> None: ...
@@ -87,8 +87,9 @@ class MongoAckStore:
             if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
                 raise
 
-    async def opened(self, items: Sequence[tuple[str, str, datetime]]) -> None:
+    async def opened(self, items: Sequence[tuple[str, str, datetime]], now: datetime) -> None:
         """(ticket id, the opened event's id, wait for sla until)."""
+        expire_at = now + timedelta(seconds=self.retention_s)
         await self._write(
             [
                 UpdateOne(
@@ -97,7 +98,7 @@ class MongoAckStore:
                         "$set": {
                             "cause_event_id": ce_id,
                             "wait_until": until,
-                            "expire_at": until + timedelta(seconds=self.retention_s),
+                            "expire_at": expire_at,
                         },
                         "$setOnInsert": {"decided": False},
                     },
@@ -107,7 +108,8 @@ class MongoAckStore:
             ]
         )
 
-    async def deadlines(self, items: Sequence[tuple[str, Deadline]]) -> None:
+    async def deadlines(self, items: Sequence[tuple[str, Deadline]], now: datetime) -> None:
+        expire_at = now + timedelta(seconds=self.retention_s)
         await self._write(
             [
                 UpdateOne(
@@ -116,7 +118,7 @@ class MongoAckStore:
                         "$set": {"deadline": deadline_doc(d)},
                         "$setOnInsert": {
                             "decided": False,
-                            "expire_at": d.at + timedelta(seconds=self.retention_s),
+                            "expire_at": expire_at,
                         },
                     },
                     upsert=True,
