@@ -39,20 +39,19 @@ POLICY = Path(__file__).resolve().parents[2] / "policy"
 TEMPLATES = load_templates(POLICY / "templates.yaml")
 
 
-# The edge's notifier runs on the real clock: its tickets open now.
-NOW = datetime.now(UTC)
-
-
 def opened(tid: str = "tkt_1", **over: Any) -> OutboundEvent:
+    # The edge's notifier runs on the real clock: its tickets open now.
+    now = datetime.now(UTC)
     return ticket_event(
-        make_ticket_event("opened", 1, ticket_id=tid, at=NOW, opened_at=NOW, **over)
+        make_ticket_event("opened", 1, ticket_id=tid, at=now, opened_at=now, **over)
     )
 
 
 def started(
-    tid: str = "tkt_1", target_s: float = 900, base: datetime = NOW, **over: Any
+    tid: str = "tkt_1", target_s: float = 900, base: datetime | None = None, **over: Any
 ) -> OutboundEvent:
-    """sla's first-response timer for `tid`, due `target_s` after `base` unless told."""
+    """sla's first-response timer for `tid`, due `target_s` after `base` (default: now)."""
+    base = base or datetime.now(UTC)
     data: dict[str, Any] = {
         "timer_id": f"tmr_{tid}",
         "ticket_id": tid,
