@@ -51,12 +51,14 @@ async def test_acknowledgements_keep_both_halves_in_either_order(db: Any) -> Non
     # sla first, then the ticket; a redelivered older deadline does not win.
     await acks.deadlines([("t1", later)], T0)
     await acks.deadlines([("t1", first)], T0)
+    await acks.deadlines([("t3", first)], T0)  # its ticket event has not come yet
     await acks.opened([("t1", "evt-1", at(30)), ("t2", "evt-2", at(30))], T0)
     got = await acks.get(["t1", "t2"])
     assert (got["t1"].cause_event_id, got["t1"].deadline) == ("evt-1", later)
     assert got["t2"].deadline is None
-    # t2 waits for sla until 30 s; then the sweep finds it.
-    assert await acks.overdue(at(29), 10) == []
+    # With its deadline, t1 is due for the sweep at once (had the batch missed it);
+    # t2 waits for sla until 30 s; t3 waits for its ticket.
+    assert [a.ticket_id for a in await acks.overdue(at(2), 10)] == ["t1"]
     assert [a.ticket_id for a in await acks.overdue(at(31), 10)] == ["t1", "t2"]
     told = replace(got["t2"], position=4, expected_s=240.0, told_at=at(31), recheck_at=at(400))
     await acks.told([told, replace(got["t1"], told_at=at(31))])

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
 from services.notify.app import build_app
-from services.notify.estimate import EstimatePolicy, load_policy
+from services.notify.estimate import Deadline, EstimatePolicy, load_policy
 from services.notify.handlers import Notifier
 from services.notify.metrics import NotifyMetrics
 from services.notify.render import load_templates
@@ -296,6 +296,19 @@ async def test_without_sla_the_acknowledgement_goes_after_the_wait_and_promises_
     assert await desk.notifier.sweep() == []
     assert list(desk.fake.outbox.of("t")) == ["acknowledgement"]
     assert announced.id == desk.fake.outbox.of("t")["acknowledgement"].notification_id
+
+
+async def test_halves_stored_by_two_replicas_at_once_are_acknowledged_within_seconds() -> None:
+    desk = Desk()
+    await desk.send(tev("opened", 1, "t", 0))
+    # Another replica stored sla's deadline while this one stored the ticket: neither saw
+    # the other's half, so no batch decided it.
+    deadline = Deadline(600, T0 + timedelta(seconds=600), T0)
+    await desk.fake.acks.deadlines([("t", deadline)], T0)
+    assert desk.fake.outbox.notifications == {}
+    desk.at(3)
+    await desk.notifier.sweep()
+    assert "our target is a reply within about 10 minutes" in desk.told("t")
 
 
 async def test_a_wrong_estimate_is_corrected_once() -> None:

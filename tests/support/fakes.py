@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.ingest.customers import CustomerRecord, CustomerRef, primary_identity
@@ -13,6 +13,7 @@ from services.notify.decide import Facts, TicketView
 from services.notify.estimate import Ack, Deadline, Queued, Sample, samples_by_priority
 from services.notify.route import Route, RouteUpdate, route_of
 from services.notify.store import NotifyStores
+from services.notify.store.acks import DEADLINE_GRACE_S
 from services.notify.store.customers import Customer as NotifyCustomer
 from services.notify.store.customers import newest
 from services.notify.store.outbox import Notification
@@ -451,13 +452,16 @@ class FakeAcks:
     async def opened(self, items: Sequence[tuple[str, str, datetime]], now: datetime) -> None:
         for tid, ce_id, until in items:
             cur = self.acks.get(tid, Ack(tid))
-            self.acks[tid] = replace(cur, cause_event_id=ce_id, wait_until=until)
+            wait = min(until, cur.wait_until or until)
+            self.acks[tid] = replace(cur, cause_event_id=ce_id, wait_until=wait)
 
     async def deadlines(self, items: Sequence[tuple[str, Deadline]], now: datetime) -> None:
+        grace = now + timedelta(seconds=DEADLINE_GRACE_S)
         for tid, d in items:
             cur = self.acks.get(tid, Ack(tid))
             if cur.deadline is None or cur.deadline.at < d.at:
-                self.acks[tid] = replace(cur, deadline=d)
+                wait = min(grace, cur.wait_until or grace)
+                self.acks[tid] = replace(cur, deadline=d, wait_until=wait)
 
     async def get(self, ticket_ids: Iterable[str]) -> dict[str, Ack]:
         return {t: self.acks[t] for t in ticket_ids if t in self.acks}
@@ -466,7 +470,10 @@ class FakeAcks:
         return [
             a
             for a in self.acks.values()
-            if not a.decided and a.wait_until is not None and a.wait_until <= now
+            if not a.decided
+            and a.cause_event_id is not None
+            and a.wait_until is not None
+            and a.wait_until <= now
         ][:limit]
 
     async def told(self, acks: Sequence[Ack]) -> None:

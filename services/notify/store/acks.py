@@ -4,8 +4,11 @@ One document per ticket (`_id` = ticket id). The acknowledgement quotes the dead
 publishes, and `opened` (support.tickets) and the timer's `started` (support.sla) come on
 different topics in either order: each half is stored as it comes, and the
 acknowledgement is decided once both are there — or at `wait_until` with the ticket alone
-(sla silent: no promise). Then `told` holds the position and estimate given, and
-`recheck_at` when that estimate has turned out wrong if the customer still waits.
+(sla silent: no promise). Two replicas storing the halves at the same moment may each miss
+the other's: a deadline brings `wait_until` to within `DEADLINE_GRACE_S`, so the sweep
+decides such an acknowledgement seconds later, with its deadline. Then `told` holds the
+position and estimate given, and `recheck_at` when that estimate has turned out wrong if
+the customer still waits.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from services.notify.estimate import Ack, Deadline
 from shared.mongo import DUPLICATE_KEY, Database, Document
 
 COLLECTIONS = ("notify_acks",)
+DEADLINE_GRACE_S = 2.0
 
 
 class AckStore(Protocol):
@@ -95,11 +99,8 @@ class MongoAckStore:
                 UpdateOne(
                     {"_id": tid},
                     {
-                        "$set": {
-                            "cause_event_id": ce_id,
-                            "wait_until": until,
-                            "expire_at": expire_at,
-                        },
+                        "$set": {"cause_event_id": ce_id, "expire_at": expire_at},
+                        "$min": {"wait_until": until},
                         "$setOnInsert": {"decided": False},
                     },
                     upsert=True,
@@ -110,16 +111,15 @@ class MongoAckStore:
 
     async def deadlines(self, items: Sequence[tuple[str, Deadline]], now: datetime) -> None:
         expire_at = now + timedelta(seconds=self.retention_s)
+        grace = now + timedelta(seconds=DEADLINE_GRACE_S)
         await self._write(
             [
                 UpdateOne(
                     {"_id": tid, "$or": [{"deadline.at": {"$lt": d.at}}, {"deadline": None}]},
                     {
                         "$set": {"deadline": deadline_doc(d)},
-                        "$setOnInsert": {
-                            "decided": False,
-                            "expire_at": expire_at,
-                        },
+                        "$min": {"wait_until": grace},
+                        "$setOnInsert": {"decided": False, "expire_at": expire_at},
                     },
                     upsert=True,
                 )
@@ -134,7 +134,8 @@ class MongoAckStore:
         return {d["_id"]: ack_of(d) async for d in self.acks.find({"_id": {"$in": ids}})}
 
     async def overdue(self, now: datetime, limit: int) -> list[Ack]:
-        cursor = self.acks.find({"decided": False, "wait_until": {"$lte": now}}).limit(limit)
+        due = {"decided": False, "wait_until": {"$lte": now}, "cause_event_id": {"$ne": None}}
+        cursor = self.acks.find(due).limit(limit)
         return [ack_of(d) async for d in cursor]
 
     async def told(self, acks: Sequence[Ack]) -> None:
