@@ -232,14 +232,36 @@ class Notifier:
         await self.stores.customers.delete(got.deleted)
         batch = Batch()
         queue = QueueIndex(await self.stores.tickets.queued()) if got.tickets or got.sla else None
-        waiting = await self._on_tickets(got.tickets, batch, queue, now)
-        waiting |= await self._on_sla(got.sla, batch, queue, now)
-        if waiting and queue is not None:
-            acks = await self.stores.acks.get(waiting)
-            ready = [a for a in acks.values() if a.cause_event_id and a.deadline and not a.decided]
-            await self._acknowledge(ready, batch, queue, now)
+        opened = await self._on_tickets(got.tickets, batch, queue, now)
+        deadlines = await self._on_sla(got.sla, batch, queue)
+        if (opened or deadlines) and queue is not None:
+            await self._pair(opened, deadlines, batch, queue, now)
         await self._on_incidents(got.incidents, batch)
         return got.dead + await self._store(batch, now)
+
+    async def _pair(
+        self,
+        opened: list[tuple[str, str, datetime]],
+        deadlines: list[tuple[str, Deadline]],
+        batch: Batch,
+        queue: QueueIndex,
+        now: datetime,
+    ) -> None:
+        """Acknowledge the tickets whose two halves (ticket, deadline) are now known; store
+        the half of the others. An acknowledgement told now is stored once, whole (`told`)."""
+        ids = {tid for tid, _, _ in opened} | {tid for tid, _ in deadlines}
+        acks = await self.stores.acks.get(ids)
+        for tid, ce_id, _ in opened:
+            acks[tid] = replace(acks.get(tid) or Ack(tid), cause_event_id=ce_id)
+        for tid, d in deadlines:
+            cur = acks.get(tid) or Ack(tid)
+            if cur.deadline is None or cur.deadline.at < d.at:
+                acks[tid] = replace(cur, deadline=d)
+        ready = [a for a in acks.values() if a.cause_event_id and a.deadline and not a.decided]
+        await self._acknowledge(ready, batch, queue, now)
+        told = {a.ticket_id for a in batch.told}
+        await self.stores.acks.opened([o for o in opened if o[0] not in told], now)
+        await self.stores.acks.deadlines([d for d in deadlines if d[0] not in told], now)
 
     async def sweep(self) -> list[OutboundEvent]:
         """Acknowledgements whose deadline never came, and estimates that turned out wrong."""
@@ -259,7 +281,7 @@ class Notifier:
     async def _store(self, batch: Batch, now: datetime) -> list[OutboundEvent]:
         out = await self._record(batch, now)
         # After the notifications: a crash in between re-decides the same ids.
-        await self.stores.acks.told(batch.told)
+        await self.stores.acks.told(batch.told, now)
         await self.stores.queue.record(batch.samples)
         await self.stores.tickets.save(batch.views.values(), now)
         return out
@@ -278,10 +300,11 @@ class Notifier:
         batch: Batch,
         queue: QueueIndex | None,
         now: datetime,
-    ) -> set[str]:
-        """Fold ticket events into the views; the tickets whose acknowledgement waits."""
+    ) -> list[tuple[str, str, datetime]]:
+        """Fold ticket events into the views; the tickets opened (id, event id, how long
+        their acknowledgement waits for sla's deadline)."""
         if not tickets or queue is None:
-            return set()
+            return []
         views = await self._views((ev.ticket_id for ev, _ in tickets), batch)
         opened: list[tuple[str, str, datetime]] = []
         # sla gets as long from when notify learns of the ticket (a backlog is no silence).
@@ -301,18 +324,16 @@ class Notifier:
                     opened.append((s.ticket_id, s.cause_event_id, wait_until))
                 else:
                     batch.specs.append(s)
-        await self.stores.acks.opened(opened, now)
-        return {tid for tid, _, _ in opened}
+        return opened
 
     async def _on_sla(
         self,
         events: list[tuple[SlaEvent, str]],
         batch: Batch,
         queue: QueueIndex | None,
-        now: datetime,
-    ) -> set[str]:
-        """Store first-response deadlines (the tickets they may acknowledge); apologise
-        for breaches with a new estimate."""
+    ) -> list[tuple[str, Deadline]]:
+        """First-response deadlines (the tickets they may acknowledge); an apology with a
+        new estimate for each breach."""
         deadlines = [
             (
                 ev.ticket_id,
@@ -321,7 +342,6 @@ class Notifier:
             for ev, _ in events
             if ev.metric == "first_response" and ev.event in FIRST_RESPONSE_DEADLINE
         ]
-        await self.stores.acks.deadlines(deadlines, now)
         breached = [(ev, ce_id) for ev, ce_id in events if ev.event == "breached"]
         if breached and queue is not None:
             views = await self._views((ev.ticket_id for ev, _ in breached), batch)
@@ -337,7 +357,7 @@ class Notifier:
                 # Measured: the place in the queue at its pace; else half the target again.
                 expected = pace * position if pace is not None else ev.target_s / 2
                 batch.specs.append(replace(spec, expected_s=max(60.0, expected)))
-        return {tid for tid, _ in deadlines}
+        return deadlines
 
     def _wait(
         self, view: TicketView, queue: QueueIndex, pace: float | None, ack: Ack, now: datetime

@@ -30,17 +30,22 @@ async def test_the_customers_copy_keeps_the_newest_facts(db: Any) -> None:
     # A message's facts, then a record on support.customers (version 2).
     await customers.save([Customer("cus_1", at(0), anti_phishing_code="OLD")])
     await customers.save([Customer("cus_1", at(5), anti_phishing_code="NEW", version=2)])
-    # An older message (delayed on its topic) and an older version change nothing.
-    await customers.save([Customer("cus_1", at(1), anti_phishing_code="STALE-MSG")])
+    # A message (even a newer one) and an older version change nothing.
+    await customers.save([Customer("cus_1", at(7), anti_phishing_code="STALE-MSG")])
     await customers.save([Customer("cus_1", at(9), anti_phishing_code="STALE-V", version=1)])
     [c] = (await customers.get(["cus_1"])).values()
     assert (c.anti_phishing_code, c.version) == ("NEW", 2)
-    # A newer message's facts win, the version stays; a tombstone deletes the copy.
+    # Once a record came, messages change nothing (changes come as records).
     await customers.save([Customer("cus_1", at(20), anti_phishing_code="MSG", language="zh")])
     [c] = (await customers.get(["cus_1"])).values()
-    assert (c.anti_phishing_code, c.language, c.version) == ("MSG", "zh", 2)
+    assert (c.anti_phishing_code, c.language, c.version) == ("NEW", None, 2)
+    # A tombstone deletes the copy; then a newer message fills in again.
     await customers.delete(["cus_1"])
     assert await customers.get(["cus_1"]) == {}
+    await customers.save([Customer("cus_1", at(30), anti_phishing_code="AGAIN")])
+    await customers.save([Customer("cus_1", at(40), anti_phishing_code="LATER", tier="vip5")])
+    [c] = (await customers.get(["cus_1"])).values()
+    assert (c.anti_phishing_code, c.tier, c.version) == ("LATER", "vip5", None)
     assert set(await db.list_collection_names()) <= set(COLLECTIONS)
 
 
@@ -61,7 +66,11 @@ async def test_acknowledgements_keep_both_halves_in_either_order(db: Any) -> Non
     assert [a.ticket_id for a in await acks.overdue(at(2), 10)] == ["t1"]
     assert [a.ticket_id for a in await acks.overdue(at(31), 10)] == ["t1", "t2"]
     told = replace(got["t2"], position=4, expected_s=240.0, told_at=at(31), recheck_at=at(400))
-    await acks.told([told, replace(got["t1"], told_at=at(31))])
+    await acks.told([told, replace(got["t1"], told_at=at(31))], T0)
+    # Told in the batch that brought its second half: stored once, whole.
+    whole = Ack("t4", "evt-4", None, first, position=1, expected_s=300.0, told_at=at(1))
+    await acks.told([whole], T0)
+    assert (await acks.get(["t4"]))["t4"] == replace(whole, decided=True)
     assert [a.ticket_id for a in await acks.overdue(at(31), 10)] == []
     assert await acks.rechecks_due(at(399), 10) == []
     [due] = await acks.rechecks_due(at(401), 10)

@@ -425,11 +425,11 @@ class FakeCustomers:
     async def save(self, customers: Sequence[NotifyCustomer]) -> None:
         for c in newest(customers):
             cur = self.customers.get(c.customer_id)
-            if cur is None:
-                self.customers[c.customer_id] = c
-            elif c.version is None and c.as_of > cur.as_of:
-                self.customers[c.customer_id] = replace(c, version=cur.version)
-            elif c.version is not None and (cur.version is None or cur.version < c.version):
+            if c.version is None:  # a message's facts fill in until a record comes
+                newer = cur is None or (cur.version is None and c.as_of > cur.as_of)
+            else:
+                newer = cur is None or cur.version is None or cur.version < c.version
+            if newer:
                 self.customers[c.customer_id] = c
 
     async def delete(self, customer_ids: Iterable[str]) -> None:
@@ -476,11 +476,13 @@ class FakeAcks:
             and a.wait_until <= now
         ][:limit]
 
-    async def told(self, acks: Sequence[Ack]) -> None:
+    async def told(self, acks: Sequence[Ack], now: datetime) -> None:
         for a in acks:
             cur = self.acks.get(a.ticket_id, a)
             self.acks[a.ticket_id] = replace(
                 cur,
+                cause_event_id=a.cause_event_id,
+                deadline=a.deadline,
                 decided=True,
                 position=a.position,
                 expected_s=a.expected_s,

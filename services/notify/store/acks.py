@@ -33,7 +33,7 @@ class AckStore(Protocol):
     async def deadlines(self, items: Sequence[tuple[str, Deadline]], now: datetime) -> None: ...
     async def get(self, ticket_ids: Iterable[str]) -> dict[str, Ack]: ...
     async def overdue(self, now: datetime, limit: int) -> list[Ack]: ...
-    async def told(self, acks: Sequence[Ack]) -> None: ...
+    async def told(self, acks: Sequence[Ack], now: datetime) -> None: ...
     async def rechecks_due(self, now: datetime, limit: int) -> list[Ack]: ...
     async def rechecked(self, ticket_ids: Iterable[str]) -> None: ...
 
@@ -110,12 +110,27 @@ class MongoAckStore:
         )
 
     async def deadlines(self, items: Sequence[tuple[str, Deadline]], now: datetime) -> None:
+        if not items:
+            return
         expire_at = now + timedelta(seconds=self.retention_s)
         grace = now + timedelta(seconds=DEADLINE_GRACE_S)
+        # Only a newer deadline replaces one (a redelivered `started` after `retargeted`).
+        # What is stored decides the filter: an `$or` beside `_id` makes SecantusDB scan.
+        ids = sorted({tid for tid, _ in items})
+        stored = {
+            d["_id"]: (d.get("deadline") or {}).get("at")
+            async for d in self.acks.find({"_id": {"$in": ids}}, {"deadline.at": 1})
+        }
+
+        def newer(tid: str, d: Deadline) -> Document:
+            if stored.get(tid) is None:
+                return {"_id": tid, "deadline": None}
+            return {"_id": tid, "deadline.at": {"$lt": d.at}}
+
         await self._write(
             [
                 UpdateOne(
-                    {"_id": tid, "$or": [{"deadline.at": {"$lt": d.at}}, {"deadline": None}]},
+                    newer(tid, d),
                     {
                         "$set": {"deadline": deadline_doc(d)},
                         "$min": {"wait_until": grace},
@@ -138,20 +153,26 @@ class MongoAckStore:
         cursor = self.acks.find(due).limit(limit)
         return [ack_of(d) async for d in cursor]
 
-    async def told(self, acks: Sequence[Ack]) -> None:
+    async def told(self, acks: Sequence[Ack], now: datetime) -> None:
+        """Acknowledgements decided, whole: what they waited for and what they told."""
+        expire_at = now + timedelta(seconds=self.retention_s)
         await self._write(
             [
                 UpdateOne(
                     {"_id": a.ticket_id},
                     {
                         "$set": {
+                            "cause_event_id": a.cause_event_id,
+                            "deadline": deadline_doc(a.deadline) if a.deadline else None,
                             "decided": True,
                             "position": a.position,
                             "expected_s": a.expected_s,
                             "told_at": a.told_at,
                             "recheck_at": a.recheck_at,
+                            "expire_at": expire_at,
                         }
                     },
+                    upsert=True,
                 )
                 for a in acks
             ]
