@@ -178,6 +178,9 @@ def simulate_agents(
             client.post(f"{base}/resolve", json=body, headers=desk)
 
 
+WAIT_CAUSES = {"acknowledgement": "acknowledged", "estimate_corrected": "corrected"}
+
+
 def snapshot(db: Any) -> dict[str, Any]:
     states: dict[str, int] = {}
     for row in db.tickets.aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
@@ -189,6 +192,16 @@ def snapshot(db: Any) -> dict[str, Any]:
         "customers": db.customers.count_documents({}),
         "timers": db.sla_timers.count_documents({"state": "running"}),
         "notifications": db.notifications.count_documents({"cause": "acknowledgement"}),
+        # What customers were told about their wait (notify's estimate), newest first.
+        "waits": list(
+            db.notifications.find(
+                {"cause": {"$in": list(WAIT_CAUSES)}, "position": {"$ne": None}},
+                {"ticket_id": 1, "cause": 1, "priority": 1, "position": 1, "expected_s": 1},
+            )
+            .sort("created_at", -1)
+            .limit(6)
+        ),
+        "corrections": db.notifications.count_documents({"cause": "estimate_corrected"}),
     }
 
 
@@ -225,7 +238,19 @@ def render_view(snap: dict[str, Any], sent: int, started: float) -> Group:
             t.get("agent_id") or "-",
             str(t.get("decision", {}).get("why", ""))[:40],
         )
-    return Group(head, states, agents, recent)
+    waits = Table(title=f"told about their wait (corrected estimates: {snap['corrections']})")
+    for col in ("ticket", "priority", "told", "place", "expected reply"):
+        waits.add_column(col)
+    for n in snap["waits"]:
+        expected = n.get("expected_s")
+        waits.add_row(
+            n["ticket_id"],
+            n["priority"],
+            WAIT_CAUSES[n["cause"]],
+            str(n["position"]),
+            f"in ~{expected / 60:.0f} min" if expected else "no estimate",
+        )
+    return Group(head, states, agents, recent, waits)
 
 
 def run_dev(agents: int, rate: float, data_dir: str | None, live: bool) -> int:

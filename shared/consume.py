@@ -12,8 +12,11 @@ Poison, each dead-lettered with its reason, never stopping the batch around it: 
 without `ce_type` or `ce_id` ("missing ce_type"), a type the consumer does not read on a
 topic whose every type is in the contract ("unknown event type": parked where people look,
 not dropped), and data that fails its type's model ("invalid <kind> event", with the
-number of errors). A decision that raises on a decoded event is the caller's to
-dead-letter, with `Decoder.dead(..., reason=f"unprocessable {kind} event")`.
+number of errors). On a compacted topic named in `tombstones`, a record with a key and
+no value is a deletion of that key: it comes out as a `Tombstone`, in `Decoded.tombstones`
+(its partition and offset order it against the events of the same key). A decision that
+raises on a decoded event is the caller's to dead-letter, with
+`Decoder.dead(..., reason=f"unprocessable {kind} event")`.
 """
 
 from __future__ import annotations
@@ -64,10 +67,20 @@ class Incoming:
     record: Any = None
 
 
+@dataclass(frozen=True)
+class Tombstone:
+    """A compacted topic's deletion: the key whose earlier records no longer hold."""
+
+    topic: str
+    key: str
+    record: Any = None
+
+
 @dataclass
 class Decoded:
     events: list[Incoming] = field(default_factory=list)
     dead: list[OutboundEvent] = field(default_factory=list)
+    tombstones: list[Tombstone] = field(default_factory=list)
 
 
 @dataclass
@@ -76,6 +89,7 @@ class Decoder:
     contracts: Contracts
     scrub: Scrub | None = None
     on_dead: Callable[[str], None] | None = None  # e.g. a metric by reason
+    tombstones: frozenset[str] = frozenset()  # compacted topics whose null values delete
 
     def dead(
         self, reason: str, record: Any, now: datetime, detail: str | None = None
@@ -95,6 +109,14 @@ class Decoder:
     def decode(self, records: Iterable[Any], now: datetime) -> Decoded:
         out = Decoded()
         for record in records:
+            topic = getattr(record, "topic", None)
+            if record.value is None and topic in self.tombstones:
+                key = record.key.decode("utf-8", "replace") if record.key else ""
+                if key:
+                    out.tombstones.append(Tombstone(topic, key, record))
+                else:
+                    out.dead.append(self.dead("tombstone without key", record, now))
+                continue
             try:
                 env = envelope_of(record)
             except NotACloudEvent as exc:

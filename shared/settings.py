@@ -237,8 +237,12 @@ class NotifySettings(ServiceSettings):
     # Per customer: at most this many messages per window; the rest wait (or are merged).
     notify_rate_limit_count: int = Field(default=3, ge=1)
     notify_rate_limit_window_s: float = Field(default=60.0, gt=0)
-    # Expected first response: the SLA target, or longer when the queue ahead is longer.
-    notify_queue_seconds_per_ticket: float = Field(default=60.0, ge=0)
+    # An acknowledgement quotes sla's first-response deadline: it waits this long for it,
+    # then goes without it (and without a promise).
+    notify_ack_sla_wait_s: float = Field(default=30.0, gt=0)
+    # How often the time-driven decisions run: acknowledgements sla never answered and
+    # estimates that turned out wrong (policy/notify.yaml says when).
+    notify_sweep_interval_s: float = Field(default=1.0, gt=0)
     notify_metrics_interval_s: float = Field(default=5.0, gt=0)
     notify_status_recent_days: int = Field(default=7, ge=0)
     notify_retention_days: int = Field(default=90, ge=1)

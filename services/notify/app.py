@@ -12,18 +12,19 @@ from pymongo import AsyncMongoClient
 
 from services.notify.delivery import Delivery, DeliveryConfig
 from services.notify.erasure import NotifyErasure
+from services.notify.estimate import load_policy
 from services.notify.handlers import Notifier, announce
 from services.notify.http import make_routes
 from services.notify.metrics import NotifyMetrics
 from services.notify.outbox import RateRule
 from services.notify.render import load_templates
 from services.notify.senders import SmtpTransport, Transports
-from services.notify.store import MongoNotifyStore, NotifyStore
-from services.sla.deadlines import load_policy as load_sla_policy
+from services.notify.store import NotifyStores, mongo_stores
 from shared.access import Access, AccessMetrics
 from shared.asyncapi import Records, declare_sends
 from shared.audit import AuditLog, MongoAuditLog
 from shared.broker import batch_subscriber, ensure_topics, make_broker
+from shared.contracts.customers import CustomerUpdated
 from shared.contracts.erasures import ErasureEvent
 from shared.contracts.incidents import Incident
 from shared.contracts.messages import MessageReceived
@@ -35,7 +36,16 @@ from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
 from shared.retention import Sweeper, load_retention
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import NotifySettings
-from shared.topics import DEADLETTER, ERASURES, INCIDENTS, MESSAGES, NOTIFICATIONS, SLA, TICKETS
+from shared.topics import (
+    CUSTOMERS,
+    DEADLETTER,
+    ERASURES,
+    INCIDENTS,
+    MESSAGES,
+    NOTIFICATIONS,
+    SLA,
+    TICKETS,
+)
 
 GROUP_ID = "omniroute-notify"
 ERASURE_GROUP_ID = "omniroute-notify-erasures"
@@ -74,6 +84,7 @@ def delivery_config(settings: NotifySettings) -> DeliveryConfig:
         rate=RateRule(settings.notify_rate_limit_count, settings.notify_rate_limit_window_s),
         poll_interval_s=settings.notify_poll_interval_s,
         metrics_interval_s=settings.notify_metrics_interval_s,
+        sweep_interval_s=settings.notify_sweep_interval_s,
     )
 
 
@@ -83,7 +94,7 @@ def build_app(
     broker: KafkaBroker | None = None,
     mongo: AsyncMongoClient[Document] | None = None,
     registry: CollectorRegistry | None = None,
-    store: NotifyStore | None = None,
+    stores: NotifyStores | None = None,
     http_client: httpx.AsyncClient | None = None,
     start_sender: bool = True,
     audit: AuditLog | None = None,
@@ -94,7 +105,8 @@ def build_app(
     mongo = mongo or make_mongo_client(settings)
     db = mongo[settings.mongo_db]
     retention_s = settings.notify_retention_days * 86400.0
-    store = store or MongoNotifyStore(db, retention_s)
+    policy = load_policy(settings.policy_dir / "notify.yaml").estimate
+    stores = stores or mongo_stores(db, retention_s, keep=policy.samples)
     metrics = NotifyMetrics.create(registry)
     access = Access.create(
         settings,
@@ -104,12 +116,12 @@ def build_app(
     backoff = StoreBackoff.create("notify", registry)
     templates = load_templates(settings.policy_dir / "templates.yaml")
     notifier = Notifier(
-        store=store,
+        stores=stores,
         templates=templates,
-        sla_policy=load_sla_policy(settings.policy_dir / "sla.yaml"),
+        policy=policy,
         metrics=metrics,
-        queue_seconds_per_ticket=settings.notify_queue_seconds_per_ticket,
         retention_s=retention_s,
+        sla_wait_s=settings.notify_ack_sla_wait_s,
     )
     client = http_client or httpx.AsyncClient(timeout=settings.notify_webhook_timeout_s)
 
@@ -117,27 +129,30 @@ def build_app(
         return await publish_all(broker, events)
 
     delivery = Delivery(
-        store=store,
+        stores=stores,
         transports=make_transports(settings, client),
         publish=publish,
         announce=announce,
         metrics=metrics,
         config=delivery_config(settings),
+        sweep=notifier.sweep,
     )
 
     @batch_subscriber(
         broker,
         settings,
         MESSAGES,
+        CUSTOMERS,
         TICKETS,
         SLA,
         INCIDENTS,
         group_id=GROUP_ID,
-        description="Messages (routes and facts), ticket changes, SLA breaches and incidents"
+        description="Messages (routes and customer facts), customers (notify's copy; a"
+        " tombstone deletes it), ticket changes, SLA deadlines and breaches, and incidents"
         " that customers are told about",
     )
     async def on_inputs(
-        batch: Records[MessageReceived | TicketEvent | SlaEvent | Incident],
+        batch: Records[MessageReceived | CustomerUpdated | TicketEvent | SlaEvent | Incident],
     ) -> None:
         # Notifications are stored (the outbox) before the ack policy commits the offsets.
         async with backoff.guard():
@@ -169,7 +184,7 @@ def build_app(
         configure_logging("notify", settings.log_level)
         if settings.kafka_create_topics:
             await ensure_topics(settings.kafka_bootstrap)
-        await store.ensure_indexes()
+        await stores.ensure_indexes()
         sweeper.start()
 
     async def after_startup() -> None:
@@ -189,7 +204,7 @@ def build_app(
         broker,
         routes=[
             *health_routes(registry, readiness),
-            *make_routes(settings, broker, store, templates, access=access),
+            *make_routes(settings, broker, stores.incidents, templates, access=access),
         ],
         on_startup=[startup],
         after_startup=[after_startup],

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from services.notify.estimate import Ack, Estimate, Queued, Sample, tier_rank
 from services.notify.render import acknowledgement_template
 from shared.contracts.common import Category, Channel, Priority
 from shared.contracts.incidents import Incident
@@ -27,6 +28,8 @@ from shared.ids import stable_id
 
 PRIORITIES: tuple[Priority, ...] = ("P1", "P2", "P3", "P4")
 AGENT_EVENTS = frozenset({"offered", "assigned", "accepted"})
+ASSIGNED = frozenset({"assigned", "accepted"})
+WAITING = frozenset({"queued", "offered"})  # still without an agent
 URGENT_TEMPLATES = frozenset({"acknowledgement_secret_exposed", "acknowledgement_stolen_funds"})
 
 
@@ -51,10 +54,20 @@ class TicketView:
     updated_at: datetime
     cycle: int = 1
     agent_told: int = 0  # the last cycle told "an agent is on it"
+    customer_tier: str = "standard"
+    queued_since: datetime | None = None  # waiting for an agent since
+    position: int | None = None  # its place in the queue when it started waiting
 
     @property
     def open(self) -> bool:
         return self.state != "resolved"
+
+    @property
+    def queued(self) -> Queued | None:
+        """Its place in the router's queue, while it waits for an agent."""
+        if self.queued_since is None:
+            return None
+        return Queued(self.priority, self.queued_since, tier_rank(self.customer_tier))
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,7 @@ class Spec:
     priority: Priority
     cause_event_id: str
     expected_s: float | None = None
+    wait: Estimate | None = None  # acknowledgements and corrections: place and estimate
     incident_id: str | None = None
     notices: tuple[str, ...] = ()  # incident ids mentioned in an acknowledgement
 
@@ -104,7 +118,23 @@ def view_of(ev: TicketEvent) -> TicketView:
         seq=0,
         opened_at=ev.opened_at,
         updated_at=ev.at,
+        customer_tier=ev.customer_tier,
     )
+
+
+def queued_since(before: TicketView, state: str, at: datetime) -> datetime | None:
+    """Since when the ticket waits for an agent after moving to `state`."""
+    if state not in WAITING:
+        return None
+    return before.queued_since or at
+
+
+def assignment_sample(before: TicketView, after: TicketView, ev: TicketEvent) -> Sample | None:
+    """The wait of a ticket an agent just got, from where in the queue it started."""
+    if ev.event not in ASSIGNED or before.queued_since is None:
+        return None
+    wait_s = max(0.0, (ev.at - before.queued_since).total_seconds())
+    return Sample(ev.priority, ev.ticket_id, after.cycle, wait_s, before.position or 1, ev.at)
 
 
 def spec_for(
@@ -146,11 +176,15 @@ def on_ticket_event(
         seq=ev.sequence,
         updated_at=ev.at,
         cycle=before.cycle + (1 if ev.event == "reopened" else 0),
+        customer_tier=ev.customer_tier,
+        queued_since=queued_since(before, ev.state, ev.at),
     )
     specs: list[Spec] = []
     if ev.event == "opened":
         specs.append(
-            spec_for(after, "acknowledgement", acknowledgement_template(ev), cause_event_id)
+            spec_for(
+                after, "acknowledgement", acknowledgement_template(ev.category), cause_event_id
+            )
         )
     elif ev.event in AGENT_EVENTS and after.agent_told < after.cycle:
         after = replace(after, agent_told=after.cycle)
@@ -166,22 +200,7 @@ def on_ticket_event(
     return after, specs
 
 
-# -- expected response times ---------------------------------------------------------
-
-
-def queued_ahead(queued: Mapping[str, int], priority: Priority) -> int:
-    """Tickets waiting for an agent at the same or a higher priority."""
-    return sum(queued.get(p, 0) for p in PRIORITIES[: PRIORITIES.index(priority) + 1])
-
-
-def expected_first_response_s(target_s: float, ahead: int, per_ticket_s: float) -> float:
-    """The SLA target — or longer, when the queue ahead of the customer is longer than it."""
-    return max(target_s, ahead * per_ticket_s)
-
-
-def new_estimate_after_breach_s(target_s: float, ahead: int, per_ticket_s: float) -> float:
-    """After a breach: half the original target again, or the queue ahead if that is longer."""
-    return max(target_s / 2, ahead * per_ticket_s)
+# -- SLA -------------------------------------------------------------------------------
 
 
 def on_sla_event(view: TicketView | None, ev: SlaEvent, cause_event_id: str) -> Spec | None:
@@ -286,3 +305,5 @@ class Batch:
     specs: list[Spec] = field(default_factory=list)
     views: dict[str, TicketView] = field(default_factory=dict)
     links: list[tuple[str, str]] = field(default_factory=list)  # (incident id, ticket id)
+    samples: list[Sample] = field(default_factory=list)  # assignments measured
+    told: list[Ack] = field(default_factory=list)  # acknowledgements decided

@@ -58,12 +58,12 @@ class NotifyErasure:
         shells = await views.update_many(
             {"customer_id": cid}, {"$set": {"customer_id": ERASED, "conversation_id": None}}
         )
-        facts = await self.db["customers"].delete_many({"_id": cid})
+        facts = await self.db["notify_customers"].delete_many({"_id": cid})
         return {
             "notifications": sent.deleted_count,
             "notify_conversations": routes.deleted_count,
             "notify_tickets": shells.modified_count,
-            "customers": facts.deleted_count,
+            "notify_customers": facts.deleted_count,
         }
 
     async def process(self, records: Sequence[Any], now: datetime) -> list[OutboundEvent]:

@@ -25,7 +25,7 @@ from services.notify.incidents import (
 )
 from services.notify.pages import banners, choose_language, etag_of, json_bytes, status_html
 from services.notify.render import Templates
-from services.notify.store import NotifyStore
+from services.notify.store.incidents import IncidentStore
 from shared.access import Access, Call
 from shared.contracts.incidents import Incident, incident_event_type
 from shared.events import OutboundEvent, make_event, publish_all
@@ -56,7 +56,7 @@ def incident_event(incident: Incident) -> OutboundEvent:
 def make_routes(
     settings: NotifySettings,
     broker: KafkaBroker,
-    store: NotifyStore,
+    store: IncidentStore,
     templates: Templates,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     *,
@@ -71,8 +71,8 @@ def make_routes(
         iid = stable_id("inc", idem, length=16) if idem else f"inc_{uuid.uuid4().hex[:16]}"
         incident = new_incident(iid, data, clock())
         call.note(incident_id=iid)
-        if not await store.insert_incident(incident):
-            existing = await store.get_incident(iid)
+        if not await store.insert(incident):
+            existing = await store.get(iid)
             if existing is None:
                 return JSONResponse({"error": "conflict"}, status_code=409)
             # The first call may have stored it and failed to publish: publish again.
@@ -89,11 +89,11 @@ def make_routes(
         if isinstance(patch, JSONResponse):
             return patch
         for _ in range(CAS_RETRIES):
-            current = await store.get_incident(iid)
+            current = await store.get(iid)
             if current is None:
                 return JSONResponse({"error": "not found"}, status_code=404)
             nxt = patched(current, patch, clock())
-            if await store.replace_incident(nxt, current.version):
+            if await store.replace(nxt, current.version):
                 await publish_all(broker, [incident_event(nxt)])
                 return JSONResponse(incident_json(nxt))
         return JSONResponse({"error": "concurrent updates, try again"}, status_code=409)
@@ -102,7 +102,7 @@ def make_routes(
         iid = str(request.path_params["incident_id"])
         if not ID_PATTERN.match(iid):
             return JSONResponse({"error": "invalid id"}, status_code=400)
-        incident = await store.get_incident(iid)
+        incident = await store.get(iid)
         if incident is None:
             return JSONResponse({"error": "not found"}, status_code=404)
         linked = await store.linked_count(iid)
@@ -110,7 +110,7 @@ def make_routes(
 
     async def list_all(request: Request, call: Call) -> Response:
         since = clock() - timedelta(days=settings.notify_status_recent_days)
-        found = await store.recent_incidents(since)
+        found = await store.recent(since)
         found.sort(key=lambda i: i.updated_at, reverse=True)
         return JSONResponse({"incidents": [incident_json(i) for i in found]})
 
@@ -118,7 +118,7 @@ def make_routes(
         lang = choose_language(
             request.query_params.get("locale"), request.headers.get("accept-language")
         )
-        payload = json_bytes(banners(await store.open_incidents(), lang, templates))
+        payload = json_bytes(banners(await store.open(), lang, templates))
         etag = etag_of(payload)
         headers = {
             "Cache-Control": f"public, max-age={CACHE_S}",
@@ -137,7 +137,7 @@ def make_routes(
         )
         now = clock()
         since = now - timedelta(days=settings.notify_status_recent_days)
-        recent = await store.recent_incidents(since)
+        recent = await store.recent(since)
         html = status_html(recent, recent, lang, templates, now)
         return HTMLResponse(
             html,

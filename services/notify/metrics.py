@@ -26,6 +26,7 @@ class NotifyMetrics:
     incident_tickets: Gauge
     incident_links: Counter
     deadletters: Counter
+    corrections: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> NotifyMetrics:
@@ -82,6 +83,11 @@ class NotifyMetrics:
                 "omniroute_notify_deadletters_total",
                 "Dead letters published, by reason.",
                 ["reason"],
+                registry=registry,
+            ),
+            corrections=Counter(
+                "omniroute_notify_estimate_corrections_total",
+                "Corrected estimates sent: customers still waiting well past the one they got.",
                 registry=registry,
             ),
         )

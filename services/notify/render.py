@@ -16,11 +16,13 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from services.notify.estimate import Estimate
 from shared.contracts.incidents import language_key
-from shared.contracts.tickets import TicketEvent
 
 DEFAULT_LANGUAGE = "en"
-TEMPLATE_FIELDS = frozenset({"ticket_ref", "expected", "incident_title", "incident_body"})
+TEMPLATE_FIELDS = frozenset({"ticket_ref", "expected", "wait", "incident_title", "incident_body"})
+WAIT_FIELDS = frozenset({"position", "expected", "target", "opens"})
+WAIT_KINDS = ("estimate", "past_due", "desk_closed", "target_only", "unknown")
 LABEL_FIELDS: Mapping[str, frozenset[str]] = {
     "anti_phishing_code": frozenset({"code"}),
     "subject": frozenset({"ticket_ref"}),
@@ -41,6 +43,7 @@ class Templates(BaseModel):
     labels: dict[str, Texts]
     durations: dict[str, Texts]
     templates: dict[str, Texts]
+    waits: dict[str, Texts] = {}
     status_page: dict[str, Texts] = {}
 
     @model_validator(mode="after")
@@ -53,6 +56,7 @@ class Templates(BaseModel):
             (f"durations.{u}", self.durations.get(u, {}), frozenset({"n"})) for u in DURATION_UNITS
         ]
         groups += [(f"labels.{n}", self.labels.get(n, {}), f) for n, f in LABEL_FIELDS.items()]
+        groups += [(f"waits.{k}", self.waits.get(k, {}), WAIT_FIELDS) for k in WAIT_KINDS]
         groups += [(f"status_page.{n}", t, frozenset()) for n, t in self.status_page.items()]
         problems = []
         for where, texts, allowed in groups:
@@ -77,10 +81,10 @@ def load_templates(path: Path) -> Templates:
     return Templates.model_validate(yaml.safe_load(path.read_text("utf-8")))
 
 
-def acknowledgement_template(ev: TicketEvent) -> str:
-    if ev.category == "secret_exposed":
+def acknowledgement_template(category: str) -> str:
+    if category == "secret_exposed":
         return "acknowledgement_secret_exposed"
-    if ev.category in ("stolen_funds", "account_takeover"):
+    if category in ("stolen_funds", "account_takeover"):
         return "acknowledgement_stolen_funds"
     return "acknowledgement"
 
@@ -117,6 +121,21 @@ class IncidentText:
         return title.strip(), body.strip()
 
 
+def wait_text(templates: Templates, wait: Estimate, language: str) -> str:
+    """The customer's place in the queue and when to expect a reply, in one sentence."""
+
+    def duration(seconds: float | None) -> str:
+        return format_duration(templates, seconds, language) if seconds else ""
+
+    text = pick(templates.waits[wait.kind], language)[1]
+    return text.format(
+        position=wait.position,
+        expected=duration(wait.expected_s),
+        target=duration(wait.target_s),
+        opens=duration(wait.opens_in_s),
+    )
+
+
 @dataclass(frozen=True)
 class Rendered:
     language: str
@@ -131,6 +150,7 @@ def render(
     *,
     ticket_ref: str,
     expected_s: float | None = None,
+    wait: Estimate | None = None,
     incident: IncidentText | None = None,
     notices: Sequence[IncidentText] = (),
     anti_phishing_code: str | None = None,
@@ -141,6 +161,7 @@ def render(
     values = {
         "ticket_ref": ticket_ref,
         "expected": format_duration(templates, expected_s, lang) if expected_s else "",
+        "wait": wait_text(templates, wait, lang) if wait else "",
         "incident_title": title,
         "incident_body": incident_body,
     }

@@ -49,6 +49,8 @@ def system(stack: EmbeddedStack, sink: WebhookSink) -> Iterator[LocalSystem]:
         env_overrides={
             "OMNIROUTE_NOTIFY_WEBHOOK_URLS": json.dumps({"generic": f"{sink.url}/chat"}),
             "OMNIROUTE_NOTIFY_CLAIM_LEASE_S": "2",
+            # No sla in this system: acknowledgements go after 1 s without its deadline.
+            "OMNIROUTE_NOTIFY_ACK_SLA_WAIT_S": "1",
         },
     )
     try:

@@ -4,6 +4,7 @@ Who reads what (the `@subscriber`s of services/*/app.py):
 
     support.inbound.{email,social,phone,chat}   ingest
     support.messages                            router, notify
+    support.customers                           notify
     support.agents                              router
     support.sla                                 router, notify
     support.tickets                             sla, notify
@@ -23,7 +24,8 @@ What is poison:
   event nobody here understands is parked visibly, not dropped), data that fails the
   model of its type (not JSON, invalid UTF-8, wrong shape, null, an operator object where
   a string goes, nested JSON), and a valid event the consumer's decision cannot apply
-  (an SLA clock at the end of time; numbers MongoDB cannot store).
+  (an SLA clock at the end of time; numbers MongoDB cannot store). On the compacted
+  support.customers a null value with a key is no poison: it deletes that customer.
 
 Every consumer of a poison record writes one dead letter for it (one id, however often
 the record is redelivered) naming the service, a reason and the record's
@@ -56,6 +58,7 @@ from shared.contracts.agents import (
     AgentProfile,
     AgentProfileUpdated,
 )
+from shared.contracts.customers import CUSTOMER_UPDATED, CustomerUpdated
 from shared.contracts.incidents import INCIDENT_OPENED, Affected, Incident
 from shared.contracts.messages import MESSAGE_RECEIVED, MessageReceived
 from shared.contracts.sla import SlaEvent, sla_event_type
@@ -65,7 +68,9 @@ from shared.events import make_event
 from shared.topics import (
     AGENTS,
     ALL_TOPICS,
+    CUSTOMERS,
     DEADLETTER,
+    ERASURES,
     INBOUND_BY_CHANNEL,
     INBOUND_CHAT,
     INBOUND_EMAIL,
@@ -90,10 +95,12 @@ CONSUMERS: dict[str, tuple[str, ...]] = {
     INBOUND_PHONE: ("ingest",),
     INBOUND_CHAT: ("ingest",),
     MESSAGES: ("router", "notify"),
+    CUSTOMERS: ("notify",),
     AGENTS: ("router",),
     SLA: ("router", "notify"),
     TICKETS: ("sla", "notify", "ingest"),
     INCIDENTS: ("notify",),
+    ERASURES: ("ingest", "router", "sla", "notify"),
 }
 # Consumers that read one type of a topic and leave its poison to the topic's main
 # consumers: ingest keeps agents' `recategorized` corrections as training examples.
@@ -142,6 +149,8 @@ class Run:
     inbound_operator_text: str = ""  # message id of the "$where" text (not poison)
     good_messages: list[MessageReceived] = field(default_factory=list)
     poison_message_ids: list[str] = field(default_factory=list)
+    good_customers: list[str] = field(default_factory=list)
+    poison_customer_ids: list[str] = field(default_factory=list)
     agent_id: str = ""
     poison_agent_ids: list[str] = field(default_factory=list)
     good_tickets: list[str] = field(default_factory=list)
@@ -466,6 +475,38 @@ def first_batch(run: Run) -> list[Record]:
         event_record("messages good after", after, MESSAGES, MESSAGE_RECEIVED, f"{run.tag}-m1")
     )
 
+    # support.customers: notify keeps its copy; a null value with a key deletes one.
+    now = datetime.now(UTC)
+    customers = [
+        CustomerUpdated(customer_id=f"cus_{run.tag}_c{n}", version=1, at=now) for n in range(2)
+    ]
+    run.good_customers = [c.customer_id for c in customers]
+    records.append(
+        event_record(
+            "customers good before", customers[0], CUSTOMERS, CUSTOMER_UPDATED, f"{run.tag}-c0"
+        )
+    )
+    new_customer = ids(f"cus_{run.tag}_p", run.poison_customer_ids)
+    for r in poison_events(CUSTOMERS, CUSTOMER_UPDATED, customers[0], "customer_id", new_customer):
+        # The record's key is "poison-support.customers": its null value deletes that one.
+        records.append(replace(r, dead=()) if r.value is None else r)
+    records.append(
+        variant(
+            "version beyond int64",
+            CUSTOMERS,
+            CUSTOMER_UPDATED,
+            customers[0],
+            invalid,
+            customer_id=new_customer(),
+            version=BEYOND_INT64,
+        )
+    )
+    records.append(
+        event_record(
+            "customers good after", customers[1], CUSTOMERS, CUSTOMER_UPDATED, f"{run.tag}-c1"
+        )
+    )
+
     # support.agents: the router keeps the agent's profile and presence.
     run.agent_id = f"{run.tag}-agent"
     profile = AgentProfile(name="Poison Test", capacity={"chat": 0})
@@ -740,6 +781,16 @@ def test_records_around_the_poison_have_their_effects(db: Any, run: Run) -> None
         "notify's route for every good message",
     )
 
+    # support.customers: notify's copy of both good customers.
+    wait_until(
+        lambda: (
+            db.notify_customers.count_documents({"_id": {"$in": run.good_customers}})
+            == len(run.good_customers)
+        ),
+        DEADLINE_S,
+        "notify's copy of both good customers",
+    )
+
     # support.agents: the profile before the poison, the presence after it.
     def agent() -> dict[str, Any] | None:
         doc: dict[str, Any] | None = db.agents.find_one({"_id": run.agent_id})
@@ -800,6 +851,7 @@ def test_poison_has_no_effect(db: Any, run: Run) -> None:
     # Runs after the effects test: every good record behind the poison has been applied.
     assert db.tickets.count_documents({"message_ids": {"$in": run.poison_message_ids}}) == 0
     assert db.agents.count_documents({"_id": {"$in": run.poison_agent_ids}}) == 0
+    assert db.notify_customers.count_documents({"_id": {"$in": run.poison_customer_ids}}) == 0
     assert db.sla_timers.count_documents({"ticket_id": {"$in": run.poison_ticket_ids}}) == 0
     assert db.incidents.count_documents({"_id": {"$in": run.poison_incident_ids}}) == 0
     assert db.tickets.count_documents({"breaches": {"$in": run.poison_timer_ids}}) == 0

@@ -224,7 +224,7 @@ async def test_notify_erases_notifications_and_routes_and_keeps_ticket_shells(db
             {"_id": "c2", "customer_id": "cus_b", "reply_to": "b@example.com"},
         ]
     )
-    await db["customers"].insert_one({"_id": "cus_a", "anti_phishing_code": "A1"})
+    await db["notify_customers"].insert_one({"_id": "cus_a", "anti_phishing_code": "A1"})
     eraser = NotifyErasure(db)
 
     out = await eraser.process([record_of(requested_event(REQ))], NOW)
@@ -235,7 +235,7 @@ async def test_notify_erases_notifications_and_routes_and_keeps_ticket_shells(db
         "notifications": 1,
         "notify_conversations": 1,
         "notify_tickets": 1,
-        "customers": 1,
+        "notify_customers": 1,
     }
     assert [d["_id"] async for d in db["notifications"].find({})] == ["n2"]
     assert [d["_id"] async for d in db["notify_conversations"].find({})] == ["c2"]

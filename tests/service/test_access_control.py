@@ -43,7 +43,7 @@ from tests.support.classifier import text_model
 from tests.support.factories import T0, message_event
 from tests.support.fakes import (
     FakeCustomerStore,
-    FakeNotifyStore,
+    FakeNotify,
     FakeRouterStore,
     FakeSlaStore,
     FakeTrainingStore,
@@ -146,7 +146,7 @@ def build(keys: Keys, **overrides: Any) -> System:
             broker=brokers["notify"],
             mongo=never,
             registry=registries["notify"],
-            store=FakeNotifyStore(),  # type: ignore[arg-type]
+            stores=FakeNotify().stores,
             start_sender=False,
             audit=MemoryAuditLog(),
         ),

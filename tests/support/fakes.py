@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.ingest.customers import CustomerRecord, CustomerRef, primary_identity
 from services.ingest.store import ClassifiedText, Correction
 from services.notify.decide import Facts, TicketView
-from services.notify.route import RouteUpdate
+from services.notify.estimate import Ack, Deadline, Queued, Sample, samples_by_priority
+from services.notify.route import Route, RouteUpdate, route_of
+from services.notify.store import NotifyStores
+from services.notify.store.acks import DEADLINE_GRACE_S
+from services.notify.store.customers import Customer as NotifyCustomer
+from services.notify.store.customers import newest
+from services.notify.store.outbox import Notification
 from services.router.state import RouterState
 from services.router.store import (
     AGENTS,
@@ -198,77 +204,57 @@ class FakeSlaStore:
 
 
 @dataclass
-class FakeNotifyStore:
-    """The part of the NotifyStore protocol the Kafka edge uses, in memory."""
+class FakeConversations:
+    """notify's ConversationStore in memory."""
 
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    views: dict[str, TicketView] = field(default_factory=dict)
-    routes: dict[str, dict[str, Any]] = field(default_factory=dict)
-    incidents: dict[str, Incident] = field(default_factory=dict)
-    links: set[tuple[str, str]] = field(default_factory=set)
-    codes: dict[str, str] = field(default_factory=dict)
 
     async def ensure_indexes(self) -> None:
         return None
 
-    async def save_routes(self, updates: Sequence[RouteUpdate]) -> None:
+    async def save(self, updates: Sequence[RouteUpdate]) -> None:
         for u in updates:
-            r = self.routes.setdefault(u.conversation_id, {"assets": set(), "networks": set()})
-            r.update(u.latest)
+            r = self.docs.setdefault(
+                u.conversation_id, {"_id": u.conversation_id, "assets": set(), "networks": set()}
+            )
+            r.update({k: v for k, v in u.latest.items() if k not in ("assets", "networks")})
             r["assets"] |= u.assets
             r["networks"] |= u.networks
 
-    async def get_views(self, ticket_ids: Iterable[str]) -> dict[str, TicketView]:
+    async def routes(self, conversation_ids: Iterable[str]) -> dict[str, Route]:
+        return {
+            c: route_of({**self.docs[c], "assets": sorted(self.docs[c]["assets"])})
+            for c in conversation_ids
+            if c in self.docs and "channel" in self.docs[c]
+        }
+
+    async def facts(self, conversation_ids: Iterable[str | None]) -> dict[str, Facts]:
+        return {
+            c: Facts(frozenset(self.docs[c]["assets"]), frozenset(self.docs[c]["networks"]))
+            for c in conversation_ids
+            if c and c in self.docs
+        }
+
+
+@dataclass
+class FakeTickets:
+    """notify's TicketStore in memory."""
+
+    views: dict[str, TicketView] = field(default_factory=dict)
+
+    async def ensure_indexes(self) -> None:
+        return None
+
+    async def get(self, ticket_ids: Iterable[str]) -> dict[str, TicketView]:
         return {t: self.views[t] for t in ticket_ids if t in self.views}
 
-    async def save_views(self, views: Iterable[TicketView], now: datetime) -> None:
+    async def save(self, views: Iterable[TicketView], now: datetime) -> None:
         for v in views:
             if v.ticket_id not in self.views or self.views[v.ticket_id].seq < v.seq:
                 self.views[v.ticket_id] = v
 
-    async def queued_counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for v in self.views.values():
-            if v.state == "queued":
-                out[v.priority] = out.get(v.priority, 0) + 1
-        return out
-
-    async def get_facts(self, conversation_ids: Iterable[str | None]) -> dict[str, Facts]:
-        return {
-            c: Facts(frozenset(self.routes[c]["assets"]), frozenset(self.routes[c]["networks"]))
-            for c in conversation_ids
-            if c in self.routes
-        }
-
-    async def anti_phishing_codes(self, customer_ids: Iterable[str]) -> dict[str, str]:
-        return {c: self.codes[c] for c in customer_ids if c in self.codes}
-
-    async def add_notifications(self, docs: Sequence[dict[str, Any]]) -> set[str]:
-        new = {d["_id"] for d in docs if d["_id"] not in self.docs}
-        for d in docs:
-            self.docs.setdefault(d["_id"], d)
-        return new
-
-    async def merge_pending(self, ids: Iterable[str], into: dict[str, str]) -> None:
-        for i in ids:
-            if self.docs[i]["status"] == "pending":
-                self.docs[i]["status"] = "merged"
-
-    async def add_links(self, links: Iterable[tuple[str, str]], now: datetime) -> None:
-        self.links |= set(links)
-
-    async def get_incidents(self, ids: Iterable[str]) -> dict[str, Incident]:
-        return {i: self.incidents[i] for i in ids if i in self.incidents}
-
-    async def open_incidents(self) -> list[Incident]:
-        return [i for i in self.incidents.values() if i.open]
-
-    async def apply_incident(self, incident: Incident) -> Incident:
-        cur = self.incidents.get(incident.incident_id)
-        if cur is None or cur.version < incident.version:
-            self.incidents[incident.incident_id] = incident
-            return incident
-        return cur
+    async def queued(self) -> dict[str, Queued]:
+        return {t: q for t, v in self.views.items() if v.state == "queued" and (q := v.queued)}
 
     async def open_views(self, categories: Sequence[str]) -> list[TicketView]:
         return [
@@ -277,11 +263,290 @@ class FakeNotifyStore:
             if v.open and (not categories or v.category in categories)
         ]
 
-    async def linked_views(self, incident_id: str) -> list[TicketView]:
-        return [self.views[t] for i, t in sorted(self.links) if i == incident_id]
 
-    def of(self, ticket_id: str) -> dict[str, dict[str, Any]]:
-        return {d["cause"]: d for d in self.docs.values() if d["ticket_id"] == ticket_id}
+@dataclass
+class FakeOutbox:
+    """notify's OutboxStore in memory (what the Kafka edge records; no claims)."""
+
+    notifications: dict[str, Notification] = field(default_factory=dict)
+
+    async def ensure_indexes(self) -> None:
+        return None
+
+    async def add(self, notifications: Sequence[Notification]) -> set[str]:
+        new = {n.notification_id for n in notifications} - set(self.notifications)
+        for n in notifications:
+            self.notifications.setdefault(n.notification_id, n)
+        return new
+
+    async def merge_pending(self, into: dict[str, str]) -> None:
+        for nid, other in into.items():
+            n = self.notifications[nid]
+            if n.status == "pending":
+                self.notifications[nid] = replace(n, status="merged", merged_into=other)
+
+    async def due(self, now: datetime, limit: int) -> list[Notification]:
+        due = [n for n in self.notifications.values() if n.status == "pending"]
+        return [n for n in due if n.next_at <= now][:limit]
+
+    async def sent_times(
+        self, customer_ids: Iterable[str], since: datetime
+    ) -> dict[str, list[datetime]]:
+        wanted = set(customer_ids)
+        out: dict[str, list[datetime]] = {}
+        for n in self.notifications.values():
+            if n.customer_id in wanted and n.sent_at is not None and n.sent_at >= since:
+                out.setdefault(n.customer_id, []).append(n.sent_at)
+        return out
+
+    def _cas(self, n: Notification, **change: Any) -> bool:
+        cur = self.notifications.get(n.notification_id)
+        if cur is None or (cur.status, cur.claim_id) != (n.status, n.claim_id):
+            return False
+        self.notifications[n.notification_id] = replace(cur, **change)
+        return True
+
+    async def claim(
+        self, n: Notification, owner: str, claim_id: str, lease_until: datetime
+    ) -> bool:
+        return self._cas(
+            n,
+            status="sending",
+            claim_id=claim_id,
+            owner=owner,
+            lease_until=lease_until,
+            attempts=n.attempts + 1,
+        )
+
+    async def defer(self, n: Notification, next_at: datetime, reason: str) -> bool:
+        return self._cas(
+            n,
+            status="pending",
+            claim_id=None,
+            next_at=next_at,
+            last_error=reason,
+            waits=n.waits + 1,
+        )
+
+    def _finish(self, nid: str, claimed: str, **change: Any) -> bool:
+        cur = self.notifications.get(nid)
+        if cur is None or (cur.status, cur.claim_id) != ("sending", claimed):
+            return False
+        self.notifications[nid] = replace(cur, lease_until=None, **change)
+        return True
+
+    async def mark_sent(self, nid: str, claim_id: str, now: datetime) -> bool:
+        return self._finish(nid, claim_id, status="sent", sent_at=now)
+
+    async def release(self, nid: str, claim_id: str, next_at: datetime, reason: str) -> bool:
+        return self._finish(
+            nid, claim_id, status="pending", claim_id=None, next_at=next_at, last_error=reason
+        )
+
+    async def mark_dead(self, nid: str, claim_id: str, reason: str, now: datetime) -> bool:
+        return self._finish(nid, claim_id, status="dead", last_error=reason)
+
+    async def mark_merged(self, n: Notification, into: str) -> bool:
+        return self._cas(n, status="merged", merged_into=into, lease_until=None)
+
+    async def stats(self, now: datetime) -> tuple[int, float]:
+        waiting = [n for n in self.notifications.values() if n.status in ("pending", "sending")]
+        oldest = min((n.created_at for n in waiting), default=now)
+        return len(waiting), (now - oldest).total_seconds()
+
+    def of(self, ticket_id: str) -> dict[str, Notification]:
+        """A ticket's notifications by cause."""
+        return {n.cause: n for n in self.notifications.values() if n.ticket_id == ticket_id}
+
+
+@dataclass
+class FakeIncidents:
+    """notify's IncidentStore in memory."""
+
+    incidents: dict[str, Incident] = field(default_factory=dict)
+    links: set[tuple[str, str]] = field(default_factory=set)
+
+    async def ensure_indexes(self) -> None:
+        return None
+
+    async def get(self, incident_id: str) -> Incident | None:
+        return self.incidents.get(incident_id)
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, Incident]:
+        return {i: self.incidents[i] for i in ids if i in self.incidents}
+
+    async def open(self) -> list[Incident]:
+        return [i for i in self.incidents.values() if i.open]
+
+    async def recent(self, since: datetime) -> list[Incident]:
+        return [i for i in self.incidents.values() if i.open or i.updated_at >= since]
+
+    async def insert(self, incident: Incident) -> bool:
+        if incident.incident_id in self.incidents:
+            return False
+        self.incidents[incident.incident_id] = incident
+        return True
+
+    async def replace(self, incident: Incident, expected_version: int) -> bool:
+        cur = self.incidents.get(incident.incident_id)
+        if cur is None or cur.version != expected_version:
+            return False
+        self.incidents[incident.incident_id] = incident
+        return True
+
+    async def apply(self, incident: Incident) -> Incident:
+        cur = self.incidents.get(incident.incident_id)
+        if cur is None or cur.version < incident.version:
+            self.incidents[incident.incident_id] = incident
+            return incident
+        return cur
+
+    async def link(self, links: Iterable[tuple[str, str]], now: datetime) -> None:
+        self.links |= set(links)
+
+    async def linked_tickets(self, incident_id: str) -> list[str]:
+        return [t for i, t in sorted(self.links) if i == incident_id]
+
+    async def linked_count(self, incident_id: str) -> int:
+        return len(await self.linked_tickets(incident_id))
+
+    async def stats(self) -> tuple[dict[str, int], dict[str, int]]:
+        by_severity: dict[str, int] = {}
+        linked: dict[str, int] = {}
+        for inc in await self.open():
+            by_severity[inc.severity] = by_severity.get(inc.severity, 0) + 1
+            n = await self.linked_count(inc.incident_id)
+            linked[inc.severity] = linked.get(inc.severity, 0) + n
+        return by_severity, linked
+
+
+@dataclass
+class FakeCustomers:
+    """notify's CustomerStore in memory (the same newest-wins rules)."""
+
+    customers: dict[str, NotifyCustomer] = field(default_factory=dict)
+
+    async def ensure_indexes(self) -> None:
+        return None
+
+    async def save(self, customers: Sequence[NotifyCustomer]) -> None:
+        for c in newest(customers):
+            cur = self.customers.get(c.customer_id)
+            if c.version is None:  # a message's facts fill in until a record comes
+                newer = cur is None or (cur.version is None and c.as_of > cur.as_of)
+            else:
+                newer = cur is None or cur.version is None or cur.version < c.version
+            if newer:
+                self.customers[c.customer_id] = c
+
+    async def delete(self, customer_ids: Iterable[str]) -> None:
+        for c in customer_ids:
+            self.customers.pop(c, None)
+
+    async def get(self, customer_ids: Iterable[str]) -> dict[str, NotifyCustomer]:
+        return {c: self.customers[c] for c in customer_ids if c in self.customers}
+
+
+@dataclass
+class FakeAcks:
+    """notify's AckStore in memory."""
+
+    acks: dict[str, Ack] = field(default_factory=dict)
+
+    async def ensure_indexes(self) -> None:
+        return None
+
+    async def opened(self, items: Sequence[tuple[str, str, datetime]], now: datetime) -> None:
+        for tid, ce_id, until in items:
+            cur = self.acks.get(tid, Ack(tid))
+            wait = min(until, cur.wait_until or until)
+            self.acks[tid] = replace(cur, cause_event_id=ce_id, wait_until=wait)
+
+    async def deadlines(self, items: Sequence[tuple[str, Deadline]], now: datetime) -> None:
+        grace = now + timedelta(seconds=DEADLINE_GRACE_S)
+        for tid, d in items:
+            cur = self.acks.get(tid, Ack(tid))
+            if cur.deadline is None or cur.deadline.at < d.at:
+                wait = min(grace, cur.wait_until or grace)
+                self.acks[tid] = replace(cur, deadline=d, wait_until=wait)
+
+    async def get(self, ticket_ids: Iterable[str]) -> dict[str, Ack]:
+        return {t: self.acks[t] for t in ticket_ids if t in self.acks}
+
+    async def overdue(self, now: datetime, limit: int) -> list[Ack]:
+        return [
+            a
+            for a in self.acks.values()
+            if not a.decided
+            and a.cause_event_id is not None
+            and a.wait_until is not None
+            and a.wait_until <= now
+        ][:limit]
+
+    async def told(self, acks: Sequence[Ack], now: datetime) -> None:
+        for a in acks:
+            cur = self.acks.get(a.ticket_id, a)
+            self.acks[a.ticket_id] = replace(
+                cur,
+                cause_event_id=a.cause_event_id,
+                deadline=a.deadline,
+                decided=True,
+                position=a.position,
+                expected_s=a.expected_s,
+                told_at=a.told_at,
+                recheck_at=a.recheck_at,
+            )
+
+    async def rechecks_due(self, now: datetime, limit: int) -> list[Ack]:
+        return [a for a in self.acks.values() if a.recheck_at is not None and a.recheck_at <= now][
+            :limit
+        ]
+
+    async def rechecked(self, ticket_ids: Iterable[str]) -> None:
+        for t in ticket_ids:
+            self.acks[t] = replace(self.acks[t], recheck_at=None)
+
+
+@dataclass
+class FakeQueueStats:
+    """notify's QueueStatsStore in memory."""
+
+    samples: list[Sample] = field(default_factory=list)
+    keep: int = 64
+
+    async def ensure_indexes(self) -> None:
+        return None
+
+    async def record(self, samples: Sequence[Sample]) -> None:
+        self.samples += samples
+
+    async def recent(self) -> dict[str, list[Sample]]:
+        return {p: items[-self.keep :] for p, items in samples_by_priority(self.samples).items()}
+
+
+@dataclass
+class FakeNotify:
+    """Every notify port in memory, and the `NotifyStores` the app takes."""
+
+    conversations: FakeConversations = field(default_factory=FakeConversations)
+    tickets: FakeTickets = field(default_factory=FakeTickets)
+    outbox: FakeOutbox = field(default_factory=FakeOutbox)
+    incidents: FakeIncidents = field(default_factory=FakeIncidents)
+    customers: FakeCustomers = field(default_factory=FakeCustomers)
+    acks: FakeAcks = field(default_factory=FakeAcks)
+    queue: FakeQueueStats = field(default_factory=FakeQueueStats)
+
+    @property
+    def stores(self) -> NotifyStores:
+        return NotifyStores(
+            conversations=self.conversations,
+            tickets=self.tickets,
+            outbox=self.outbox,
+            incidents=self.incidents,
+            customers=self.customers,
+            acks=self.acks,
+            queue=self.queue,
+        )
 
 
 @dataclass

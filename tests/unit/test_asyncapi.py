@@ -67,9 +67,10 @@ EXPECTED: dict[str, dict[str, dict[str, set[str]]]] = {
     "notify": {
         "receive": {
             **{
-                t: {"MessageReceived", "TicketEvent", "SlaEvent", "Incident"}
+                t: {"MessageReceived", "CustomerUpdated", "TicketEvent", "SlaEvent", "Incident"}
                 for t in (
                     "support.messages",
+                    "support.customers",
                     "support.tickets",
                     "support.sla",
                     "support.incidents",

@@ -3,20 +3,19 @@ times, incident matching, and the outbox's backoff and rate limit. Pure function
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from services.notify.decide import (
     Facts,
-    expected_first_response_s,
+    assignment_sample,
     incident_specs,
     matches,
-    new_estimate_after_breach_s,
     notices_for,
     on_sla_event,
     on_ticket_event,
-    queued_ahead,
     view_of,
 )
 from services.notify.outbox import Candidate, RateRule, backoff_s, plan_sends, schedule
@@ -101,18 +100,27 @@ def test_notification_ids_are_deterministic_per_ticket_and_cause() -> None:
     assert a.notification_id == b.notification_id != c.notification_id
 
 
-# -- expected times ---------------------------------------------------------------------
+# -- waiting for an agent ---------------------------------------------------------------
 
 
-def test_expected_first_response_is_the_target_or_the_queue_if_longer() -> None:
-    queued = {"P1": 2, "P2": 5, "P3": 40}
-    assert queued_ahead(queued, "P1") == 2
-    assert queued_ahead(queued, "P2") == 7
-    assert queued_ahead(queued, "P4") == 47
-    assert expected_first_response_s(900, 7, 60) == 900
-    assert expected_first_response_s(900, 47, 60) == 2820
-    assert new_estimate_after_breach_s(900, 0, 60) == 450
-    assert new_estimate_after_breach_s(900, 20, 60) == 1200
+def test_a_ticket_waits_from_its_queueing_until_an_agent_has_it() -> None:
+    opened, _ = on_ticket_event(None, ticket_event("opened", 1), "e1")
+    assert opened.queued_since == T0
+    later = T0 + timedelta(seconds=90)
+    offered, _ = on_ticket_event(
+        opened, ticket_event("offered", 2, state="offered", at=later), "e2"
+    )
+    assert offered.queued_since == T0  # an offer is not an agent yet
+    placed = replace(offered, position=3)
+    assigned, _ = on_ticket_event(
+        placed, ticket_event("accepted", 3, state="assigned", at=later), "e3"
+    )
+    assert assigned.queued_since is None
+    sample = assignment_sample(placed, assigned, ticket_event("accepted", 3, at=later))
+    assert sample is not None
+    assert (sample.wait_s, sample.position, sample.per_place_s) == (90, 3, 30)
+    # Nothing to measure for a ticket that was not waiting.
+    assert assignment_sample(assigned, assigned, ticket_event("assigned", 4, at=later)) is None
 
 
 def test_sla_breach_apologises_once_per_timer_unless_the_ticket_is_done() -> None:

@@ -9,7 +9,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from services.notify.estimate import Estimate
 from services.notify.render import (
+    WAIT_KINDS,
     IncidentText,
     Templates,
     format_duration,
@@ -20,6 +22,7 @@ from shared.settings import REPO_POLICY_DIR
 
 TEMPLATES = load_templates(REPO_POLICY_DIR / "templates.yaml")
 LANGUAGES = ("en", "zh")
+TEN_MINUTES = Estimate("estimate", 3, 600, 1800)
 INCIDENT = IncidentText(
     title={"en": "BTC withdrawals delayed", "zh": "BTC 提现延迟"},
     body={"en": "Network congestion.", "zh": "网络拥堵。"},
@@ -35,6 +38,7 @@ def test_every_template_and_language_ends_with_the_anti_scam_line(name: str, lan
         language,
         ticket_ref="tkt_42",
         expected_s=300,
+        wait=TEN_MINUTES,
         incident=INCIDENT,
         anti_phishing_code="OWL-7731",
     )
@@ -56,17 +60,34 @@ def test_anti_phishing_code_only_when_the_customer_has_one() -> None:
 
 @pytest.mark.parametrize("language", ["fr", "ja", "", "xx-YY"])
 def test_unknown_languages_fall_back_to_english(language: str) -> None:
-    out = render(TEMPLATES, "acknowledgement", language, ticket_ref="t", expected_s=600)
+    out = render(TEMPLATES, "acknowledgement", language, ticket_ref="t", wait=TEN_MINUTES)
     assert out.language == "en"
-    assert "within about 10 minutes" in out.text
+    assert "You are number 3 in the queue; we expect an agent to reply within about 10" in out.text
     assert out.text.endswith(" ".join(TEMPLATES.anti_scam["en"].split()))
 
 
 @pytest.mark.parametrize("tag", ["zh", "zh-Hans", "zh-CN", "zh_TW"])
 def test_chinese_tags_get_the_chinese_text(tag: str) -> None:
-    out = render(TEMPLATES, "acknowledgement", tag, ticket_ref="t", expected_s=600)
+    out = render(TEMPLATES, "acknowledgement", tag, ticket_ref="t", wait=TEN_MINUTES)
     assert out.language == "zh"
-    assert "约 10 分钟内" in out.text
+    assert "您目前排在第 3 位，预计客服将于约 10 分钟内回复您。" in out.text
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("kind", WAIT_KINDS)
+def test_every_wait_is_said_in_every_language(kind: str, language: str) -> None:
+    wait = Estimate(kind, 7, 5400, 1800, 3600)  # type: ignore[arg-type]
+    out = render(TEMPLATES, "acknowledgement", language, ticket_ref="t", wait=wait)
+    assert "7" in out.text
+    assert "{" not in out.text
+    if kind in ("past_due", "desk_closed", "estimate", "target_only"):
+        assert ("90 minutes" if language == "en" else "90 分钟") in out.text
+    if kind == "past_due":  # the target missed, said plainly
+        assert (
+            "our target of a reply within about 30 minutes" if language == "en" else "晚于"
+        ) in (out.text)
+    if kind == "unknown":
+        assert ("within" if language == "en" else "分钟") not in out.text
 
 
 def test_a_missing_translation_falls_back_per_text(tmp_path: Path) -> None:
@@ -81,16 +102,18 @@ def test_a_missing_translation_falls_back_per_text(tmp_path: Path) -> None:
 
 def test_security_acknowledgements_say_what_to_do_now() -> None:
     exposed = render(
-        TEMPLATES, "acknowledgement_secret_exposed", "en", ticket_ref="t", expected_s=60
+        TEMPLATES, "acknowledgement_secret_exposed", "en", ticket_ref="t", wait=TEN_MINUTES
     )
-    stolen = render(TEMPLATES, "acknowledgement_stolen_funds", "zh", ticket_ref="t", expected_s=60)
+    stolen = render(
+        TEMPLATES, "acknowledgement_stolen_funds", "zh", ticket_ref="t", wait=TEN_MINUTES
+    )
     assert "move your funds to a new wallet now" in exposed.text
     assert "冻结账户" in stolen.text
 
 
 def test_incident_notice_in_an_acknowledgement() -> None:
     out = render(
-        TEMPLATES, "acknowledgement", "zh", ticket_ref="t", expected_s=60, notices=[INCIDENT]
+        TEMPLATES, "acknowledgement", "zh", ticket_ref="t", wait=TEN_MINUTES, notices=[INCIDENT]
     )
     assert "已知问题 — BTC 提现延迟：网络拥堵。" in out.text
 
