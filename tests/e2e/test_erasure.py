@@ -58,7 +58,7 @@ def email(address: str, name: str, subject: str, text: str) -> bytes:
 
 def store_uris(system: LocalSystem) -> set[str]:
     """Every store server the system's services use (one, or one per service)."""
-    uris = {system.stack.mongo_uri}
+    uris = {system.stack.mongo_uri(store) for store in system.stack.stores}
     for svc in system.services.values():
         uri = system.env_for(svc).get("OMNIROUTE_MONGO_URI")
         if uri:
@@ -245,9 +245,9 @@ def test_a_customer_under_legal_hold_is_not_erased(system: LocalSystem, db: Any)
     assert db.customers.find_one({"_id": cid})["legal_hold"] is True
     assert db.tickets.find_one({"message_ids": message_id})["customer_id"] == cid
     # The hold and the erasure are in the audit log, by route and outcome, no address.
-    routes = {e["route"] for e in db.api_audit.find({"service": "ingest"})}
+    routes = {e["route"] for e in db.ingest.api_audit.find({"service": "ingest"})}
     assert {"PUT /v1/customers/{customer_id}/hold", "POST /v1/erasures"} <= routes
-    assert address not in json.dumps(list(db.api_audit.find({}, {"_id": 0})), default=str)
+    assert address not in json.dumps(list(db.ingest.api_audit.find({}, {"_id": 0})), default=str)
     # Unknown customers and malformed requests get clear errors.
     missing = {"identity": {"kind": "email", "value": "nobody@example.org"}, "reason": "x"}
     assert httpx.post(f"{ingest}/v1/erasures", json=missing, headers=AUTH).status_code == 404

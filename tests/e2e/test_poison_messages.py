@@ -59,6 +59,7 @@ from shared.contracts.agents import (
     AgentProfileUpdated,
 )
 from shared.contracts.customers import CUSTOMER_UPDATED, CustomerUpdated
+from shared.contracts.erasures import ERASURE_REQUESTED, ErasureRequested
 from shared.contracts.incidents import INCIDENT_OPENED, Affected, Incident
 from shared.contracts.messages import MESSAGE_RECEIVED, MessageReceived
 from shared.contracts.sla import SlaEvent, sla_event_type
@@ -505,6 +506,22 @@ def first_batch(run: Run) -> list[Record]:
         event_record(
             "customers good after", customers[1], CUSTOMERS, CUSTOMER_UPDATED, f"{run.tag}-c1"
         )
+    )
+
+    # support.erasures: every service erases its own records (here of a customer nobody
+    # has: nothing to erase) and says so; poison is dead-lettered by each of them.
+    request = ErasureRequested(
+        erasure_id=f"era_{run.tag}_0",
+        customer_id=f"cus_{run.tag}_nobody",
+        reason="poison test",
+        requested_by="tests",
+        at=datetime.now(UTC),
+    )
+    records.append(
+        event_record("erasures good", request, ERASURES, ERASURE_REQUESTED, f"{run.tag}-e0")
+    )
+    records += poison_events(
+        ERASURES, ERASURE_REQUESTED, request, "erasure_id", ids(f"era_{run.tag}_p", [])
     )
 
     # support.agents: the router keeps the agent's profile and presence.

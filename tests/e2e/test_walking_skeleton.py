@@ -19,7 +19,7 @@ from omniroute.system import DEV_SECRET, DEV_TOKEN, SERVICES, LocalSystem, owned
 from services.ingest.http import SIGNATURE_HEADER, sign
 from shared.ids import conversation_id
 from shared.mongo import KIT_COLLECTIONS
-from shared.topics import ALL_TOPICS, MESSAGES, TICKETS
+from shared.topics import ALL_TOPICS, COMPACTED, MESSAGES, TICKETS
 from tests.support.kafka import read_all
 from tests.support.waiting import wait_until
 
@@ -102,9 +102,12 @@ def test_chat_message_is_routed_timed_and_acknowledged(system: LocalSystem, db: 
         "timer",
     )
     assert timer["state"] == "running"
+    # Generous: the session's broker is shared, and notify's consumer group goes on from
+    # where the previous module's notify stopped, so it may first work off that backlog
+    # (seen: ~3,000 notifications, 25 s, on a loaded machine).
     ack = wait_until(
         lambda: db.notifications.find_one({"ticket_id": ticket["_id"], "cause": "acknowledgement"}),
-        20,
+        120,
         "ack",
     )
     assert ack["template"] == "acknowledgement_stolen_funds"
@@ -143,6 +146,9 @@ def test_every_record_on_every_topic_is_a_cloudevent(system: LocalSystem) -> Non
     produced = [t for t in ALL_TOPICS if not t.startswith("support.inbound.")]
     seen_types: set[str] = set()
     for record in records(system, *produced):
+        if record.topic in COMPACTED and record.value is None:
+            assert record.key  # a tombstone (an erased customer): deletes that key's records
+            continue
         ce = from_binary_event(
             KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value)
         )
@@ -159,7 +165,6 @@ def test_every_record_on_every_topic_is_a_cloudevent(system: LocalSystem) -> Non
     } <= seen_types
 
 
-# Known until the notify branch is merged: notify reads (never creates) `customers`.
 ALLOWED_EXTRA: dict[str, set[str]] = {}  # collections beyond a service's own: none
 
 
