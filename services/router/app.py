@@ -10,6 +10,7 @@ from pymongo import AsyncMongoClient
 
 from services.router.engine import RouterEngine
 from services.router.http import make_routes
+from services.router.lookahead import RouterLookahead
 from services.router.metrics import RouterMetrics
 from services.router.priority import load_policy
 from services.router.state import RouterState
@@ -18,6 +19,7 @@ from shared.access import Access, AccessMetrics
 from shared.asyncapi import declare_sends, document
 from shared.audit import AuditLog, MongoAuditLog
 from shared.broker import (
+    engine_partitions,
     ensure_topics,
     make_broker,
 )
@@ -35,6 +37,7 @@ from shared.journal import (
 )
 from shared.lease import EngineLease, Lease
 from shared.logging import configure_logging
+from shared.lookahead import LookaheadMetrics, ReadAhead, Window
 from shared.mongo import Document, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import RouterSettings
@@ -108,6 +111,23 @@ def build_app(
         tick_interval_s=settings.tick_interval_s,
         check_partitions=own_inputs,
     )
+    # P1 messages applied ahead of a surge on support.messages, on the lease holder only,
+    # through the engine's own step (services/router/lookahead.py).
+    triage = RouterLookahead(engine, host.may_act)
+    lookahead = ReadAhead(
+        "router",
+        settings.kafka_bootstrap,
+        engine_partitions(MESSAGES),
+        "omniroute-router",
+        triage.triage,
+        triage.promote,
+        LookaheadMetrics.create("router", registry),
+        min_backlog=settings.lookahead_min_backlog,
+        chunk=settings.lookahead_chunk,
+        refresh_s=settings.lookahead_refresh_s,
+        may_act=triage.active,
+        window=Window(settings.lookahead_max_window),
+    )
     # The engine's ticket events and dead letters; the API's agent actions.
     declare_sends(broker, TICKETS, DEADLETTER, AGENTS)
 
@@ -117,7 +137,12 @@ def build_app(
             await ensure_topics(settings.kafka_bootstrap)
         await store.ensure_indexes()
 
+    async def start_lookahead() -> None:
+        if settings.lookahead_enabled and own_inputs:
+            await lookahead.start()
+
     async def shutdown() -> None:
+        await lookahead.stop()
         await host.stop()
         await mongo.close()
 
@@ -132,7 +157,7 @@ def build_app(
             *make_routes(settings, broker, store, access=access),
         ],
         on_startup=[startup],
-        after_startup=[host.start],
+        after_startup=[host.start, start_lookahead],
         on_shutdown=[shutdown],
         title="omniroute router",
         specification=document("omniroute router", inputs, broker),
