@@ -37,7 +37,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shared.topics import PARTITIONS
+
 log = logging.getLogger(__name__)
+
+
+def every_partition(*topics: str) -> list[TopicPartition]:
+    """Every partition of `topics` (the contract's counts), as aiokafka names them."""
+    return [TopicPartition(t, p) for t in topics for p in range(PARTITIONS[t])]
+
 
 # What the service's triage says of a batch of records: True for a likely P1.
 Triage = Callable[[Sequence[Any]], Awaitable[list[bool]]]
@@ -179,6 +187,7 @@ class LookaheadMetrics:
     failures: Counter
     backlog: Gauge
     triage_seconds: Histogram
+    running: Gauge
 
     @classmethod
     def create(cls, service: str, registry: CollectorRegistry) -> LookaheadMetrics:
@@ -214,6 +223,11 @@ class LookaheadMetrics:
                 f"{p}_triage_seconds",
                 "Time to triage one chunk of waiting records.",
                 buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+                registry=registry,
+            ),
+            running=Gauge(
+                f"{p}_running",
+                "1 while the look-ahead reads (on a router: only on the lease holder).",
                 registry=registry,
             ),
         )
@@ -266,6 +280,8 @@ class ReadAhead:
             group_id=None,  # commits nothing
             enable_auto_commit=False,
             auto_offset_reset="latest",
+            # Short polls: the offsets asked every round share the connection with fetches.
+            fetch_max_wait_ms=20,
         )
         admin = AIOKafkaAdminClient(
             bootstrap_servers=self.bootstrap,
@@ -278,12 +294,15 @@ class ReadAhead:
             consumer.assign(list(self.partitions))
             while True:
                 if not self.may_act():
+                    self.metrics.running.set(0)
                     self.window = Window(self.window.max_records)
                     await asyncio.sleep(self.refresh_s * 4)
                     continue
+                self.metrics.running.set(1)
                 busy = await self.round(consumer, admin)
                 await asyncio.sleep(0 if busy else self.refresh_s)
         finally:
+            self.metrics.running.set(0)
             with contextlib.suppress(Exception):
                 await admin.close()
             await consumer.stop()
@@ -308,15 +327,14 @@ class ReadAhead:
         self.metrics.backlog.set(backlog)
         before = self.window.positions()
         self.window.advance(committed, ends)
+        for tp, w in self.window.partitions.items():
+            if before.get(tp) != w.next_offset:
+                consumer.seek(tp, w.next_offset)
         if backlog < self.min_backlog and not self.window.untriaged():
             # Caught up: the in-order consumer is about to reach everything anyway.
-            for tp, w in self.window.partitions.items():
-                if before.get(tp) != w.next_offset:
-                    consumer.seek(tp, w.next_offset)
+            consumer.pause(*self.partitions)
             return False
-        for tp, w in self.window.partitions.items():
-            if before.get(tp) != w.next_offset or tp not in before:
-                consumer.seek(tp, w.next_offset)
+        consumer.resume(*self.partitions)
         wanted = {tp: ends[tp] - w.next_offset for tp, w in self.window.partitions.items()}
         if any(n > 0 for n in wanted.values()):
             fetched = await consumer.getmany(timeout_ms=20, max_records=5000)
@@ -334,6 +352,7 @@ class ReadAhead:
         self.metrics.held.set(held)
         if chosen:
             chosen.sort(key=lambda r: (r.topic, r.partition, r.offset))
+            started = time.perf_counter()
             try:
                 await self.promote(chosen)
             except Exception:
@@ -342,4 +361,13 @@ class ReadAhead:
                 self.window.failed(chosen)
             else:
                 self.metrics.promoted.inc(len(chosen))
+                log.info(
+                    "likely-P1 records processed ahead of the in-order consumer",
+                    extra={
+                        "lookahead": self.name,
+                        "records": len(chosen),
+                        "backlog": backlog,
+                        "promote_s": round(time.perf_counter() - started, 3),
+                    },
+                )
         return bool(chunk)

@@ -26,11 +26,11 @@ from services.ingest.training import load_or_train
 from shared.access import Access
 from shared.asyncapi import RawInbound, Records, declare_sends
 from shared.audit import AuditLog, MongoAuditLog
-from shared.broker import batch_subscriber, engine_partitions, ensure_topics, make_broker
+from shared.broker import batch_subscriber, ensure_topics, make_broker
 from shared.contracts.tickets import TicketEvent
 from shared.events import publish_all
 from shared.logging import configure_logging
-from shared.lookahead import LookaheadMetrics, ReadAhead, Window
+from shared.lookahead import LookaheadMetrics, ReadAhead, Window, every_partition
 from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import IngestSettings
@@ -108,7 +108,7 @@ def build_app(
     lookahead = ReadAhead(
         "ingest",
         settings.kafka_bootstrap,
-        engine_partitions(*INBOUND_BY_CHANNEL.values()),
+        every_partition(*INBOUND_BY_CHANNEL.values()),
         GROUP_ID,
         triage.triage,
         triage.promote,

@@ -19,7 +19,6 @@ from shared.access import Access, AccessMetrics
 from shared.asyncapi import declare_sends, document
 from shared.audit import AuditLog, MongoAuditLog
 from shared.broker import (
-    engine_partitions,
     ensure_topics,
     make_broker,
 )
@@ -37,7 +36,7 @@ from shared.journal import (
 )
 from shared.lease import EngineLease, Lease
 from shared.logging import configure_logging
-from shared.lookahead import LookaheadMetrics, ReadAhead, Window
+from shared.lookahead import LookaheadMetrics, ReadAhead, Window, every_partition
 from shared.mongo import Document, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import RouterSettings
@@ -117,7 +116,7 @@ def build_app(
     lookahead = ReadAhead(
         "router",
         settings.kafka_bootstrap,
-        engine_partitions(MESSAGES),
+        every_partition(MESSAGES),
         "omniroute-router",
         triage.triage,
         triage.promote,

@@ -1,0 +1,196 @@
+"""A theft report overtakes a surge (issue 15, point 6): ingest and router processes on the
+real embedded stack, the look-ahead on (the default).
+
+A surge of ordinary chat questions, each its own conversation, is produced to
+support.inbound.chat as fast as the broker takes it, then one theft report. The report's
+ticket must be assigned to the online security agent while most of the surge is still
+unrouted: counted, not timed, by the router's own event numbers (`position`): how many
+surge tickets were opened before the report's assignment. Afterwards every message has
+exactly one ticket and one `opened` event: nothing lost, nothing doubled, although the
+report went through ingest and the router twice (early and in order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pymongo import MongoClient
+
+from omniroute.samples import chat_message
+from omniroute.system import DEV_TOKEN, LocalSystem
+from shared.embedded import EmbeddedStack
+from shared.ids import message_id
+from shared.topics import INBOUND_CHAT, PARTITIONS, TICKETS
+from tests.support.engines import metric
+from tests.support.kafka import read_all
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}
+SURGE = 1_500
+QUESTIONS = (
+    "How do I change the fee tier on my spot trading account? order {n}",
+    "What are the trading fees for futures this month? ref {n}",
+    "Where can I see the history of my limit orders, number {n}",
+    "How do I turn on the dark theme in the app? question {n}",
+    "Can you explain how the referral programme works? {n}",
+)
+THEFT = "Someone logged into my account and withdrew all my BTC, I did not authorize this!"
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSystem]:
+    root = tmp_path_factory.mktemp("surge_lookahead")
+    with EmbeddedStack(data_dir=root / "stack") as stack:
+        running = LocalSystem(stack, log_dir=root / "logs", mongo_db="surge_lookahead")
+        try:
+            running.start(("ingest", "router"))
+            running.wait_ready(timeout_s=90)
+            yield running
+        finally:
+            running.stop()
+
+
+def security_agent_online(system: LocalSystem) -> None:
+    # Takes only emergencies, so the surge's tickets queue and the report's is assigned.
+    with httpx.Client(base_url=system.url("router"), headers=AUTH, timeout=10) as http:
+        http.put(
+            "/v1/agents/ag-sec",
+            json={
+                "name": "Security desk",
+                "skills": ["stolen_funds", "account_takeover", "secret_exposed"],
+                "languages": ["en", "zh"],
+                "capacity": {"chat": 3},
+                "auto_accept": True,
+                "security": True,
+            },
+        ).raise_for_status()
+        http.post("/v1/agents/ag-sec/presence", json={"status": "online"}).raise_for_status()
+        wait_until(
+            lambda: http.get("/v1/agents/ag-sec").json().get("presence") == "online",
+            30,
+            "the agent online in the router",
+        )
+
+
+async def surge_then_report(system: LocalSystem, run: str) -> tuple[dict[str, Any], float]:
+    """Produce the surge and the report; return the report's assignment and its latency."""
+    bootstrap = system.stack.kafka_bootstrap
+    tickets = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await tickets.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        parts = [TopicPartition(TICKETS, p) for p in range(PARTITIONS[TICKETS])]
+        tickets.assign(parts)
+        await tickets.seek_to_end(*parts)
+        for n in range(SURGE):
+            text = QUESTIONS[n % len(QUESTIONS)].format(n=n)
+            raw = chat_message(f"{run}-q{n}", "m1", text, visitor_id=f"{run}-v{n}")
+            await producer.send(
+                INBOUND_CHAT, raw, key=f"{run}-q{n}".encode(), headers=[("provider", b"generic")]
+            )
+        await producer.flush()
+        raw = chat_message(f"{run}-theft", "m1", THEFT, visitor_id=f"{run}-victim")
+        sent = time.monotonic()
+        await producer.send_and_wait(
+            INBOUND_CHAT, raw, key=f"{run}-theft".encode(), headers=[("provider", b"generic")]
+        )
+        report = message_id("generic", f"{run}-theft:m1")
+        opened: str | None = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for records in (await tickets.getmany(timeout_ms=100)).values():
+                for r in records:
+                    ev = json.loads(r.value)
+                    if ev.get("message_id") == report and ev["event"] == "opened":
+                        opened = ev["ticket_id"]
+                    if ev["ticket_id"] == opened and ev["event"] in ("offered", "assigned"):
+                        return ev, time.monotonic() - sent
+        raise AssertionError("the report was never offered")
+    finally:
+        await producer.stop()
+        await tickets.stop()
+
+
+def warm_up(system: LocalSystem, run: str) -> None:
+    """One ordinary message all the way to a ticket: both services consume (and read ahead)."""
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=system.stack.kafka_bootstrap)
+        await producer.start()
+        try:
+            raw = chat_message(f"{run}-warm", "m1", QUESTIONS[0].format(n=0))
+            await producer.send_and_wait(INBOUND_CHAT, raw, headers=[("provider", b"generic")])
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    with httpx.Client(base_url=system.url("router"), headers=AUTH, timeout=10) as http:
+        wait_until(
+            lambda: http.get("/v1/tickets", params={"state": "queued"}).json(),
+            60,
+            "the warm-up message's ticket",
+        )
+    for service in ("ingest", "router"):
+        url, running = system.url(service), f"omniroute_{service}_lookahead_running"
+
+        def reading(url: str = url, running: str = running) -> bool:
+            return metric(url, running) == 1
+
+        wait_until(reading, 60, running)
+
+
+def test_a_theft_report_overtakes_the_surge_and_nothing_is_lost_or_doubled(
+    system: LocalSystem,
+) -> None:
+    security_agent_online(system)
+    run = uuid.uuid4().hex[:8]
+    warm_up(system, run)
+
+    given, latency_s = asyncio.run(surge_then_report(system, run))
+    assert given["agent_id"] == "ag-sec" and given["priority"] == "P1"
+
+    # Every message becomes a ticket, the surge's included.
+    surge_ids = [message_id("generic", f"{run}-q{n}:m1") for n in range(SURGE)]
+    report = message_id("generic", f"{run}-theft:m1")
+    client: MongoClient[dict[str, Any]] = MongoClient(system.stack.mongo_uri, tz_aware=True)
+    try:
+        db = client[system.mongo_db]
+        wait_until(lambda: db.tickets.count_documents({}) >= SURGE + 2, 180, "a ticket per message")
+        per_message = Counter(
+            m for t in db.tickets.find({}, {"message_ids": 1}) for m in t["message_ids"]
+        )
+    finally:
+        client.close()
+    everything = [*surge_ids, report, message_id("generic", f"{run}-warm:m1")]
+    assert per_message == Counter(dict.fromkeys(everything, 1))
+
+    # One `opened` per message in the log; count the surge's opened before the assignment.
+    events = [
+        json.loads(r.value) for r in asyncio.run(read_all(system.stack.kafka_bootstrap, [TICKETS]))
+    ]
+    opened = Counter(e["message_id"] for e in events if e["event"] == "opened")
+    assert opened == Counter(dict.fromkeys(everything, 1))
+    surge = set(surge_ids)
+    ahead = sum(
+        1
+        for e in events
+        if e["event"] == "opened" and e["message_id"] in surge and e["position"] < given["position"]
+    )
+    print(
+        f"\nsurge {SURGE}: report assigned {latency_s * 1000:.0f} ms after it was sent,"
+        f" {ahead} surge tickets opened before it"
+    )
+    # The report went ahead in ingest (the router's look-ahead acts when it is behind too).
+    assert metric(system.url("ingest"), "omniroute_ingest_lookahead_promoted_total") >= 1
+    assert ahead < SURGE // 2, f"{ahead} of {SURGE} surge tickets were routed before the report"
