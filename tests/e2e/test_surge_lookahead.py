@@ -7,7 +7,9 @@ ticket must be assigned to the online security agent while most of the surge is 
 unrouted: counted, not timed, by the router's own event numbers (`position`): how many
 surge tickets were opened before the report's assignment. Afterwards every message has
 exactly one ticket and one `opened` event: nothing lost, nothing doubled, although the
-report went through ingest and the router twice (early and in order).
+report went through ingest and the router twice (early and in order). A second report,
+from a customer whose question is still waiting late in the surge, keeps its place behind
+that question (conversation order): their ticket lists the question, then the report.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ QUESTIONS = (
     "How do I turn on the dark theme in the app? question {n}",
     "Can you explain how the referral programme works? {n}",
 )
+CHAT = [("provider", b"generic")]
 THEFT = "Someone logged into my account and withdrew all my BTC, I did not authorize this!"
 
 
@@ -96,15 +99,17 @@ async def surge_then_report(system: LocalSystem, run: str) -> tuple[dict[str, An
         for n in range(SURGE):
             text = QUESTIONS[n % len(QUESTIONS)].format(n=n)
             raw = chat_message(f"{run}-q{n}", "m1", text, visitor_id=f"{run}-v{n}")
-            await producer.send(
-                INBOUND_CHAT, raw, key=f"{run}-q{n}".encode(), headers=[("provider", b"generic")]
-            )
+            await producer.send(INBOUND_CHAT, raw, key=f"{run}-q{n}".encode(), headers=CHAT)
+            if n == SURGE - 10:
+                # A question late in the surge, whose author reports a theft next.
+                raw = chat_message(f"{run}-mixed", "m1", text, visitor_id=f"{run}-mixed")
+                await producer.send(INBOUND_CHAT, raw, key=f"{run}-mixed".encode(), headers=CHAT)
         await producer.flush()
         raw = chat_message(f"{run}-theft", "m1", THEFT, visitor_id=f"{run}-victim")
         sent = time.monotonic()
-        await producer.send_and_wait(
-            INBOUND_CHAT, raw, key=f"{run}-theft".encode(), headers=[("provider", b"generic")]
-        )
+        await producer.send_and_wait(INBOUND_CHAT, raw, key=f"{run}-theft".encode(), headers=CHAT)
+        raw = chat_message(f"{run}-mixed", "m2", THEFT, visitor_id=f"{run}-mixed")
+        await producer.send_and_wait(INBOUND_CHAT, raw, key=f"{run}-mixed".encode(), headers=CHAT)
         report = message_id("generic", f"{run}-theft:m1")
         opened: str | None = None
         deadline = time.monotonic() + 120
@@ -166,21 +171,23 @@ def test_a_theft_report_overtakes_the_surge_and_nothing_is_lost_or_doubled(
     client: MongoClient[dict[str, Any]] = MongoClient(system.stack.mongo_uri, tz_aware=True)
     try:
         db = client[system.mongo_db]
-        wait_until(lambda: db.tickets.count_documents({}) >= SURGE + 2, 180, "a ticket per message")
-        per_message = Counter(
-            m for t in db.tickets.find({}, {"message_ids": 1}) for m in t["message_ids"]
-        )
+        wait_until(lambda: db.tickets.count_documents({}) >= SURGE + 3, 180, "a ticket per message")
+        tickets = list(db.tickets.find({}, {"message_ids": 1}))
     finally:
         client.close()
-    everything = [*surge_ids, report, message_id("generic", f"{run}-warm:m1")]
-    assert per_message == Counter(dict.fromkeys(everything, 1))
+    per_message = Counter(m for t in tickets for m in t["message_ids"])
+    question, second = (message_id("generic", f"{run}-mixed:{m}") for m in ("m1", "m2"))
+    firsts = [*surge_ids, report, question, message_id("generic", f"{run}-warm:m1")]
+    assert per_message == Counter(dict.fromkeys([*firsts, second], 1))
+    # The second report waited for its conversation's question: one ticket, in order.
+    assert [question, second] in [t["message_ids"] for t in tickets]
 
     # One `opened` per message in the log; count the surge's opened before the assignment.
     events = [
         json.loads(r.value) for r in asyncio.run(read_all(system.stack.kafka_bootstrap, [TICKETS]))
     ]
     opened = Counter(e["message_id"] for e in events if e["event"] == "opened")
-    assert opened == Counter(dict.fromkeys(everything, 1))
+    assert opened == Counter(dict.fromkeys(firsts, 1))
     surge = set(surge_ids)
     ahead = sum(
         1
