@@ -335,8 +335,9 @@ class ReadAhead:
             consumer.pause(*self.partitions)
             return False
         consumer.resume(*self.partitions)
-        wanted = {tp: ends[tp] - w.next_offset for tp, w in self.window.partitions.items()}
-        if any(n > 0 for n in wanted.values()):
+        behind = any(ends[tp] > w.next_offset for tp, w in self.window.partitions.items())
+        # Records are held in memory until triaged: at most `max_records` of them.
+        if behind and self.window.untriaged() < self.window.max_records:
             fetched = await consumer.getmany(timeout_ms=20, max_records=5000)
             for tp, records in fetched.items():
                 self.window.add(tp, records)
