@@ -10,6 +10,10 @@ exactly one ticket and one `opened` event: nothing lost, nothing doubled, althou
 report went through ingest and the router twice (early and in order). A second report,
 from a customer whose question is still waiting late in the surge, keeps its place behind
 that question (conversation order): their ticket lists the question, then the report.
+
+The router on its own: a surge published straight to support.messages (as ingest would
+publish it when the router is the one behind), then a P1 message; the router's look-ahead
+applies it through the engine's step before the in-order consumer reaches it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -30,9 +35,11 @@ from pymongo import MongoClient
 from omniroute.samples import chat_message
 from omniroute.system import DEV_TOKEN, LocalSystem
 from shared.embedded import EmbeddedStack
+from shared.events import OutboundEvent
 from shared.ids import message_id
-from shared.topics import INBOUND_CHAT, PARTITIONS, TICKETS
+from shared.topics import INBOUND_CHAT, MESSAGES, PARTITIONS, TICKETS
 from tests.support.engines import metric
+from tests.support.factories import message_event
 from tests.support.kafka import read_all
 from tests.support.waiting import wait_until
 
@@ -201,3 +208,81 @@ def test_a_theft_report_overtakes_the_surge_and_nothing_is_lost_or_doubled(
     # The report went ahead in ingest (the router's look-ahead acts when it is behind too).
     assert metric(system.url("ingest"), "omniroute_ingest_lookahead_promoted_total") >= 1
     assert ahead < SURGE // 2, f"{ahead} of {SURGE} surge tickets were routed before the report"
+
+
+def ce(e: OutboundEvent) -> list[tuple[str, bytes]]:
+    return [(k, v.encode()) for k, v in e.headers.items()]
+
+
+async def surge_of_messages(
+    system: LocalSystem, run: str, size: int
+) -> tuple[dict[str, Any], float]:
+    """`size` ordinary messages on support.messages, then a P1 one; its assignment, latency."""
+    now = datetime.now(UTC)
+
+    def event(n: int, category: str) -> OutboundEvent:
+        return message_event(
+            n,
+            message_id=f"msg_{run}_{n}",
+            conversation_id=f"cnv_{run}_{n}",
+            customer_id=f"cus_{run}_{n}",
+            category=category,
+            sent_at=now,
+            received_at=now,
+        )
+
+    bootstrap = system.stack.kafka_bootstrap
+    tickets = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await tickets.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        parts = [TopicPartition(TICKETS, p) for p in range(PARTITIONS[TICKETS])]
+        tickets.assign(parts)
+        await tickets.seek_to_end(*parts)
+        for e in [event(n, "trading") for n in range(size)]:
+            await producer.send(MESSAGES, e.value, key=(e.key or "").encode(), headers=ce(e))
+        await producer.flush()
+        e = event(size, "stolen_funds")
+        sent = time.monotonic()
+        await producer.send_and_wait(MESSAGES, e.value, key=(e.key or "").encode(), headers=ce(e))
+        report = f"msg_{run}_{size}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for records in (await tickets.getmany(timeout_ms=100)).values():
+                for r in records:
+                    ev = json.loads(r.value)
+                    if ev.get("message_id") == report and ev["event"] in ("offered", "assigned"):
+                        return ev, time.monotonic() - sent
+        raise AssertionError("the P1 message was never offered")
+    finally:
+        await producer.stop()
+        await tickets.stop()
+
+
+def test_the_router_applies_a_p1_message_ahead_of_its_backlog(system: LocalSystem) -> None:
+    security_agent_online(system)
+    run, size = uuid.uuid4().hex[:8], 3 * SURGE
+    promoted = metric(system.url("router"), "omniroute_router_lookahead_promoted_total")
+
+    given, latency_s = asyncio.run(surge_of_messages(system, run, size))
+    assert given["agent_id"] == "ag-sec" and given["priority"] == "P1"
+
+    # Every message one ticket, opened once; count the backlog's tickets opened before.
+    ids = [f"msg_{run}_{n}" for n in range(size + 1)]
+
+    def opened_events() -> list[dict[str, Any]] | None:
+        log = asyncio.run(read_all(system.stack.kafka_bootstrap, [TICKETS]))
+        events = [json.loads(r.value) for r in log]
+        mine = [e for e in events if e["event"] == "opened" and e["message_id"] in ids]
+        return mine if len({e["message_id"] for e in mine}) == len(ids) else None
+
+    opened = wait_until(opened_events, 180, "every message opened")
+    assert Counter(e["message_id"] for e in opened) == Counter(dict.fromkeys(ids, 1))
+    ahead = sum(1 for e in opened if e["position"] < given["position"])
+    print(
+        f"\nrouter backlog {size}: P1 assigned {latency_s * 1000:.0f} ms after it was sent,"
+        f" {ahead} backlog tickets opened before it"
+    )
+    assert metric(system.url("router"), "omniroute_router_lookahead_promoted_total") > promoted
+    assert ahead < size // 2, f"{ahead} of {size} backlog tickets were routed before the P1"
