@@ -18,8 +18,9 @@ consumer's committed position, and only while the backlog is worth it:
 - Triage takes the newest untriaged records first: the oldest part of a backlog is the
   next thing the in-order consumer processes anyway; a report that just arrived is the
   one that would wait longest.
-- `ReadAhead` is the loop: committed and end offsets every `refresh_s`, fetch, triage
-  (the service's cheap part), promote (the service's normal, idempotent effect).
+- `ReadAhead` is the loop: every `refresh_s` (at once while there is work) the committed
+  offsets, a fetch of what arrived, then, while at least `min_backlog` records wait,
+  triage (the service's cheap part) and promote (the service's normal, idempotent effect).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def every_partition(*topics: str) -> list[TopicPartition]:
     """Every partition of `topics` (the contract's counts), as aiokafka names them."""
     return [TopicPartition(t, p) for t in topics for p in range(PARTITIONS[t])]
 
+
+FETCH_RECORDS = 5000  # per round
 
 # What the service's triage says of a batch of records: True for a likely P1.
 Triage = Callable[[Sequence[Any]], Awaitable[list[bool]]]
@@ -125,6 +128,18 @@ class Window:
 
     def positions(self) -> dict[TopicPartition, int]:
         return {tp: w.next_offset for tp, w in self.partitions.items()}
+
+    def restarting(self, committed: dict[TopicPartition, int]) -> list[TopicPartition]:
+        """The partitions `advance` will (re)start at the consumer: they need the end."""
+        return [
+            tp
+            for tp, position in committed.items()
+            if tp not in self.partitions or self.partitions[tp].next_offset < position
+        ]
+
+    def backlog(self) -> int:
+        """Records read that the in-order consumer has not committed yet."""
+        return sum(max(0, w.next_offset - w.committed) for w in self.partitions.values())
 
     def add(self, tp: TopicPartition, records: Iterable[Any]) -> int:
         w = self.partitions.setdefault(tp, PartitionWindow())
@@ -309,38 +324,44 @@ class ReadAhead:
 
     async def _committed(
         self, consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient
-    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    ) -> dict[TopicPartition, int]:
         tps = list(self.partitions)
         offsets = await admin.list_consumer_group_offsets(self.group_id, partitions=tps)
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         fresh = [tp for tp in tps if tp not in offsets or offsets[tp].offset < 0]
         # No commit yet: the in-order consumer starts at the earliest record.
         starts: dict[TopicPartition, int] = await consumer.beginning_offsets(fresh) if fresh else {}
-        committed = {tp: starts[tp] if tp in starts else offsets[tp].offset for tp in tps}
-        return committed, ends
+        return {tp: starts[tp] if tp in starts else offsets[tp].offset for tp in tps}
 
     async def round(self, consumer: AIOKafkaConsumer, admin: AIOKafkaAdminClient) -> bool:
         """One pass: refresh positions, read, triage the newest chunk, promote. Returns
         whether there is more to do right away."""
-        committed, ends = await self._committed(consumer, admin)
-        backlog = sum(max(0, ends[tp] - committed[tp]) for tp in committed)
-        self.metrics.backlog.set(backlog)
+        committed = await self._committed(consumer, admin)
+        # The end is asked only to start within reach: Tansu's ListOffsets answers the last
+        # batch's base offset + 1, so the backlog is counted from what was read instead.
+        restarting = self.window.restarting(committed)
+        ends: dict[TopicPartition, int] = (
+            await consumer.end_offsets(restarting) if restarting else {}
+        )
         before = self.window.positions()
         self.window.advance(committed, ends)
         for tp, w in self.window.partitions.items():
             if before.get(tp) != w.next_offset:
                 consumer.seek(tp, w.next_offset)
-        if backlog < self.min_backlog and not self.window.untriaged():
-            # Caught up: the in-order consumer is about to reach everything anyway.
+        fetched = 0
+        # Records are held in memory until triaged (or committed): at most `max_records`.
+        if self.window.untriaged() < self.window.max_records:
+            # Paused between rounds, so an idle look-ahead does not poll the broker nonstop.
+            consumer.resume(*self.partitions)
+            batch = await consumer.getmany(timeout_ms=20, max_records=FETCH_RECORDS)
             consumer.pause(*self.partitions)
-            return False
-        consumer.resume(*self.partitions)
-        behind = any(ends[tp] > w.next_offset for tp, w in self.window.partitions.items())
-        # Records are held in memory until triaged: at most `max_records` of them.
-        if behind and self.window.untriaged() < self.window.max_records:
-            fetched = await consumer.getmany(timeout_ms=20, max_records=5000)
-            for tp, records in fetched.items():
-                self.window.add(tp, records)
+            for tp, records in batch.items():
+                fetched += self.window.add(tp, records)
+        backlog = self.window.backlog()
+        self.metrics.backlog.set(backlog)
+        more = fetched >= FETCH_RECORDS  # the read stopped at its limit
+        if backlog < self.min_backlog:
+            # The in-order consumer is about to reach everything anyway.
+            return more
         chunk = self.window.newest(self.chunk)
         flags: list[bool] = []
         if chunk:
@@ -371,4 +392,4 @@ class ReadAhead:
                         "promote_s": round(time.perf_counter() - started, 3),
                     },
                 )
-        return bool(chunk)
+        return bool(chunk) or more
