@@ -264,10 +264,12 @@ class ReadAhead:
     refresh_s: float = 0.05
     may_act: Callable[[], bool] = lambda: True
     window: Window = field(default_factory=Window)
+    enabled: bool = True  # off: start() does nothing, records keep strict arrival order
     task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.task = asyncio.create_task(self.run())
+        if self.enabled:
+            self.task = asyncio.create_task(self.run())
 
     async def stop(self) -> None:
         if self.task is not None:

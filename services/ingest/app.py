@@ -12,7 +12,7 @@ from services.ingest.classify import load_rules
 from services.ingest.handlers import Ingestor, Teacher, inbound_from_record
 from services.ingest.http import make_routes
 from services.ingest.language import detect_language
-from services.ingest.lookahead import IngestLookahead
+from services.ingest.lookahead import read_ahead
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import load_policy
 from services.ingest.store import (
@@ -30,7 +30,6 @@ from shared.broker import batch_subscriber, ensure_topics, make_broker
 from shared.contracts.tickets import TicketEvent
 from shared.events import publish_all
 from shared.logging import configure_logging
-from shared.lookahead import LookaheadMetrics, ReadAhead, Window, every_partition
 from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import IngestSettings
@@ -54,8 +53,7 @@ def build_app(
 ) -> ServiceApp:
     settings = settings or IngestSettings()
     registry = registry or make_registry("ingest")
-    # A broker given by a test (the in-memory one) has no partitions to read ahead on.
-    read_ahead = settings.lookahead_enabled and broker is None
+    own_broker = broker is None  # a test's in-memory broker has no partitions to read ahead
     broker = broker or make_broker(settings, registry)
     mongo = mongo or make_mongo_client(settings)
     db = mongo[settings.mongo_db]
@@ -70,6 +68,9 @@ def build_app(
     ingestor = Ingestor(
         customers=customers, rules=rules, model=model, policy=policy, metrics=metrics, texts=texts
     )
+    # Likely-P1 reports processed ahead of a surge; the in-order consumer still does all.
+    lookahead = read_ahead(settings, ingestor, broker, registry, GROUP_ID, enabled=own_broker)
+
     teacher = Teacher(texts=texts, metrics=metrics)
     access = Access.create(
         settings, audit or MongoAuditLog(db, settings.api_audit_retention_days), metrics.access
@@ -102,23 +103,6 @@ def build_app(
             dead = await teacher.process(batch)
         await publish_all(broker, dead)
 
-    # Likely-P1 reports processed ahead of a surge (shared/lookahead.py); the in-order
-    # consumer above still processes every record.
-    triage = IngestLookahead(ingestor, broker)
-    lookahead = ReadAhead(
-        "ingest",
-        settings.kafka_bootstrap,
-        every_partition(*INBOUND_BY_CHANNEL.values()),
-        GROUP_ID,
-        triage.triage,
-        triage.promote,
-        LookaheadMetrics.create("ingest", registry),
-        min_backlog=settings.lookahead_min_backlog,
-        chunk=settings.lookahead_chunk,
-        refresh_s=settings.lookahead_refresh_s,
-        window=Window(settings.lookahead_max_window),
-    )
-
     # Messages and dead letters; the webhooks' payloads, forwarded to the inbound topics.
     declare_sends(broker, MESSAGES, DEADLETTER, *INBOUND_BY_CHANNEL.values())
 
@@ -132,12 +116,7 @@ def build_app(
         await customers.ensure_indexes()
         await texts.ensure_indexes()
 
-    async def start_lookahead() -> None:
-        if read_ahead:
-            await lookahead.start()
-
     async def shutdown() -> None:
-        await lookahead.stop()
         await mongo.close()
 
     readiness = Readiness({"kafka": broker_check(broker), "mongodb": lambda: ping(db)})
@@ -148,7 +127,7 @@ def build_app(
             *make_routes(settings, broker, customers, policy, metrics, access=access),
         ],
         on_startup=[startup],
-        after_startup=[start_lookahead],
-        on_shutdown=[shutdown],
+        after_startup=[lookahead.start],
+        on_shutdown=[lookahead.stop, shutdown],
         title="omniroute ingest",
     )

@@ -19,12 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry
 
 from services.ingest.classify import ToClassify, decide
 from services.ingest.handlers import Ingestor, inbound_from_record
 from services.ingest.pipeline import Prepared, prepare
 from shared.events import publish_all
-from shared.topics import MESSAGES
+from shared.lookahead import LookaheadMetrics, ReadAhead, Window, every_partition
+from shared.settings import IngestSettings
+from shared.topics import INBOUND_BY_CHANNEL, MESSAGES
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +80,30 @@ class IngestLookahead:
     async def promote(self, records: Sequence[Any]) -> None:
         events = await self.ingestor.process([inbound_from_record(r) for r in records])
         await publish_all(self.broker, [e for e in events if e.topic == MESSAGES])
+
+
+def read_ahead(
+    settings: IngestSettings,
+    ingestor: Ingestor,
+    broker: KafkaBroker,
+    registry: CollectorRegistry,
+    group_id: str,
+    *,
+    enabled: bool,
+) -> ReadAhead:
+    """The look-ahead over the inbound topics of the in-order consumer group `group_id`."""
+    triage = IngestLookahead(ingestor, broker)
+    return ReadAhead(
+        "ingest",
+        settings.kafka_bootstrap,
+        every_partition(*INBOUND_BY_CHANNEL.values()),
+        group_id,
+        triage.triage,
+        triage.promote,
+        LookaheadMetrics.create("ingest", registry),
+        min_backlog=settings.lookahead_min_backlog,
+        chunk=settings.lookahead_chunk,
+        refresh_s=settings.lookahead_refresh_s,
+        window=Window(settings.lookahead_max_window),
+        enabled=enabled and settings.lookahead_enabled,
+    )

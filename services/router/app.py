@@ -10,7 +10,7 @@ from pymongo import AsyncMongoClient
 
 from services.router.engine import RouterEngine
 from services.router.http import make_routes
-from services.router.lookahead import RouterLookahead
+from services.router.lookahead import read_ahead
 from services.router.metrics import RouterMetrics
 from services.router.priority import load_policy
 from services.router.state import RouterState
@@ -36,7 +36,6 @@ from shared.journal import (
 )
 from shared.lease import EngineLease, Lease
 from shared.logging import configure_logging
-from shared.lookahead import LookaheadMetrics, ReadAhead, Window, every_partition
 from shared.mongo import Document, make_mongo_client, ping
 from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
 from shared.settings import RouterSettings
@@ -110,23 +109,6 @@ def build_app(
         tick_interval_s=settings.tick_interval_s,
         check_partitions=own_inputs,
     )
-    # P1 messages applied ahead of a surge on support.messages, on the lease holder only,
-    # through the engine's own step (services/router/lookahead.py).
-    triage = RouterLookahead(engine, host.may_act)
-    lookahead = ReadAhead(
-        "router",
-        settings.kafka_bootstrap,
-        every_partition(MESSAGES),
-        "omniroute-router",
-        triage.triage,
-        triage.promote,
-        LookaheadMetrics.create("router", registry),
-        min_backlog=settings.lookahead_min_backlog,
-        chunk=settings.lookahead_chunk,
-        refresh_s=settings.lookahead_refresh_s,
-        may_act=triage.active,
-        window=Window(settings.lookahead_max_window),
-    )
     # The engine's ticket events and dead letters; the API's agent actions.
     declare_sends(broker, TICKETS, DEADLETTER, AGENTS)
 
@@ -135,15 +117,17 @@ def build_app(
         if settings.kafka_create_topics:
             await ensure_topics(settings.kafka_bootstrap)
         await store.ensure_indexes()
-
-    async def start_lookahead() -> None:
-        if settings.lookahead_enabled and own_inputs:
-            await lookahead.start()
+        await lookahead.start()  # idle until this replica holds the lease
 
     async def shutdown() -> None:
-        await lookahead.stop()
         await host.stop()
         await mongo.close()
+        await lookahead.stop()  # idle since host.stop() gave the lease up
+
+    # P1 messages applied ahead of a surge, on the lease holder, through the engine's step.
+    lookahead = read_ahead(
+        settings, engine, host.may_act, registry, "omniroute-router", enabled=own_inputs
+    )
 
     engine_ready = host.ready_check(lambda: engine.loaded)
     readiness = Readiness(
@@ -156,7 +140,7 @@ def build_app(
             *make_routes(settings, broker, store, access=access),
         ],
         on_startup=[startup],
-        after_startup=[host.start, start_lookahead],
+        after_startup=[host.start],
         on_shutdown=[shutdown],
         title="omniroute router",
         specification=document("omniroute router", inputs, broker),

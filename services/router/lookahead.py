@@ -15,11 +15,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from pydantic_core import from_json
 
 from services.router.engine import RouterEngine
 from shared.contracts.messages import MESSAGE_RECEIVED
 from shared.events import header
+from shared.lookahead import LookaheadMetrics, ReadAhead, Window, every_partition
+from shared.settings import RouterSettings
+from shared.topics import MESSAGES
 
 
 def p1_message(record: Any, p1: frozenset[str], applied: Callable[[str], bool]) -> bool:
@@ -57,3 +61,31 @@ class RouterLookahead:
         if not self.active():
             raise RuntimeError("not the lease holder")  # left to the in-order pass
         await self.engine.process(records)
+
+
+def read_ahead(
+    settings: RouterSettings,
+    engine: RouterEngine,
+    may_act: Callable[[], bool],
+    registry: CollectorRegistry,
+    group_id: str,
+    *,
+    enabled: bool,
+) -> ReadAhead:
+    """The look-ahead over support.messages of the engine whose offsets are `group_id`'s."""
+    triage = RouterLookahead(engine, may_act)
+    return ReadAhead(
+        "router",
+        settings.kafka_bootstrap,
+        every_partition(MESSAGES),
+        group_id,
+        triage.triage,
+        triage.promote,
+        LookaheadMetrics.create("router", registry),
+        min_backlog=settings.lookahead_min_backlog,
+        chunk=settings.lookahead_chunk,
+        refresh_s=settings.lookahead_refresh_s,
+        may_act=triage.active,
+        window=Window(settings.lookahead_max_window),
+        enabled=enabled and settings.lookahead_enabled,
+    )
