@@ -172,6 +172,13 @@ class IngestSettings(ServiceSettings):
     # Missing, it is trained from the corpus at start-up (seconds) and saved if it can be.
     classifier_model: Path = REPO_DATA_DIR / "classify" / "model.npz"
     classifier_corpus: Path = REPO_DATA_DIR / "classify" / "corpus"
+    # Look-ahead (issue 15): likely-P1 records read past the in-order consumer and processed
+    # first when at least `lookahead_min_backlog` records wait; off: strict arrival order.
+    lookahead_enabled: bool = True
+    lookahead_min_backlog: int = Field(default=100, ge=0)
+    lookahead_chunk: int = Field(default=200, ge=1, description="Records triaged per round")
+    lookahead_max_window: int = Field(default=20_000, ge=1, description="Per partition")
+    lookahead_refresh_s: float = Field(default=0.1, gt=0)
 
 
 class RouterSettings(ServiceSettings):
@@ -181,6 +188,13 @@ class RouterSettings(ServiceSettings):
     lease_ttl_s: float = 3.0
     # How often the lease holder's clock looks for expired offers and away agents' work.
     tick_interval_s: float = 0.05
+    # Look-ahead (issue 15): likely-P1 records read past the in-order consumer and processed
+    # first when at least `lookahead_min_backlog` records wait; off: strict arrival order.
+    lookahead_enabled: bool = True
+    lookahead_min_backlog: int = Field(default=100, ge=0)
+    lookahead_chunk: int = Field(default=200, ge=1, description="Records triaged per round")
+    lookahead_max_window: int = Field(default=20_000, ge=1, description="Per partition")
+    lookahead_refresh_s: float = Field(default=0.1, gt=0)
 
 
 class SlaSettings(ServiceSettings):

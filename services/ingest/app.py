@@ -15,6 +15,7 @@ from services.ingest.erasure_api import make_erasure_routes
 from services.ingest.handlers import Ingestor, Teacher, inbound_from_record
 from services.ingest.http import make_routes
 from services.ingest.language import detect_language
+from services.ingest.lookahead import read_ahead
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import load_policy
 from services.ingest.retention import ingest_sweeps
@@ -60,6 +61,7 @@ def build_app(
 ) -> ServiceApp:
     settings = settings or IngestSettings()
     registry = registry or make_registry("ingest")
+    own_broker = broker is None  # a test's in-memory broker has no partitions to read ahead
     broker = broker or make_broker(settings, registry)
     mongo = mongo or make_mongo_client(settings)
     db = mongo[settings.mongo_db]
@@ -74,6 +76,9 @@ def build_app(
     ingestor = Ingestor(
         customers=customers, rules=rules, model=model, policy=policy, metrics=metrics, texts=texts
     )
+    # Likely-P1 reports processed ahead of a surge; the in-order consumer still does all.
+    lookahead = read_ahead(settings, ingestor, broker, registry, GROUP_ID, enabled=own_broker)
+
     teacher = Teacher(texts=texts, metrics=metrics)
     audit = audit or MongoAuditLog(db, settings.api_audit_retention_days)
     access = Access.create(settings, audit, metrics.access)
@@ -155,6 +160,7 @@ def build_app(
             *make_erasure_routes(broker, erasures, access=access),
         ],
         on_startup=[startup],
-        on_shutdown=[shutdown],
+        after_startup=[lookahead.start],
+        on_shutdown=[lookahead.stop, shutdown],
         title="omniroute ingest",
     )

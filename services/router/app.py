@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 from services.router.engine import RouterEngine
 from services.router.erasure import RouterErasure
 from services.router.http import make_routes
+from services.router.lookahead import read_ahead
 from services.router.metrics import RouterMetrics
 from services.router.priority import load_policy
 from services.router.state import RouterState
@@ -124,6 +125,7 @@ def build_app(
         if settings.kafka_create_topics:
             await ensure_topics(settings.kafka_bootstrap)
         await store.ensure_indexes()
+        await lookahead.start()  # idle until this replica holds the lease
 
     async def after_startup() -> None:
         await host.start()
@@ -134,6 +136,12 @@ def build_app(
         await host.stop()
         await engine.compactor.stop()
         await mongo.close()
+        await lookahead.stop()  # idle since host.stop() gave the lease up
+
+    # P1 messages applied ahead of a surge, on the lease holder, through the engine's step.
+    lookahead = read_ahead(
+        settings, engine, host.may_act, registry, "omniroute-router", enabled=own_inputs
+    )
 
     engine_ready = host.ready_check(lambda: engine.loaded)
     readiness = Readiness(
