@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -151,10 +151,15 @@ async def produce(
 
 
 def add_agents(
-    router_url: str, count: int, online: bool = True, capacity: int | Mapping[str, int] = 5
+    router_url: str,
+    count: int,
+    online: bool = True,
+    capacity: int | Mapping[str, int] = 5,
+    skills: Sequence[str] = (),
 ) -> list[str]:
     """Agents speaking both languages, auto-accepting; `capacity`: per channel, or one
-    figure for chat, email and social (phone one at a time)."""
+    figure for chat, email and social (phone one at a time); `skills`: the categories they
+    take (none: every category)."""
     per_channel = (
         dict(capacity)
         if isinstance(capacity, Mapping)
@@ -172,6 +177,7 @@ def add_agents(
                     "languages": ["en", "zh"],
                     "auto_accept": True,
                     "capacity": per_channel,
+                    "skills": list(skills),
                 },
             ).raise_for_status()
             client.post(
