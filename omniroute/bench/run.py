@@ -27,7 +27,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import MongoClient
 
-from omniroute.bench.kit import TicketWatcher, add_agents, ms, pct, produce
+from omniroute.bench.kit import (
+    LEASE_GAUGES,
+    EngineWatch,
+    TicketWatcher,
+    add_agents,
+    ms,
+    pct,
+    produce,
+)
 from omniroute.bench.load import generate
 from omniroute.bench.p1 import p1_behind_backlog
 from omniroute.bench.sla_lag import measure_firing_lag
@@ -130,9 +138,6 @@ async def quiesce(
 SERVICES_UNDER_TEST: tuple[str, ...] = ("ingest", "router", "sla", "notify")
 
 
-LEASE_GAUGES = {"router": "omniroute_router_lease_holder", "sla": "omniroute_sla_lease_holder"}
-
-
 def wait_engines_active(system: LocalSystem, timeout_s: float) -> None:
     """Ready is not enough for an engine: its holder loads all open state before consuming
     (100,000 tickets take seconds), and a measurement must not time that load."""
@@ -217,6 +222,8 @@ async def pipeline(
             for n, pid in processes.items()
         }
 
+        engine_urls = {n: system.url(n) for n in LEASE_GAUGES if n in system.services}
+
         async def latency_at(
             offered: float, seed: int, seconds: float = rate_seconds, idle_s: float = 120.0
         ) -> dict[str, Any]:
@@ -225,8 +232,9 @@ async def pipeline(
             paced = generate(
                 max(1, round(offered * seconds)), f"lat{uuid.uuid4().hex[:4]}", seed=seed
             )
-            sent = await produce(stack.kafka_bootstrap, paced, rate=offered)
-            await watcher.wait_for(sent, 600)
+            async with EngineWatch(engine_urls) as engines:
+                sent = await produce(stack.kafka_bootstrap, paced, rate=offered)
+                await watcher.wait_for(sent, 600)
             first, last = min(sent.values()), max(sent.values())
             by_window: dict[int, list[float]] = {}
             for m, t in sent.items():
@@ -245,6 +253,8 @@ async def pipeline(
                 ],
                 "idle_wait_s": round(waited, 1),
                 "started_idle": waited < idle_s,
+                # Above zero: an engine lost its lease meanwhile (the figure includes that).
+                "engines_not_consuming": engines.summary(),
             }
 
         result: dict[str, Any] = {
@@ -417,6 +427,15 @@ def _percentiles(d: dict[str, Any]) -> str:
     return f"p50 {d['p50_ms']} ms, p95 {d['p95_ms']} ms, p99 {d['p99_ms']} ms"
 
 
+def _outages(engines: dict[str, dict[str, float]]) -> str:
+    """For each engine that lost its lease: `; router lost its lease 2× (8.5 s not consuming)`."""
+    return "".join(
+        f"; {n} lost its lease {e['lost']}× ({e['inactive_s']} s not consuming)"
+        for n, e in engines.items()
+        if e["lost"] or e["inactive_s"]
+    )
+
+
 def render(results: dict[str, Any]) -> str:
     """The table: one row per figure, for whichever scenarios ran."""
     m = results["machine"]
@@ -452,7 +471,8 @@ def render(results: dict[str, Any]) -> str:
                     f"pipeline: latency at {steady['rate_msgs_per_s']:g} msg/s, "
                     f"{steady['seconds']:g} s steady",
                     f"{_percentiles(steady)} (offered {steady['achieved_rate_msgs_per_s']} "
-                    f"msg/s{'' if steady['started_idle'] else '; the system was not idle first'})",
+                    f"msg/s{'' if steady['started_idle'] else '; the system was not idle first'}"
+                    f"{_outages(steady['engines_not_consuming'])})",
                 )
             )
         rows.append((f"pipeline: latency at {lat['rate_msgs_per_s']:.0f} msg/s", _percentiles(lat)))
@@ -488,7 +508,7 @@ def render(results: dict[str, Any]) -> str:
                 f"{surge['surge']:,} messages",
                 f"{_percentiles(offers)}, max {offers['max_ms']} ms; "
                 f"{surge['within_target']} of {surge['reports']} within "
-                f"{surge['target_ms']:.0f} ms",
+                f"{surge['target_ms']:.0f} ms{_outages(surge['engines_not_consuming'])}",
             ),
             (
                 "surge: each report, ms (surge unrouted at send → at offer)",

@@ -84,6 +84,8 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
         assert s["p50_ms"] <= s["p95_ms"] <= s["p99_ms"] <= s["max_ms"] and positive(s["p50_ms"])
         assert positive(s["achieved_rate_msgs_per_s"]) and s["p99_ms_by_10s"], s
         assert max(s["p99_ms_by_10s"]) <= s["max_ms"], s
+        # Whether an engine stopped consuming meanwhile (its lease lost on a loaded machine).
+        assert set(s["engines_not_consuming"]) == {"router", "sla"}, s
     assert set(pipeline["peak_rss_mb"]) == {"ingest", "router", "sla", "notify"}
     cpu = pipeline["cpu_ms_per_message"]
     assert set(cpu) == {"ingest", "router", "sla", "notify", "tansu", "secantusdb"}
@@ -141,6 +143,7 @@ def test_bench_surge_times_every_report(tmp_path: Path) -> None:
     offers = [row["inbound_to_offered_ms"] for row in rows]
     assert surge["inbound_to_offered"]["max_ms"] == max(offers)
     assert surge["within_target"] == sum(o <= surge["target_ms"] for o in offers)
+    assert set(surge["engines_not_consuming"]) == {"router", "sla"}, surge
     for k, row in enumerate(rows):
         assert row["category"] in {"stolen_funds", "account_takeover"}, row
         # Ingest took the report, then the router decided, then the offer arrived here.
