@@ -163,3 +163,24 @@ def test_bench_surge_times_every_report(tmp_path: Path) -> None:
         "surge: the surge itself",
     ):
         assert row in table, table
+
+
+@pytest.mark.parametrize("rates", ["30", "30:0", "fast:60", "30:60,-1:5"])
+def test_bench_refuses_a_bad_rate_before_starting_anything(tmp_path: Path, rates: str) -> None:
+    work = tmp_path / "work"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "omniroute.cli",
+            "bench",
+            f"--latency-rates={rates}",
+            f"--work-dir={work}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2 and "--latency-rates" in run.stderr and "RATE:SECONDS" in run.stderr
+    assert not work.exists()  # no stack started
