@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -19,6 +19,7 @@ from shared.topics import TICKETS
 
 AUTH = {"Authorization": f"Bearer {DEV_TOKEN}"}
 ROUTED = {"offered", "assigned", "queued"}
+LEASE_GAUGES = {"router": "omniroute_router_lease_holder", "sla": "omniroute_sla_lease_holder"}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -151,10 +152,15 @@ async def produce(
 
 
 def add_agents(
-    router_url: str, count: int, online: bool = True, capacity: int | Mapping[str, int] = 5
+    router_url: str,
+    count: int,
+    online: bool = True,
+    capacity: int | Mapping[str, int] = 5,
+    skills: Sequence[str] = (),
 ) -> list[str]:
     """Agents speaking both languages, auto-accepting; `capacity`: per channel, or one
-    figure for chat, email and social (phone one at a time)."""
+    figure for chat, email and social (phone one at a time); `skills`: the categories they
+    take (none: every category)."""
     per_channel = (
         dict(capacity)
         if isinstance(capacity, Mapping)
@@ -172,6 +178,7 @@ def add_agents(
                     "languages": ["en", "zh"],
                     "auto_accept": True,
                     "capacity": per_channel,
+                    "skills": list(skills),
                 },
             ).raise_for_status()
             client.post(
@@ -181,3 +188,60 @@ def add_agents(
             ).raise_for_status()
             ids.append(aid)
     return ids
+
+
+class EngineWatch:
+    """Polls each engine's lease gauge while a measurement runs. On a loaded machine an engine
+    can lose its lease (a renewal waiting on the store past its bound) and stop consuming
+    while it reloads: a figure taken meanwhile measures that takeover, and says so."""
+
+    def __init__(self, urls: Mapping[str, str], interval_s: float = 0.5) -> None:
+        self.urls = {n: u for n, u in urls.items() if n in LEASE_GAUGES}  # engine -> base URL
+        self.interval_s = interval_s
+        self.inactive_s = dict.fromkeys(self.urls, 0.0)
+        self.lost = dict.fromkeys(self.urls, 0)  # times seen going from active to not
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        active = dict.fromkeys(self.urls, True)
+        last = time.perf_counter()
+        async with httpx.AsyncClient(timeout=2) as client:
+            while True:
+                for name, url in self.urls.items():
+                    try:
+                        reply = await client.get(f"{url}/metrics")
+                    except httpx.HTTPError:
+                        continue  # too busy to answer: not evidence either way
+                    now_active = f"{LEASE_GAUGES[name]} 1.0" in reply.text
+                    if active[name] and not now_active:
+                        self.lost[name] += 1
+                    active[name] = now_active
+                now = time.perf_counter()
+                for name, is_active in active.items():
+                    if not is_active:
+                        self.inactive_s[name] += now - last
+                last = now
+                await asyncio.sleep(self.interval_s)  # a poll interval, not a synchronisation
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per engine: seconds seen not consuming and how often it lost its lease."""
+        return {
+            n: {"inactive_s": round(self.inactive_s[n], 1), "lost": self.lost[n]} for n in self.urls
+        }
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def __aenter__(self) -> EngineWatch:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

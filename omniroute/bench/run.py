@@ -3,9 +3,10 @@ under a generated multichannel load, next to the raw broker on the same machine.
 
 Reports, as a table and as JSON: the broker baseline (batched produce and consume,
 produce→consume round trip), sustained pipeline throughput (raw inbound → first routing
-event), latency at a fixed offered rate, P1 time-to-offer behind 10,000 queued tickets,
-SLA firing lag with 10,000 timers, peak RSS per service, and throughput at 1,000 vs
-100,000 open tickets.
+event), latency at fixed offered rates (a steady stream at 30 and 100 msg/s, and a burst
+rate), P1 time-to-offer behind 10,000 queued tickets, P1 theft reports inbound → offered
+during a 3,000-message surge, SLA firing lag with 10,000 timers, peak RSS per service, and
+throughput at 1,000 vs 100,000 open tickets.
 """
 
 from __future__ import annotations
@@ -26,11 +27,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import MongoClient
 
-from omniroute.bench.kit import TicketWatcher, add_agents, ms, produce
+from omniroute.bench.kit import (
+    LEASE_GAUGES,
+    EngineWatch,
+    TicketWatcher,
+    add_agents,
+    ms,
+    pct,
+    produce,
+)
 from omniroute.bench.load import generate
 from omniroute.bench.p1 import p1_behind_backlog
 from omniroute.bench.sla_lag import measure_firing_lag
 from omniroute.bench.store_costs import measure_store_costs
+from omniroute.bench.surge import p1_through_surge
 from omniroute.system import LocalSystem
 from shared.embedded import EmbeddedStack
 
@@ -128,9 +138,6 @@ async def quiesce(
 SERVICES_UNDER_TEST: tuple[str, ...] = ("ingest", "router", "sla", "notify")
 
 
-LEASE_GAUGES = {"router": "omniroute_router_lease_holder", "sla": "omniroute_sla_lease_holder"}
-
-
 def wait_engines_active(system: LocalSystem, timeout_s: float) -> None:
     """Ready is not enough for an engine: its holder loads all open state before consuming
     (100,000 tickets take seconds), and a measurement must not time that load."""
@@ -163,8 +170,31 @@ def new_system(stack: EmbeddedStack, name: str, work: Path) -> LocalSystem:
 # -- scenarios ----------------------------------------------------------------------------
 
 
+def steady_rates(spec: str) -> list[tuple[float, float]]:
+    """`"30:60,100:30"` → [(30.0, 60.0), (100.0, 30.0)]: msg/s and for how many seconds."""
+    out = []
+    for item in filter(None, spec.split(",")):
+        rate, sep, seconds = item.partition(":")
+        try:
+            pair = (float(rate), float(seconds))
+        except ValueError:
+            pair = (0.0, 0.0)
+        if not sep or min(pair) <= 0:
+            raise ValueError(f"{item!r}: expected RATE:SECONDS, both above zero (e.g. 30:60)")
+        out.append(pair)
+    return out
+
+
+IDLE_BEFORE_STEADY_S = 300.0  # a steady stream is measured on an idle system
+
+
 async def pipeline(
-    stack: EmbeddedStack, work: Path, count: int, rate: float, rate_seconds: float
+    stack: EmbeddedStack,
+    work: Path,
+    count: int,
+    rate: float,
+    rate_seconds: float,
+    steady: list[tuple[float, float]] | None = None,
 ) -> dict[str, Any]:
     system = new_system(stack, "pipeline", work)
     try:
@@ -192,14 +222,39 @@ async def pipeline(
             for n, pid in processes.items()
         }
 
-        async def latency_at(offered: float, seed: int) -> dict[str, Any]:
-            await quiesce(processes)  # a backlog left by the previous phase is not latency
-            paced = generate(int(offered * rate_seconds), f"lat{uuid.uuid4().hex[:4]}", seed=seed)
-            sent = await produce(stack.kafka_bootstrap, paced, rate=offered)
-            await watcher.wait_for(sent, 600)
+        engine_urls = {n: system.url(n) for n in LEASE_GAUGES if n in system.services}
+
+        async def latency_at(
+            offered: float, seed: int, seconds: float = rate_seconds, idle_s: float = 120.0
+        ) -> dict[str, Any]:
+            # A backlog left by the previous phase is not latency.
+            waited = await quiesce(processes, timeout_s=idle_s)
+            paced = generate(
+                max(1, round(offered * seconds)), f"lat{uuid.uuid4().hex[:4]}", seed=seed
+            )
+            async with EngineWatch(engine_urls) as engines:
+                sent = await produce(stack.kafka_bootstrap, paced, rate=offered)
+                await watcher.wait_for(sent, 600)
+            first, last = min(sent.values()), max(sent.values())
+            by_window: dict[int, list[float]] = {}
+            for m, t in sent.items():
+                by_window.setdefault(int((t - first) // 10), []).append(watcher.routed_at[m] - t)
             return {
                 "rate_msgs_per_s": offered,
+                "seconds": seconds,
+                # What the producer managed on this machine (a loaded one can lag the rate).
+                "achieved_rate_msgs_per_s": round((len(sent) - 1) / (last - first), 1)
+                if last > first
+                else None,
                 **ms([watcher.routed_at[m] - t for m, t in sent.items()]),
+                # Stable if these stay flat; a rising p99 is a queue growing (above capacity).
+                "p99_ms_by_10s": [
+                    round(pct(v, 99) * 1000, 2) for _, v in sorted(by_window.items())
+                ],
+                "idle_wait_s": round(waited, 1),
+                "started_idle": waited < idle_s,
+                # Above zero: an engine lost its lease meanwhile (the figure includes that).
+                "engines_not_consuming": engines.summary(),
             }
 
         result: dict[str, Any] = {
@@ -208,8 +263,13 @@ async def pipeline(
             "cpu_ms_per_message": cpu_ms_per_message,
             # How long sla and notify went on after the last message was routed.
             "downstream_drained_after_s": round(drained_s, 1),
-            "latency_at_rate": await latency_at(rate, 11),
         }
+        # A steady stream of real-format messages at each rate, once the system is idle.
+        result["latency_at_steady_rates"] = [
+            await latency_at(r, 20 + i, seconds, IDLE_BEFORE_STEADY_S)
+            for i, (r, seconds) in enumerate(steady or [])
+        ]
+        result["latency_at_rate"] = await latency_at(rate, 11)
         if throughput / 2 < rate:
             # Above capacity the latency is queueing time; at half the measured capacity it
             # shows what one message costs on its way through.
@@ -303,10 +363,12 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "os": platform.platform(),
         "date": datetime.now(UTC).date().isoformat(),
+        # Other work on the machine: figures of a loaded run are not comparable to an idle one.
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
     }
 
 
-SCENARIOS = ("broker", "store", "pipeline", "p1", "sla", "scaling")
+SCENARIOS = ("broker", "store", "pipeline", "p1", "surge", "sla", "scaling")
 
 
 async def run_scenario(name: str, args: Any, stack: EmbeddedStack, work: Path) -> Any:
@@ -315,13 +377,28 @@ async def run_scenario(name: str, args: Any, stack: EmbeddedStack, work: Path) -
     if name == "store":
         return await asyncio.to_thread(measure_store_costs, stack.mongo_uri("router"))
     if name == "pipeline":
-        return await pipeline(stack, work, args.messages, args.rate, args.rate_seconds)
+        return await pipeline(
+            stack,
+            work,
+            args.messages,
+            args.rate,
+            args.rate_seconds,
+            steady_rates(args.latency_rates),
+        )
     if name == "p1":
         system = new_system(stack, "p1", work)
         try:
             return await p1_behind_backlog(system, args.backlog, args.p1_samples)
         finally:
             system.stop()
+    if name == "surge":
+        system = new_system(stack, "surge", work)
+        try:
+            result = await p1_through_surge(system, args.surge_messages, args.surge_reports)
+        finally:
+            system.stop()
+        result["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+        return result
     if name == "sla":
         return await measure_firing_lag(
             stack, timers=args.timers, target_s=args.sla_target_s, spread_s=args.sla_target_s / 5
@@ -352,6 +429,15 @@ def _percentiles(d: dict[str, Any]) -> str:
     return f"p50 {d['p50_ms']} ms, p95 {d['p95_ms']} ms, p99 {d['p99_ms']} ms"
 
 
+def _outages(engines: dict[str, dict[str, float]]) -> str:
+    """For each engine that lost its lease: `; router lost its lease 2× (8.5 s not consuming)`."""
+    return "".join(
+        f"; {n} lost its lease {e['lost']}× ({e['inactive_s']} s not consuming)"
+        for n, e in engines.items()
+        if e["lost"] or e["inactive_s"]
+    )
+
+
 def render(results: dict[str, Any]) -> str:
     """The table: one row per figure, for whichever scenarios ran."""
     m = results["machine"]
@@ -375,13 +461,23 @@ def render(results: dict[str, Any]) -> str:
         rows.append(("store: ms per document", ", ".join(f"{k} {v}" for k, v in store.items())))
     if p := results.get("pipeline"):
         lat = p["latency_at_rate"]
-        rows += [
+        rows.append(
             (
                 "pipeline: raw inbound → routed (sustained)",
                 f"{p['throughput_msgs_per_s']:,} msg/s over {p['messages']:,} messages",
-            ),
-            (f"pipeline: latency at {lat['rate_msgs_per_s']:.0f} msg/s", _percentiles(lat)),
-        ]
+            )
+        )
+        for steady in p.get("latency_at_steady_rates", []):
+            rows.append(
+                (
+                    f"pipeline: latency at {steady['rate_msgs_per_s']:g} msg/s, "
+                    f"{steady['seconds']:g} s steady",
+                    f"{_percentiles(steady)} (offered {steady['achieved_rate_msgs_per_s']} "
+                    f"msg/s{'' if steady['started_idle'] else '; the system was not idle first'}"
+                    f"{_outages(steady['engines_not_consuming'])})",
+                )
+            )
+        rows.append((f"pipeline: latency at {lat['rate_msgs_per_s']:.0f} msg/s", _percentiles(lat)))
         if half := p.get("latency_at_half_capacity"):
             rows.append(
                 (
@@ -406,6 +502,30 @@ def render(results: dict[str, Any]) -> str:
             )
         )
         rows.append(("P1 arrival → queued, same samples", _percentiles(p1["queued_after_arrival"])))
+    if surge := results.get("surge"):
+        offers = surge["inbound_to_offered"]
+        rows += [
+            (
+                f"surge: P1 report inbound → offered, {surge['reports']} behind "
+                f"{surge['surge']:,} messages",
+                f"{_percentiles(offers)}, max {offers['max_ms']} ms; "
+                f"{surge['within_target']} of {surge['reports']} within "
+                f"{surge['target_ms']:.0f} ms{_outages(surge['engines_not_consuming'])}",
+            ),
+            (
+                "surge: each report, ms (surge unrouted at send → at offer)",
+                ", ".join(
+                    f"{r['inbound_to_offered_ms']:.0f} ({r['surge_unrouted_at_send']:,} → "
+                    f"{r['surge_unrouted_at_offer']:,})"
+                    for r in surge["samples"]
+                ),
+            ),
+            (
+                "surge: the surge itself",
+                f"{surge['surge']:,} routed {surge['surge_routed_after_s']} s after publishing "
+                f"began; {', '.join(f'{k} {v:,}' for k, v in surge['surge_priorities'].items())}",
+            ),
+        ]
     if sla := results.get("sla"):
         rows.append(
             (
@@ -435,8 +555,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--rate-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--latency-rates",
+        default="30:60,100:30",
+        help="the pipeline's steady streams, RATE:SECONDS comma-separated (msg/s for seconds)",
+    )
     parser.add_argument("--backlog", type=int, default=10_000)
     parser.add_argument("--p1-samples", type=int, default=50)
+    parser.add_argument(
+        "--surge-messages", type=int, default=3000, help="the surge scenario's ordinary questions"
+    )
+    parser.add_argument(
+        "--surge-reports",
+        type=int,
+        default=10,
+        help="theft reports sent while the surge is processed (each one measured)",
+    )
     parser.add_argument("--timers", type=int, default=10_000)
     parser.add_argument(
         "--sla-target-s",
@@ -460,6 +594,12 @@ def main(argv: list[str] | None = None) -> int:
         help="which services run (all four by default)",
     )
     args = parser.parse_args(argv)
+    try:
+        steady_rates(args.latency_rates)
+    except ValueError as exc:
+        parser.error(f"--latency-rates: {exc}")
+    if args.surge_messages < 1 or args.surge_reports < 1:
+        parser.error("--surge-messages and --surge-reports must be at least 1")
     global SERVICES_UNDER_TEST
     SERVICES_UNDER_TEST = tuple(args.services.split(","))
     tmp = Path(os.environ.get("TMPDIR", "/tmp"))  # noqa: S108 - the user's temp dir
