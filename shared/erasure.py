@@ -31,8 +31,9 @@ from shared.contracts.erasures import (
     LegalHoldChanged,
 )
 from shared.events import OutboundEvent, make_event
-from shared.holds import Holds
+from shared.holds import Holds, MemoryHolds, MongoHolds
 from shared.ids import event_id
+from shared.mongo import Database
 from shared.topics import ERASURES
 
 log = logging.getLogger(__name__)
@@ -149,3 +150,18 @@ class ErasureInbox:
         if not requests:
             return [], set()
         return requests, await self.holds.held(r.customer_id for r in requests)
+
+
+@dataclass
+class EngineErasure:
+    """An engine's part of erasure: its own copy of the legal holds (in its database, or in
+    memory for tests) and the inbox of the batch being applied."""
+
+    db: Database | None = None  # None: in-memory tests, nothing stored beyond the engine's
+    holds: Holds = field(default_factory=MemoryHolds)
+    inbox: ErasureInbox = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.db is not None:
+            self.holds = MongoHolds(self.db)
+        self.inbox = ErasureInbox(self.holds)

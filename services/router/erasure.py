@@ -18,17 +18,15 @@ audit after `audit`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import BaseModel
 
 from services.router.state import RouterState
 from services.router.state.model import Changes
-from shared.erasure import ErasureInbox, completed
+from shared.erasure import EngineErasure, completed
 from shared.events import OutboundEvent
-from shared.holds import Holds, MemoryHolds, MongoHolds
-from shared.mongo import Database
 from shared.retention import RetentionPolicy, Sweep, remove_expired
 
 ERASED = "erased"  # the customer of an anonymous shell
@@ -54,17 +52,8 @@ def erase_customer(state: RouterState, customer_id: str) -> Changes:
 
 
 @dataclass
-class RouterErasure:
+class RouterErasure(EngineErasure):
     """Erasures and holds read in the engine's batch, applied at its end."""
-
-    db: Database | None = None  # None: in-memory tests, nothing stored beyond the engine's
-    holds: Holds = field(default_factory=MemoryHolds)
-    inbox: ErasureInbox = field(init=False)
-
-    def __post_init__(self) -> None:
-        if self.db is not None:
-            self.holds = MongoHolds(self.db)
-        self.inbox = ErasureInbox(self.holds)
 
     def note(self, ev: BaseModel) -> Changes:
         self.inbox.note(ev)

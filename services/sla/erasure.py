@@ -17,17 +17,15 @@ finished timers after `sla_timers`, the API audit after `audit`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from pydantic import BaseModel
 
 from services.sla.deadlines import SlaState, Timer
-from shared.erasure import ErasureInbox, completed
+from shared.erasure import EngineErasure, completed
 from shared.events import OutboundEvent
-from shared.holds import Holds, MemoryHolds, MongoHolds
-from shared.mongo import Database
 from shared.retention import RetentionPolicy, Sweep, remove_expired
 
 ERASED = "erased"  # the customer of an anonymised timer
@@ -46,16 +44,7 @@ def erase_customer(state: SlaState, customer_id: str) -> list[Timer]:
 
 
 @dataclass
-class SlaErasure:
-    db: Database | None = None  # None: in-memory tests
-    holds: Holds = field(default_factory=MemoryHolds)
-    inbox: ErasureInbox = field(init=False)
-
-    def __post_init__(self) -> None:
-        if self.db is not None:
-            self.holds = MongoHolds(self.db)
-        self.inbox = ErasureInbox(self.holds)
-
+class SlaErasure(EngineErasure):
     def note(self, ev: BaseModel) -> None:
         self.inbox.note(ev)
 

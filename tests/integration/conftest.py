@@ -27,28 +27,20 @@ async def fresh_database(stack: EmbeddedStack, service: str) -> AsyncIterator[An
         await client.close()
 
 
-@pytest.fixture
-async def ingest_db(stack: EmbeddedStack) -> AsyncIterator[Any]:
-    async with fresh_database(stack, "ingest") as db:
-        yield db
+def database_of(service: str) -> Any:
+    """A fixture: a fresh database on `service`'s own server."""
+
+    async def fixture(stack: EmbeddedStack) -> AsyncIterator[Any]:
+        async with fresh_database(stack, service) as db:
+            yield db
+
+    return pytest.fixture(fixture, name=f"{service}_db")
 
 
-@pytest.fixture
-async def router_db(stack: EmbeddedStack) -> AsyncIterator[Any]:
-    async with fresh_database(stack, "router") as db:
-        yield db
-
-
-@pytest.fixture
-async def sla_db(stack: EmbeddedStack) -> AsyncIterator[Any]:
-    async with fresh_database(stack, "sla") as db:
-        yield db
-
-
-@pytest.fixture
-async def notify_db(stack: EmbeddedStack) -> AsyncIterator[Any]:
-    async with fresh_database(stack, "notify") as db:
-        yield db
+ingest_db = database_of("ingest")
+router_db = database_of("router")
+sla_db = database_of("sla")
+notify_db = database_of("notify")
 
 
 @pytest.fixture
