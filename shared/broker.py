@@ -121,6 +121,7 @@ def batch_subscriber(
         auto_offset_reset="earliest",
         decoder=records,
         description=description,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         # Group liveness; unused by an engine's assigned partitions.
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,

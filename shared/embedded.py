@@ -267,6 +267,8 @@ class EmbeddedStack:
         return {
             "OMNIROUTE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "OMNIROUTE_MONGO_URI": self.mongo_uri(store),
+            # Tansu holds an empty fetch for the whole wait (Kafka answers on arrival).
+            "OMNIROUTE_KAFKA_FETCH_MAX_WAIT_MS": "10",
         }
 
     def start(self) -> EmbeddedStack:

@@ -54,8 +54,10 @@ class Follower:
         raise NotImplementedError
 
     async def start(self) -> None:
+        # Short fetch waits: Tansu holds an empty fetch for the whole wait (500 ms by
+        # default), which would be timed as the pipeline's latency.
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
         )
         await self._consumer.start()
         parts = [
