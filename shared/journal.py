@@ -315,6 +315,7 @@ class KafkaPublishedLog:
     bootstrap: str
     topics: Sequence[str]
     timeout_ms: int = 2000
+    fetch_max_wait_ms: int = 500  # the service's setting (the embedded stack's Tansu: 10)
     # Tansu reports a partition's end as its last batch's first offset + 1: after reaching
     # it, one more short read picks up the rest of that batch.
     tail_ms: int = 200
@@ -325,6 +326,7 @@ class KafkaPublishedLog:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             request_timeout_ms=self.timeout_ms * 3,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         await consumer.start()
         try:

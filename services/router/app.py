@@ -70,7 +70,11 @@ def build_app(
         published = (
             NoPublishedLog()
             if broker is not None
-            else KafkaPublishedLog(settings.kafka_bootstrap, (TICKETS, DEADLETTER))
+            else KafkaPublishedLog(
+                settings.kafka_bootstrap,
+                (TICKETS, DEADLETTER),
+                fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            )
         )
     broker = broker or make_broker(settings, registry)
     own_inputs = inputs is None

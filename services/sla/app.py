@@ -69,7 +69,11 @@ def build_app(
             }
         )
         output = producer
-        published = published or KafkaPublishedLog(settings.kafka_bootstrap, (SLA, DEADLETTER))
+        published = published or KafkaPublishedLog(
+            settings.kafka_bootstrap,
+            (SLA, DEADLETTER),
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        )
         broker = make_broker(settings, registry)  # the app's lifecycle and Kafka health check
     else:
         output = BrokerOutput(broker)
