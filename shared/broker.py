@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from shared.asyncapi import records
 from shared.settings import ServiceSettings
-from shared.topics import COMPACTED, PARTITIONS
+from shared.topics import PARTITIONS, TOPIC_CONFIGS
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +178,9 @@ async def ensure_topics(
                 name=t,
                 num_partitions=n,
                 replication_factor=replication,
-                # Tansu 0.6 accepts and reports the policy (checked December 2026).
-                topic_configs={"cleanup.policy": "compact"} if t in COMPACTED else {},
+                # Retention per topic, compaction for support.customers (Tansu 0.6 accepts
+                # and reports both, checked December 2026).
+                topic_configs=dict(TOPIC_CONFIGS.get(t, {})),
             )
             for t, n in wanted.items()
             if t not in existing

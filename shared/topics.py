@@ -48,3 +48,21 @@ PARTITIONS: Final[dict[str, int]] = {
 ALL_TOPICS: Final[tuple[str, ...]] = tuple(PARTITIONS)
 # Kept as the latest record per key (cleanup.policy=compact), not for a time.
 COMPACTED: Final[frozenset[str]] = frozenset({CUSTOMERS})
+
+_DAY_MS: Final = 86_400_000
+# How long each topic keeps its records (README, "What Kafka keeps"): what carries personal
+# data goes soonest. The services create topics with these (the embedded stack, Compose);
+# deploy/base/kafka-topics.yaml says the same for Strimzi (a deploy test compares them).
+TOPIC_CONFIGS: Final[dict[str, dict[str, str]]] = {
+    **{t: {"retention.ms": str(3 * _DAY_MS)} for t in INBOUND_BY_CHANNEL.values()},
+    MESSAGES: {"retention.ms": str(7 * _DAY_MS)},
+    TICKETS: {"retention.ms": str(14 * _DAY_MS)},
+    AGENTS: {"retention.ms": str(7 * _DAY_MS)},
+    SLA: {"retention.ms": str(7 * _DAY_MS)},
+    INCIDENTS: {"retention.ms": str(14 * _DAY_MS)},
+    NOTIFICATIONS: {"retention.ms": str(7 * _DAY_MS)},
+    DEADLETTER: {"retention.ms": str(30 * _DAY_MS)},
+    # The latest record per customer; an erasure's tombstone stays a day.
+    CUSTOMERS: {"cleanup.policy": "compact", "delete.retention.ms": str(_DAY_MS)},
+    ERASURES: {"retention.ms": str(7 * _DAY_MS)},
+}

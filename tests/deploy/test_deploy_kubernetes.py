@@ -27,7 +27,15 @@ from shared.settings import (
     ServiceSettings,
     SlaSettings,
 )
-from shared.topics import ALL_TOPICS, CUSTOMERS, DEADLETTER, INBOUND_BY_CHANNEL, PARTITIONS, TICKETS
+from shared.topics import (
+    ALL_TOPICS,
+    CUSTOMERS,
+    DEADLETTER,
+    INBOUND_BY_CHANNEL,
+    PARTITIONS,
+    TICKETS,
+    TOPIC_CONFIGS,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -585,6 +593,18 @@ def test_a_kafka_topic_per_contract_topic_with_its_partitions(
             assert "retention.ms" not in spec["config"]
         else:
             assert spec["config"]["retention.ms"] > 0, name
+
+
+@needs_kubectl
+def test_topic_retention_is_what_the_services_create_topics_with(
+    docs: tuple[dict[str, Any], ...],
+) -> None:
+    # Strimzi's topics and the topics the services create (the embedded stack, Compose)
+    # keep records equally long: shared/topics.TOPIC_CONFIGS is the one table.
+    for topic in of_kind(docs, "KafkaTopic"):
+        name, config = topic["spec"]["topicName"], topic["spec"]["config"]
+        for key, value in TOPIC_CONFIGS[name].items():
+            assert str(config[key]) == value, (name, key)
 
 
 @needs_kubectl

@@ -11,7 +11,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from pymongo import AsyncMongoClient
 
 from shared.embedded import EmbeddedStack
-from shared.topics import CUSTOMERS, PARTITIONS
+from shared.topics import CUSTOMERS, INBOUND_CHAT, MESSAGES, PARTITIONS, TOPIC_CONFIGS
 from tests.support.procs import alive
 
 pytestmark = pytest.mark.integration
@@ -26,17 +26,26 @@ async def test_every_topic_exists_with_its_partitions(stack: EmbeddedStack) -> N
         await admin.close()
     counts = {t["topic"]: len(t["partitions"]) for t in described}
     assert counts == PARTITIONS
-    # support.customers keeps the latest record per customer (Tansu takes the policy).
+    # Each topic keeps what the retention table says; support.customers keeps the latest
+    # record per customer (Tansu takes both at creation).
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
     await admin.start()
     try:
-        [configs] = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, CUSTOMERS)]
+        described_configs = await admin.describe_configs(
+            [
+                ConfigResource(ConfigResourceType.TOPIC, t)
+                for t in (CUSTOMERS, MESSAGES, INBOUND_CHAT)
+            ]
         )
     finally:
         await admin.close()
-    [(_, _, _, _, entries)] = configs.resources
-    assert ("cleanup.policy", "compact") in {(e[0], e[1]) for e in entries}
+    found = {
+        name: {(e[0], e[1]) for e in entries}
+        for response in described_configs
+        for (_, _, _, name, entries) in response.resources
+    }
+    for topic in (CUSTOMERS, MESSAGES, INBOUND_CHAT):
+        assert set(TOPIC_CONFIGS[topic].items()) <= found[topic], topic
 
 
 async def test_keyed_records_round_trip_with_headers(stack: EmbeddedStack) -> None:
