@@ -7,6 +7,7 @@ With `fail` it raises after start-up, like a test that errors with the system ru
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -18,7 +19,10 @@ def main() -> None:
         print(json.dumps({"pids": system.stack.pids + system.pids}), flush=True)
         if sys.argv[1:] == ["fail"]:
             raise RuntimeError("failing on purpose")
-        while True:
+        # Held until stopped, or until the test that started it is gone (a killed pytest
+        # must not leave a whole system running: seen, four of them for an hour and a half).
+        parent = os.getppid()
+        while os.getppid() == parent:
             time.sleep(1)
 
 
