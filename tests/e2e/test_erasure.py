@@ -21,9 +21,9 @@ import pytest
 from pymongo import MongoClient
 
 from omniroute.samples import chat_message
-from omniroute.system import DEV_SECRET, DEV_TOKEN, LocalSystem
-from services.ingest.http import SIGNATURE_HEADER, sign
+from omniroute.system import DEV_TOKEN, LocalSystem
 from shared.ids import customer_id
+from tests.support.inbound import post_inbound
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -32,17 +32,6 @@ SERVICES = ("ingest", "router", "sla", "notify")
 # The server's own databases: `local` holds the replication log (oplog.rs), a capped
 # collection that keeps every write until it rolls over (README "Retention and erasure").
 SERVER_DATABASES = frozenset({"local", "admin", "config"})
-
-
-def post_inbound(system: LocalSystem, channel: str, provider: str, body: bytes) -> list[str]:
-    reply = httpx.post(
-        f"{system.url('ingest')}/v1/inbound/{channel}/{provider}",
-        content=body,
-        headers={SIGNATURE_HEADER: sign(DEV_SECRET, body)},
-        timeout=10,
-    )
-    assert reply.status_code == 202, reply.text
-    return [str(m) for m in reply.json()["message_ids"]]
 
 
 def email(address: str, name: str, subject: str, text: str) -> bytes:

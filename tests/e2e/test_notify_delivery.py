@@ -21,9 +21,9 @@ import pytest
 
 from omniroute.samples import chat_message
 from omniroute.system import DEV_SECRET, DEV_TOKEN, LocalSystem
-from services.ingest.http import SIGNATURE_HEADER, sign
 from shared.embedded import EmbeddedStack
 from shared.ids import conversation_id, customer_id
+from tests.support.inbound import post_inbound
 from tests.support.smtp import Mailbox, smtp_server
 from tests.support.waiting import wait_until
 from tests.support.webhook_sink import WebhookSink, running_sink
@@ -79,17 +79,6 @@ def system(
         yield running
     finally:
         running.stop()
-
-
-def post_inbound(system: LocalSystem, channel: str, provider: str, body: bytes) -> list[str]:
-    reply = httpx.post(
-        f"{system.url('ingest')}/v1/inbound/{channel}/{provider}",
-        content=body,
-        headers={SIGNATURE_HEADER: sign(DEV_SECRET, body)},
-        timeout=10,
-    )
-    assert reply.status_code == 202, reply.text
-    return [str(m) for m in reply.json()["message_ids"]]
 
 
 # The anti-phishing code reaches notify on events only (its own copy): ingest puts it on

@@ -23,10 +23,10 @@ import pytest
 
 from omniroute.samples import chat_message
 from omniroute.system import DEV_SECRET, DEV_TOKEN, LocalSystem
-from services.ingest.http import SIGNATURE_HEADER, sign
 from services.notify.estimate import EstimatePolicy, Sample, pace_s
 from shared.embedded import EmbeddedStack
 from shared.ids import customer_id
+from tests.support.inbound import post_inbound
 from tests.support.smtp import Mailbox, smtp_server
 from tests.support.waiting import wait_until
 from tests.support.webhook_sink import WebhookSink, running_sink
@@ -70,18 +70,6 @@ def system(
         yield running
     finally:
         running.stop()
-
-
-def post_inbound(system: LocalSystem, channel: str, provider: str, body: bytes) -> str:
-    reply = httpx.post(
-        f"{system.url('ingest')}/v1/inbound/{channel}/{provider}",
-        content=body,
-        headers={SIGNATURE_HEADER: sign(DEV_SECRET, body)},
-        timeout=10,
-    )
-    assert reply.status_code == 202, reply.text
-    [message_id] = reply.json()["message_ids"]
-    return str(message_id)
 
 
 def put_customer(system: LocalSystem, address: str, **facts: Any) -> str:
@@ -137,7 +125,7 @@ def test_a_vip_p3_email_is_told_the_vip_first_response_target(
     # A vip5 customer writes by email about 2FA (P3): sla's vip rule says 300 s, not 1,800.
     address = f"vip.{uuid.uuid4().hex[:6]}@example.org"
     put_customer(system, address, tier="vip5")
-    mid = post_inbound(
+    [mid] = post_inbound(
         system,
         "email",
         "smtp",
@@ -163,7 +151,8 @@ def test_a_p4_behind_thirty_is_told_its_place_and_a_measured_estimate(
 
     def chat(n: str) -> str:
         body = chat_message(f"s-{run}-{n}", "m1", "How do I read the fee table?", visitor_id=n)
-        return post_inbound(system, "chat", "generic", body)
+        [mid] = post_inbound(system, "chat", "generic", body)
+        return mid
 
     def ticket_of(mid: str) -> dict[str, Any]:
         return wait_until(lambda: db.tickets.find_one({"message_ids": mid}), 30, "ticket")
@@ -230,7 +219,7 @@ def test_a_changed_anti_phishing_code_shows_in_the_next_notification(
 ) -> None:
     address = f"apc.{uuid.uuid4().hex[:6]}@example.org"
     put_customer(system, address, anti_phishing_code="OWL-1111")
-    mid = post_inbound(
+    [mid] = post_inbound(
         system, "email", "smtp", email(address, "Order question", "Why was my order cancelled?")
     )
     ticket = wait_until(lambda: db.tickets.find_one({"message_ids": mid}), 30, "ticket")

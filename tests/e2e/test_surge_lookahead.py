@@ -24,7 +24,8 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,9 +93,11 @@ def security_agent_online(system: LocalSystem) -> None:
         )
 
 
-async def surge_then_report(system: LocalSystem, run: str) -> tuple[dict[str, Any], float]:
-    """Produce the surge and the report; return the report's assignment and its latency."""
-    bootstrap = system.stack.kafka_bootstrap
+@asynccontextmanager
+async def tickets_from_now(
+    bootstrap: str,
+) -> AsyncIterator[tuple[AIOKafkaConsumer, AIOKafkaProducer]]:
+    """A reader of support.tickets from its current end, and a producer."""
     tickets = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await tickets.start()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
@@ -103,6 +106,15 @@ async def surge_then_report(system: LocalSystem, run: str) -> tuple[dict[str, An
         parts = [TopicPartition(TICKETS, p) for p in range(PARTITIONS[TICKETS])]
         tickets.assign(parts)
         await tickets.seek_to_end(*parts)
+        yield tickets, producer
+    finally:
+        await producer.stop()
+        await tickets.stop()
+
+
+async def surge_then_report(system: LocalSystem, run: str) -> tuple[dict[str, Any], float]:
+    """Produce the surge and the report; return the report's assignment and its latency."""
+    async with tickets_from_now(system.stack.kafka_bootstrap) as (tickets, producer):
         for n in range(SURGE):
             text = QUESTIONS[n % len(QUESTIONS)].format(n=n)
             raw = chat_message(f"{run}-q{n}", "m1", text, visitor_id=f"{run}-v{n}")
@@ -129,9 +141,6 @@ async def surge_then_report(system: LocalSystem, run: str) -> tuple[dict[str, An
                     if ev["ticket_id"] == opened and ev["event"] in ("offered", "assigned"):
                         return ev, time.monotonic() - sent
         raise AssertionError("the report was never offered")
-    finally:
-        await producer.stop()
-        await tickets.stop()
 
 
 def warm_up(system: LocalSystem, run: str) -> None:
@@ -234,15 +243,7 @@ async def surge_of_messages(
             received_at=now,
         )
 
-    bootstrap = system.stack.kafka_bootstrap
-    tickets = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await tickets.start()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        parts = [TopicPartition(TICKETS, p) for p in range(PARTITIONS[TICKETS])]
-        tickets.assign(parts)
-        await tickets.seek_to_end(*parts)
+    async with tickets_from_now(system.stack.kafka_bootstrap) as (tickets, producer):
         for e in [event(n, "trading") for n in range(size)]:
             await producer.send(MESSAGES, e.value, key=(e.key or "").encode(), headers=ce(e))
         await producer.flush()
@@ -258,9 +259,6 @@ async def surge_of_messages(
                     if ev.get("message_id") == report and ev["event"] in ("offered", "assigned"):
                         return ev, time.monotonic() - sent
         raise AssertionError("the P1 message was never offered")
-    finally:
-        await producer.stop()
-        await tickets.stop()
 
 
 def test_the_router_applies_a_p1_message_ahead_of_its_backlog(system: LocalSystem) -> None:
