@@ -168,7 +168,28 @@ class ServiceSettings(BaseSettings):
         return self
 
 
-class IngestSettings(ServiceSettings):
+class LookaheadSettings(ServiceSettings):
+    """A consumer that reads ahead of its in-order position for likely-P1 records."""
+
+    # Look-ahead (issue 15): likely-P1 records read past the in-order consumer and processed
+    # first when at least `lookahead_min_backlog` records wait; off: strict arrival order.
+    lookahead_enabled: bool = True
+    lookahead_min_backlog: int = Field(default=100, ge=0)
+    lookahead_chunk: int = Field(default=200, ge=1, description="Records triaged per round")
+    lookahead_max_window: int = Field(default=20_000, ge=1, description="Per partition")
+    lookahead_refresh_s: float = Field(default=0.1, gt=0)
+
+
+class EngineSettings(ServiceSettings):
+    """A service hosting an engine: one lease holder, the others on standby."""
+
+    lease_ttl_s: float = 3.0
+    # How often the lease holder's clock runs (the router's looks for expired offers and
+    # away agents' work; sla's sleeps until the next threshold, this at the longest).
+    tick_interval_s: float = 0.5
+
+
+class IngestSettings(LookaheadSettings):
     service_name: str = "ingest"
     mongo_db: str = "omniroute_ingest"
     http_port: int = 8081
@@ -177,39 +198,19 @@ class IngestSettings(ServiceSettings):
     # Missing, it is trained from the corpus at start-up (seconds) and saved if it can be.
     classifier_model: Path = REPO_DATA_DIR / "classify" / "model.npz"
     classifier_corpus: Path = REPO_DATA_DIR / "classify" / "corpus"
-    # Look-ahead (issue 15): likely-P1 records read past the in-order consumer and processed
-    # first when at least `lookahead_min_backlog` records wait; off: strict arrival order.
-    lookahead_enabled: bool = True
-    lookahead_min_backlog: int = Field(default=100, ge=0)
-    lookahead_chunk: int = Field(default=200, ge=1, description="Records triaged per round")
-    lookahead_max_window: int = Field(default=20_000, ge=1, description="Per partition")
-    lookahead_refresh_s: float = Field(default=0.1, gt=0)
 
 
-class RouterSettings(ServiceSettings):
+class RouterSettings(EngineSettings, LookaheadSettings):
     service_name: str = "router"
     mongo_db: str = "omniroute_router"
     http_port: int = 8082
-    lease_ttl_s: float = 3.0
-    # How often the lease holder's clock looks for expired offers and away agents' work.
     tick_interval_s: float = 0.05
-    # Look-ahead (issue 15): likely-P1 records read past the in-order consumer and processed
-    # first when at least `lookahead_min_backlog` records wait; off: strict arrival order.
-    lookahead_enabled: bool = True
-    lookahead_min_backlog: int = Field(default=100, ge=0)
-    lookahead_chunk: int = Field(default=200, ge=1, description="Records triaged per round")
-    lookahead_max_window: int = Field(default=20_000, ge=1, description="Per partition")
-    lookahead_refresh_s: float = Field(default=0.1, gt=0)
 
 
-class SlaSettings(ServiceSettings):
+class SlaSettings(EngineSettings):
     service_name: str = "sla"
     mongo_db: str = "omniroute_sla"
     http_port: int = 8083
-    lease_ttl_s: float = 3.0
-    # The clock sleeps until the next threshold falls due (or a batch changes the timers);
-    # this is only the longest it sleeps between checks.
-    tick_interval_s: float = 0.5
     # Finished timers stay in memory this long, so redelivered ticket events are skipped.
     dedupe_window_s: float = 86_400.0
     # Thresholds fired per journal step; more due at once go in the next step at once.

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
-
-from faststream.kafka import KafkaBroker
-from prometheus_client import CollectorRegistry
-from pymongo import AsyncMongoClient
 
 from services.ingest.classify import load_rules
 from services.ingest.erasure import ErasureStore, IngestErasure, KafkaTombstones, Tombstones
@@ -27,140 +22,94 @@ from services.ingest.store import (
 )
 from services.ingest.textmodel import TextModel
 from services.ingest.training import load_or_train
-from shared.access import Access
-from shared.asyncapi import RawInbound, Records, declare_sends
-from shared.audit import AuditLog, MongoAuditLog
-from shared.broker import batch_subscriber, ensure_topics, make_broker
+from shared.asyncapi import RawInbound
 from shared.contracts.erasures import ErasureCompleted, ErasureRequested, LegalHoldChanged
 from shared.contracts.tickets import TicketEvent
-from shared.events import publish_all
-from shared.logging import configure_logging
-from shared.mongo import Document, StoreBackoff, make_mongo_client, ping
-from shared.retention import Sweeper, load_retention
-from shared.service import Readiness, ServiceApp, broker_check, health_routes, make_registry
+from shared.service import ServiceApp
 from shared.settings import IngestSettings
 from shared.topics import CUSTOMERS, DEADLETTER, ERASURES, INBOUND_BY_CHANNEL, MESSAGES, TICKETS
+from shared.wiring import Given, Wiring
 
-log = logging.getLogger(__name__)
 GROUP_ID = "omniroute-ingest"
-TRAINING_GROUP_ID = "omniroute-ingest-training"
-ERASURE_GROUP_ID = "omniroute-ingest-erasures"
+INBOUND = tuple(INBOUND_BY_CHANNEL.values())
 
 
 def build_app(
     settings: IngestSettings | None = None,
+    given: Given | None = None,
     *,
-    broker: KafkaBroker | None = None,
-    mongo: AsyncMongoClient[Document] | None = None,
-    registry: CollectorRegistry | None = None,
     customers: CustomerStore | None = None,
     texts: TrainingStore | None = None,
     model: TextModel | None = None,
-    audit: AuditLog | None = None,
     tombstones: Tombstones | None = None,
 ) -> ServiceApp:
     settings = settings or IngestSettings()
-    registry = registry or make_registry("ingest")
-    own_broker = broker is None  # a test's in-memory broker has no partitions to read ahead
-    broker = broker or make_broker(settings, registry)
-    mongo = mongo or make_mongo_client(settings)
-    db = mongo[settings.mongo_db]
-    customers = customers or MongoCustomerStore(db)
+    wiring = Wiring("ingest", settings, given)
+    customers = customers or MongoCustomerStore(wiring.db)
     policy = load_policy(settings.policy_dir / "ingest.yaml")
     rules = load_rules(settings.policy_dir / "classify.yaml")
     # Refuses to start with a model below the policy's minimum accuracy.
     model = model or load_or_train(settings.classifier_model, settings.classifier_corpus, rules)
-    texts = texts or MongoTrainingStore(db, rules.texts_kept_s)
-    metrics = IngestMetrics.create(registry)
-    backoff = StoreBackoff.create("ingest", registry)
+    texts = texts or MongoTrainingStore(wiring.db, rules.texts_kept_s)
+    erasures = ErasureStore(wiring.db)
+    wiring.indexes(customers, texts, erasures)
+    metrics = IngestMetrics.create(wiring.registry)
     ingestor = Ingestor(
         customers=customers, rules=rules, model=model, policy=policy, metrics=metrics, texts=texts
     )
-    # Likely-P1 reports processed ahead of a surge; the in-order consumer still does all.
-    lookahead = read_ahead(settings, ingestor, broker, registry, GROUP_ID, enabled=own_broker)
-
     teacher = Teacher(texts=texts, metrics=metrics)
-    audit = audit or MongoAuditLog(db, settings.api_audit_retention_days)
-    access = Access.create(settings, audit, metrics.access)
-    retention = load_retention(settings.policy_dir / "retention.yaml")
-    erasures = ErasureStore(db)
-    eraser = IngestErasure(erasures, tombstones or KafkaTombstones(settings.kafka_bootstrap), audit)
-    sweeper = Sweeper("ingest", retention, registry, ingest_sweeps(db, retention, erasures.held))
+    tombstones = tombstones or KafkaTombstones(settings.kafka_bootstrap)
+    eraser = IngestErasure(erasures, tombstones, wiring.audit)
+    wiring.retention(lambda policy: ingest_sweeps(wiring.db, policy, erasures.held))
 
-    @batch_subscriber(
-        broker,
-        settings,
-        *INBOUND_BY_CHANNEL.values(),
+    wiring.consume(
+        "on_inbound",
+        *INBOUND,
         group_id=GROUP_ID,
+        payload=RawInbound,
         description="Customer messages from channel adapters in providers' own formats;"
         " each becomes one event on support.messages, or a dead letter with the reason",
+        handle=lambda batch: ingestor.process([inbound_from_record(r) for r in batch]),
     )
-    async def on_inbound(batch: Records[RawInbound]) -> None:
-        async with backoff.guard():
-            events = await ingestor.process([inbound_from_record(r) for r in batch])
-        # Offsets are committed (by the ack policy) only after every event is acknowledged.
-        await publish_all(broker, events)
-
-    @batch_subscriber(
-        broker,
-        settings,
+    wiring.consume(
+        "on_ticket",
         TICKETS,
-        group_id=TRAINING_GROUP_ID,
-        batch_timeout_ms=200,
+        group_id="omniroute-ingest-training",
+        payload=TicketEvent,
         description="Ticket events; agents' `recategorized` corrections become training examples",
+        handle=teacher.process,
+        batch_timeout_ms=200,
     )
-    async def on_ticket(batch: Records[TicketEvent]) -> None:
-        async with backoff.guard():
-            dead = await teacher.process(batch)
-        await publish_all(broker, dead)
-
-    @batch_subscriber(
-        broker,
-        settings,
+    wiring.consume(
+        "on_erasure",
         ERASURES,
-        group_id=ERASURE_GROUP_ID,
+        group_id="omniroute-ingest-erasures",
+        payload=ErasureRequested | ErasureCompleted | LegalHoldChanged,
         description="Erasure requests (ingest erases its customer records and texts, then"
         " tombstones the customer on support.customers), every service's completion (the"
         " erasure log) and legal holds",
+        handle=lambda batch: eraser.process(batch, datetime.now(UTC)),
     )
-    async def on_erasure(
-        batch: Records[ErasureRequested | ErasureCompleted | LegalHoldChanged],
-    ) -> None:
-        async with backoff.guard():
-            events = await eraser.process(batch, datetime.now(UTC))
-        await publish_all(broker, events)
 
-    # Messages, customers' records (and, through their own producer, erasure.KafkaTombstones,
-    # the tombstones of erased customers) and dead letters; the webhooks' payloads, forwarded
-    # to the inbound topics; erasure requests, completions and holds.
-    declare_sends(broker, MESSAGES, CUSTOMERS, DEADLETTER, *INBOUND_BY_CHANNEL.values(), ERASURES)
-
-    async def startup() -> None:
-        configure_logging("ingest", settings.log_level)
+    async def warm_up() -> None:
         # Fail at boot, not on the first message, if a configured language is unknown; this
         # also builds the detector before traffic arrives.
         detect_language("warm up", None, policy.languages)
-        if settings.kafka_create_topics:
-            await ensure_topics(settings.kafka_bootstrap)
-        await customers.ensure_indexes()
-        await texts.ensure_indexes()
-        await erasures.ensure_indexes()
-        sweeper.start()
 
-    async def shutdown() -> None:
-        await sweeper.stop()
-        await mongo.close()
-
-    readiness = Readiness({"kafka": broker_check(broker), "mongodb": lambda: ping(db)})
-    return ServiceApp(
-        broker,
-        routes=[
-            *health_routes(registry, readiness),
-            *make_routes(settings, broker, customers, policy, metrics, access=access),
-            *make_erasure_routes(broker, erasures, access=access),
-        ],
-        on_startup=[startup],
-        after_startup=[lookahead.start],
-        on_shutdown=[lookahead.stop, shutdown],
-        title="omniroute ingest",
+    wiring.startup.insert(0, warm_up)
+    # Likely-P1 reports processed ahead of a surge; the in-order consumer still does all.
+    # A test's in-memory broker has no partitions to read ahead.
+    ahead = read_ahead(
+        settings, ingestor, wiring.broker, wiring.registry, GROUP_ID, enabled=not wiring.in_memory
     )
+    wiring.after_startup.append(ahead.start)
+    wiring.shutdown.append(ahead.stop)
+    access = wiring.access(metrics.access)
+    routes = [
+        *make_routes(settings, wiring.broker, customers, policy, metrics, access=access),
+        *make_erasure_routes(wiring.broker, erasures, access=access),
+    ]
+    # Messages, customers' records (and, through their own producer, erasure.KafkaTombstones,
+    # the tombstones of erased customers) and dead letters; the webhooks' payloads, forwarded
+    # to the inbound topics; erasure requests, completions and holds.
+    return wiring.app(routes, sends=(MESSAGES, CUSTOMERS, DEADLETTER, *INBOUND, ERASURES))

@@ -38,6 +38,7 @@ from shared.scopes import SCOPES, TICKETS_ACT, TICKETS_ACT_AS
 from shared.service import ServiceApp
 from shared.settings import IngestSettings, NotifySettings, RouterSettings, SlaSettings
 from shared.topics import AGENTS, TICKETS
+from shared.wiring import Given
 from tests.support.access import Issuer, Keys
 from tests.support.classifier import text_model
 from tests.support.factories import T0, message_event
@@ -109,46 +110,39 @@ def build(keys: Keys, **overrides: Any) -> System:
     never = AsyncMongoClient[dict[str, Any]](connect=False)
     secrets = {p: SecretStr(s) for p, s in SECRETS.items()}
     router_store = FakeRouterStore()
+
+    def given(service: str, **engine: Any) -> Given:
+        return Given(
+            broker=brokers[service],
+            mongo=never,
+            registry=registries[service],
+            audit=MemoryAuditLog(),
+            **engine,
+        )
+
     apps = {
         "ingest": ingest_app(
             IngestSettings(**common, webhook_secrets=secrets),
-            broker=brokers["ingest"],
-            mongo=never,
-            registry=registries["ingest"],
+            given("ingest"),
             customers=FakeCustomerStore(),
             texts=FakeTrainingStore(),
             model=text_model(),
-            audit=MemoryAuditLog(),
         ),
         "router": router_app(
             RouterSettings(**common),
-            broker=brokers["router"],
-            inputs=brokers["router"],
-            mongo=never,
-            registry=registries["router"],
+            given("router", inputs=brokers["router"], journal=MemoryJournal(), lease=HeldLease()),
             store=router_store,
-            journal=MemoryJournal(),
-            lease=HeldLease(),
-            audit=MemoryAuditLog(),
         ),
         "sla": sla_app(
             SlaSettings(**common),
-            broker=brokers["sla"],
-            inputs=brokers["sla"],
-            mongo=never,
-            registry=registries["sla"],
+            given("sla", inputs=brokers["sla"], journal=MemoryJournal(), lease=HeldLease()),
             store=FakeSlaStore(),
-            journal=MemoryJournal(),
-            lease=HeldLease(),
         ),
         "notify": notify_app(
             NotifySettings(**common),
-            broker=brokers["notify"],
-            mongo=never,
-            registry=registries["notify"],
+            given("notify"),
             stores=FakeNotify().stores,
             start_sender=False,
-            audit=MemoryAuditLog(),
         ),
     }
     return System(apps, router_store, registries, brokers)

@@ -29,6 +29,7 @@ from shared.contracts.messages import Amount, Signals
 from shared.events import OutboundEvent, make_event, publish_all
 from shared.settings import NotifySettings
 from shared.topics import CUSTOMERS, DEADLETTER, INCIDENTS, NOTIFICATIONS, TICKETS
+from shared.wiring import Given
 from tests.support.factories import T0, message_event
 from tests.support.factories import sla_event as make_sla_event
 from tests.support.factories import ticket_event as make_ticket_event
@@ -107,8 +108,7 @@ async def edge() -> AsyncIterator[Edge]:
     # The client never connects: the fakes stand in for MongoDB; no sender loop.
     build_app(
         NotifySettings(kafka_create_topics=False),
-        broker=broker,
-        mongo=AsyncMongoClient(connect=False),
+        Given(broker=broker, mongo=AsyncMongoClient(connect=False)),
         stores=fake.stores,
         start_sender=False,
     )

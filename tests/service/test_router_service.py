@@ -32,6 +32,7 @@ from shared.ids import event_id
 from shared.journal import BrokerOutput, MemoryJournal
 from shared.settings import REPO_POLICY_DIR, RouterSettings
 from shared.topics import AGENTS, DEADLETTER, MESSAGES, SLA, TICKETS
+from shared.wiring import Given
 from tests.support.factories import T0, message_event, sla_event
 from tests.support.fakes import FakeRouterStore, HeldLease, record_of
 from tests.support.kafka import captured
@@ -45,12 +46,14 @@ async def test_message_in_ticket_events_out() -> None:
     # The client never connects: the fake store stands in for MongoDB.
     build_app(
         settings,
-        broker=broker,
-        inputs=broker,
-        mongo=AsyncMongoClient(connect=False),
+        Given(
+            broker=broker,
+            inputs=broker,
+            mongo=AsyncMongoClient(connect=False),
+            lease=HeldLease(),
+            journal=journal,
+        ),
         store=store,
-        lease=HeldLease(),
-        journal=journal,
     )
     seen = captured(broker, TICKETS)
     dead = captured(broker, DEADLETTER)

@@ -12,6 +12,7 @@ from shared.events import publish_all
 from shared.journal import MemoryJournal, latest
 from shared.settings import SlaSettings
 from shared.topics import SLA
+from shared.wiring import Given
 from tests.support.factories import ticket_event as make_ticket_event
 from tests.support.fakes import FakeSlaStore, HeldLease
 from tests.support.kafka import captured
@@ -23,12 +24,14 @@ async def test_opened_ticket_starts_timers_and_redelivery_does_not() -> None:
     journal = MemoryJournal()
     sla_app(
         SlaSettings(kafka_create_topics=False),
-        broker=broker,
-        inputs=broker,
-        lease=HeldLease(),
-        mongo=AsyncMongoClient(connect=False),
+        Given(
+            broker=broker,
+            inputs=broker,
+            lease=HeldLease(),
+            mongo=AsyncMongoClient(connect=False),
+            journal=journal,
+        ),
         store=store,
-        journal=journal,
     )
     seen = captured(broker, SLA)
 
