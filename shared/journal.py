@@ -398,6 +398,23 @@ async def unpublished(
     return [ev for entry in tail for ev in entry.events if ev.id not in already]
 
 
+async def republish(
+    pending: Sequence[Entry], journal: Journal, published: PublishedLog, output: Output
+) -> int:
+    """Recovery's publishing half, the same for every engine: send the events of `pending`
+    (a dead holder's journal) that the output topics lack; returns how many."""
+    if not pending:
+        return 0
+    missing = await unpublished(pending, await journal.published_through(), published)
+    if missing:
+        log.warning(
+            "republishing journaled events",
+            extra={"events": len(missing), "entries": len(pending)},
+        )
+        await asyncio.gather(*await output.send(missing))
+    return len(missing)
+
+
 # -- folding published entries into the engine's collections -----------------------------
 
 Fold = Callable[[dict[str, list[Document]]], Awaitable[None]]

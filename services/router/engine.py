@@ -38,7 +38,7 @@ from shared.journal import (
     PublishedLog,
     advance,
     latest,
-    unpublished,
+    republish,
 )
 from shared.lease import EngineLease
 
@@ -99,15 +99,10 @@ class RouterEngine:
         """Finish what a crashed holder journaled: fold its documents again (idempotent) and
         publish the events the output topics lack."""
         pending = await self.journal.pending()
-        if not pending:
-            return
-        through = await self.journal.published_through()
-        missing = await unpublished(pending, through, self.published)
-        await self.store.fold(latest(pending))
-        if missing:
-            log.warning("republishing journaled events", extra={"events": len(missing)})
-            await asyncio.gather(*await self.output.send(missing))
-        await self.journal.discard(pending)
+        if pending:
+            await self.store.fold(latest(pending))
+            await republish(pending, self.journal, self.published, self.output)
+            await self.journal.discard(pending)
 
     def _apply(self, item: Incoming, now: datetime) -> Changes | OutboundEvent:
         """One decoded input applied to the state, or its dead letter.

@@ -40,7 +40,7 @@ from shared.journal import (
     PublishedLog,
     advance,
     latest,
-    unpublished,
+    republish,
 )
 from shared.lease import EngineLease
 from shared.topics import SLA
@@ -206,15 +206,8 @@ class SlaEngine:
 
     async def _recover(self, pending: list[Entry]) -> None:
         """Publish the journaled events the output topics do not hold yet."""
-        through = await self.journal.published_through()
-        missing = await unpublished(pending, through, self.published)
-        if missing:
-            log.warning(
-                "republishing journaled events",
-                extra={"events": len(missing), "entries": len(pending)},
-            )
-            await asyncio.gather(*await self.output.send(missing))
-        self.metrics.recovered.inc(len(missing))
+        sent = await republish(pending, self.journal, self.published, self.output)
+        self.metrics.recovered.inc(sent)
 
     # -- one step ----------------------------------------------------------------------
 
