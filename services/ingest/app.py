@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from services.ingest.classify import load_rules
 from services.ingest.erasure import ErasureStore, IngestErasure, KafkaTombstones, Tombstones
 from services.ingest.erasure_api import make_erasure_routes
-from services.ingest.handlers import Ingestor, Teacher, inbound_from_record
+from services.ingest.handlers import Ingestor, Teacher
 from services.ingest.http import make_routes
+from services.ingest.intake import inbound_from_record
 from services.ingest.language import detect_language
 from services.ingest.lookahead import read_ahead
 from services.ingest.metrics import IngestMetrics

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from services.ingest.customers import CustomerRecord
-from services.ingest.handlers import customers_events
+from services.ingest.intake import customers_events
 from services.ingest.store import MongoCustomerStore
 from shared.broker import ensure_topics, make_broker
 from shared.contracts.messages import Identity

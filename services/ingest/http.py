@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from services.ingest.customers_import import CustomerLine
-from services.ingest.handlers import customers_events
+from services.ingest.intake import customers_events
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError, Skipped
 from services.ingest.pipeline import IngestPolicy, prepare

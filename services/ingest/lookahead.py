@@ -22,7 +22,8 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
 from services.ingest.classify import ToClassify, decide
-from services.ingest.handlers import Ingestor, inbound_from_record
+from services.ingest.handlers import Ingestor
+from services.ingest.intake import inbound_from_record
 from services.ingest.pipeline import Prepared, prepare
 from shared.events import publish_all
 from shared.lookahead import LookaheadMetrics, ReadAhead, Window, every_partition

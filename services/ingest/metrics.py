@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared.access import AccessMetrics
+from shared.contracts.messages import MessageReceived
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,13 @@ class IngestMetrics:
     classify_seconds: Histogram
     training_examples: Counter
     access: AccessMetrics
+
+    def observe_message(self, message: MessageReceived) -> None:
+        """A message published: its category, its redactions, its channel's count."""
+        self.categories.labels(message.category).inc()
+        for r in message.redactions:
+            self.redactions.labels(r.kind).inc(r.count)
+        self.messages.labels(message.channel, message.provider, "published").inc()
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> IngestMetrics:

@@ -31,8 +31,9 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 from starlette.applications import Starlette
 
-from services.ingest.handlers import Inbound, Ingestor
+from services.ingest.handlers import Ingestor
 from services.ingest.http import SIGNATURE_HEADER, make_routes, sign
+from services.ingest.intake import Inbound
 from services.ingest.metrics import IngestMetrics
 from services.ingest.model import ParseError, Skipped
 from services.ingest.pipeline import Prepared, load_policy, prepare

@@ -13,8 +13,9 @@ from starlette.applications import Starlette
 
 from omniroute.samples import chat_message
 from services.ingest.customers import CustomerRecord
-from services.ingest.handlers import Inbound, Ingestor
+from services.ingest.handlers import Ingestor
 from services.ingest.http import SIGNATURE_HEADER, make_routes, sign
+from services.ingest.intake import Inbound
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import IngestPolicy
 from shared.access import Access

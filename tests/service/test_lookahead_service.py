@@ -11,7 +11,8 @@ from faststream.kafka import KafkaBroker, KafkaMessage, TestKafkaBroker
 from prometheus_client import CollectorRegistry
 
 from omniroute.samples import chat_message
-from services.ingest.handlers import Ingestor, inbound_from_record
+from services.ingest.handlers import Ingestor
+from services.ingest.intake import inbound_from_record
 from services.ingest.lookahead import IngestLookahead, likely_p1
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import IngestPolicy
