@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from services.sla.deadlines import SlaState, load_policy
-from services.sla.engine import GcPause, SlaEngine
+from services.sla.engine import SlaEngine
 from services.sla.erasure import SlaErasure
+from services.sla.gcpause import GcPause
 from services.sla.metrics import SlaMetrics
 from services.sla.store import JOURNAL, MongoSlaStore, SlaStore
 from shared.contracts.erasures import ErasureEvent

@@ -12,24 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from services.sla.deadlines import SlaState
 from services.sla.erasure import SlaErasure
+from services.sla.gcpause import GcPause
+from services.sla.handlers import INPUTS, Step, sla_event
 from services.sla.metrics import SlaMetrics
 from services.sla.store import NEW, TIMERS, SlaStore, journaled, timer_from_doc
-from shared.consume import Contracts, Decoder
-from shared.contracts.sla import SlaEvent, sla_event_type
+from shared.consume import Decoder
 from shared.contracts.tickets import TicketEvent
-from shared.erasure import ERASURE_INPUTS
-from shared.events import OutboundEvent, make_event
-from shared.ids import event_id
+from shared.events import OutboundEvent
 from shared.journal import (
     Compactor,
     Entry,
@@ -43,10 +40,8 @@ from shared.journal import (
     republish,
 )
 from shared.lease import EngineLease
-from shared.topics import SLA
 
 log = logging.getLogger(__name__)
-SOURCE = "omniroute/sla"
 # Items (timers + events) per journal entry: keeps each document far below 16 MB.
 MAX_ENTRY_ITEMS = 2000
 # Compaction writes only when no threshold falls due within this many seconds.
@@ -55,76 +50,6 @@ QUIET_S = 0.2
 TICK_GAP_S = 0.003
 # A full garbage collection may run when nothing falls due for this long.
 GC_IDLE_S = 0.5
-
-
-@dataclass
-class GcPause:
-    """Keeps Python's full garbage collections off the firing path.
-
-    With tens of thousands of timers in memory a full (generation 2) collection takes
-    ~100 ms here: long enough to make thresholds late. After a load, and at idle moments
-    at most once a minute, everything alive is collected once and then frozen (moved out
-    of the collector's view: it still frees by reference counting), so the automatic
-    collections only ever scan what was created since."""
-
-    every_s: float = 60.0
-    last: float = 0.0
-
-    def freeze(self) -> None:
-        gc.collect()
-        gc.freeze()
-        self.last = time.monotonic()
-
-    def maintain(self) -> None:
-        if time.monotonic() - self.last >= self.every_s:
-            gc.unfreeze()
-            self.freeze()
-
-
-def sla_event(ev: SlaEvent) -> OutboundEvent:
-    # One id per cause: (timer, threshold) for warnings and breaches — each fires once —
-    # and (timer, what, ticket event) for the rest. A replay produces the same ids.
-    parts = [ev.timer_id, ev.event]
-    if ev.ticket_sequence is not None:
-        parts.append(str(ev.ticket_sequence))
-    return make_event(
-        ev,
-        topic=SLA,
-        event_type=sla_event_type(ev.event),
-        event_id=event_id("sla", *parts),
-        source=SOURCE,
-        key=ev.ticket_id,
-        time=ev.at,
-        subject=ev.ticket_id,
-    )
-
-
-@dataclass
-class Step:
-    """What one step changed, grouped by ticket so a journal entry never splits a ticket."""
-
-    tickets: dict[str, tuple[dict[str, Any], list[OutboundEvent]]] = field(default_factory=dict)
-    progress: dict[str, int] = field(default_factory=dict)
-    other: list[OutboundEvent] = field(default_factory=list)  # dead letters
-    decided: list[SlaEvent] = field(default_factory=list)
-    reload: bool = False  # a decision raised: memory may hold half of its changes
-
-    def add(self, ticket_id: str, timers: Iterable[Any], events: Iterable[OutboundEvent]) -> None:
-        changed, evs = self.tickets.setdefault(ticket_id, ({}, []))
-        for t in timers:
-            changed[t.timer_id] = t
-        evs.extend(events)
-
-    @property
-    def events(self) -> list[OutboundEvent]:
-        return [e for _, evs in self.tickets.values() for e in evs] + self.other
-
-    def __bool__(self) -> bool:
-        return bool(self.tickets or self.other)
-
-
-# support.tickets carries only ticket events: anything else is dead-lettered.
-INPUTS = Contracts({"omniroute.ticket.": TicketEvent, **ERASURE_INPUTS.models})
 
 
 @dataclass

@@ -22,7 +22,7 @@ from services.notify.handlers import Notifier
 from services.notify.metrics import NotifyMetrics
 from services.notify.render import load_templates
 from services.router.handlers import ticket_event
-from services.sla.engine import sla_event
+from services.sla.handlers import sla_event
 from shared.contracts.customers import CUSTOMER_UPDATED, CustomerUpdated
 from shared.contracts.incidents import Affected, Incident, incident_event_type
 from shared.contracts.messages import Amount, Signals

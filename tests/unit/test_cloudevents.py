@@ -8,7 +8,7 @@ import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary_event
 
 from services.router.handlers import ticket_event
-from services.sla.engine import sla_event
+from services.sla.handlers import sla_event
 from shared.contracts.agents import (
     AGENT_ACTION_TAKEN,
     AGENT_PRESENCE_CHANGED,
