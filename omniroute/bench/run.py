@@ -38,6 +38,7 @@ from omniroute.bench.kit import (
 )
 from omniroute.bench.load import generate
 from omniroute.bench.p1 import p1_behind_backlog
+from omniroute.bench.profile import Profiler
 from omniroute.bench.sla_lag import measure_firing_lag
 from omniroute.bench.store_costs import measure_store_costs
 from omniroute.bench.surge import p1_through_surge
@@ -145,6 +146,16 @@ async def quiesce(
 
 
 SERVICES_UNDER_TEST: tuple[str, ...] = ("ingest", "router", "sla", "notify")
+PROFILE_DIR: Path | None = None  # --profile: py-spy during each measured phase
+
+
+def profiler(phase: str, processes: dict[str, int]) -> Profiler | None:
+    """A py-spy recording of `processes` for one phase, when --profile asked for it."""
+    if PROFILE_DIR is None:
+        return None
+    prof = Profiler(PROFILE_DIR / phase, processes)
+    prof.start()
+    return prof
 
 
 def wait_engines_active(system: LocalSystem, timeout_s: float) -> None:
@@ -222,6 +233,8 @@ async def pipeline(
         idle = await idle_rates(processes)
         idle_cpu_s = 0.15 + sum(idle.values())
         cpu_before = {n: cpu_seconds(pid) for n, pid in processes.items()}
+        profiles: dict[str, Any] = {}
+        prof = profiler("pipeline-burst", processes)
         started = time.perf_counter()
         await produce(stack.kafka_bootstrap, load)
         done = await watcher.wait_for([p.message_id for p in load], 600)
@@ -229,6 +242,8 @@ async def pipeline(
         # sla and notify are still working through the load when the last message is
         # routed; their work is part of a message's cost, so wait for the system to idle.
         drained_s = await quiesce(processes, idle_cpu_s=idle_cpu_s)
+        if prof:
+            profiles["burst"] = prof.stop()
         elapsed = time.perf_counter() - started
         # Where the time goes: CPU per message of every process, the store's included,
         # less what the process spends idle (polling) over the same time.
@@ -249,9 +264,12 @@ async def pipeline(
             paced = generate(
                 max(1, round(offered * seconds)), f"lat{uuid.uuid4().hex[:4]}", seed=seed
             )
+            prof = profiler(f"pipeline-{offered:g}-per-s", processes)
             async with EngineWatch(engine_urls) as engines:
                 sent = await produce(stack.kafka_bootstrap, paced, rate=offered)
                 await watcher.wait_for(sent, 600)
+            if prof:
+                profiles[f"{offered:g} msg/s"] = prof.stop()
             first, last = min(sent.values()), max(sent.values())
             by_window: dict[int, list[float]] = {}
             for m, t in sent.items():
@@ -294,6 +312,8 @@ async def pipeline(
             # shows what one message costs on its way through.
             result["latency_at_half_capacity"] = await latency_at(round(throughput / 2), 12)
         await watcher.stop()
+        if profiles:
+            result["profile"] = profiles
         result["peak_rss_mb"] = {
             n: peak_rss_mb(s.proc.pid) for n, s in system.services.items() if s.proc
         }
@@ -406,16 +426,23 @@ async def run_scenario(name: str, args: Any, stack: EmbeddedStack, work: Path) -
         )
     if name == "p1":
         system = new_system(stack, "p1", work)
+        prof = profiler("p1", process_ids(stack, system))
         try:
-            return await p1_behind_backlog(system, args.backlog, args.p1_samples)
+            result = await p1_behind_backlog(system, args.backlog, args.p1_samples)
         finally:
+            profile = prof.stop() if prof else None
             system.stop()
+        return {**result, "profile": profile} if profile else result
     if name == "surge":
         system = new_system(stack, "surge", work)
+        prof = profiler("surge", process_ids(stack, system))
         try:
             result = await p1_through_surge(system, args.surge_messages, args.surge_reports)
         finally:
+            profile = prof.stop() if prof else None
             system.stop()
+        if profile:
+            result["profile"] = profile
         result["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
         return result
     if name == "sla":
@@ -455,6 +482,14 @@ def _outages(engines: dict[str, dict[str, float]]) -> str:
         for n, e in engines.items()
         if e["lost"] or e["inactive_s"]
     )
+
+
+def _hot(summary: dict[str, Any], top: int = 3) -> str:
+    if "error" in summary:
+        return f"not profiled: {summary['error']}"
+    hot = summary["own_code"][:top] or summary["self"][:top]
+    busy = ", ".join(f"{h['function']} {h['share']:.0%}" for h in hot)
+    return f"{busy} (idle {summary['idle']:.0%})"
 
 
 def render(results: dict[str, Any]) -> str:
@@ -563,6 +598,13 @@ def render(results: dict[str, Any]) -> str:
                 ),
             )
         )
+    for scenario in ("pipeline", "p1", "surge"):
+        phases = (results.get(scenario) or {}).get("profile") or {}
+        if scenario != "pipeline":
+            phases = {scenario: phases} if phases else {}
+        for phase, procs in phases.items():
+            for proc, summary in procs.items():
+                rows.append((f"profile: {phase}, {proc} (share of busy samples)", _hot(summary)))
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
@@ -606,6 +648,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"which to run, comma-separated (default all: {','.join(SCENARIOS)})",
     )
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="record every Python process with py-spy during each measured phase (raw stacks"
+        " in DIR, a summary in the results); profiling costs CPU, so the figures of such a run"
+        " are not the ones to quote",
+    )
     parser.add_argument("--work-dir", default=None)
     parser.add_argument(
         "--services",
@@ -619,8 +668,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--latency-rates: {exc}")
     if args.surge_messages < 1 or args.surge_reports < 1:
         parser.error("--surge-messages and --surge-reports must be at least 1")
-    global SERVICES_UNDER_TEST
+    global SERVICES_UNDER_TEST, PROFILE_DIR
     SERVICES_UNDER_TEST = tuple(args.services.split(","))
+    PROFILE_DIR = Path(args.profile).resolve() if args.profile else None
     tmp = Path(os.environ.get("TMPDIR", "/tmp"))  # noqa: S108 - the user's temp dir
     work = Path(args.work_dir) if args.work_dir else tmp / f"omniroute-bench-{uuid.uuid4().hex[:6]}"
     results = run_all(args, work)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,7 +128,14 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
 
 def test_bench_surge_times_every_report(tmp_path: Path) -> None:
     # A 300-message surge of ordinary questions with 2 theft reports sent while it is processed.
-    r, table = bench(tmp_path, "--scenarios=surge", "--surge-messages=300", "--surge-reports=2")
+    profiles = tmp_path / "profiles"
+    r, table = bench(
+        tmp_path,
+        "--scenarios=surge",
+        "--surge-messages=300",
+        "--surge-reports=2",
+        f"--profile={profiles}",
+    )
 
     surge = r["surge"]
     assert surge["surge"] == 300 and surge["reports"] == 2
@@ -164,6 +172,22 @@ def test_bench_surge_times_every_report(tmp_path: Path) -> None:
         "surge: the surge itself",
     ):
         assert row in table, table
+
+    # --profile: py-spy recorded every Python process of the system during the scenario.
+    profile = surge["profile"]
+    assert {"ingest", "router", "sla", "notify"} <= set(profile), profile
+    for name, summary in profile.items():
+        if "error" in summary:
+            # Tracing another process needs the right to (root, or CAP_SYS_PTRACE); Tansu is
+            # not a Python process. Anything else must have been profiled.
+            assert name == "tansu" or os.geteuid() != 0, (name, summary)
+            continue
+        assert summary["samples"] > 0 and Path(summary["raw"]).is_file(), (name, summary)
+        if name in {"ingest", "router", "sla", "notify"}:
+            ours = ("services/", "shared/", "omniroute/")
+            hot = [h["function"] for h in summary["own_code"]]
+            assert any(root in f for f in hot for root in ours), (name, summary)
+        assert f"profile: surge, {name}" in table, table
 
 
 @pytest.mark.parametrize("rates", ["30", "30:0", "fast:60", "30:60,-1:5"])
