@@ -60,6 +60,7 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
         "--sla-target-s=4",
         "--open-tickets=50,500",
         "--scale-messages=60",
+        "--scale-runs=2",
         "--broker-records=2000",
     )
 
@@ -111,6 +112,9 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
     assert positive(sla["p99_ms"])
     scaling = r["scaling"]["throughput_msgs_per_s_by_open_tickets"]
     assert set(scaling) == {"50", "500"} and all(positive(v) for v in scaling.values())
+    runs = r["scaling"]["runs"]
+    assert {k: len(v) for k, v in runs.items()} == {"50": 2, "500": 2}, runs
+    assert all(min(runs[k]) <= scaling[k] <= max(runs[k]) for k in runs), (runs, scaling)
 
     for row in (
         "broker: batched produce",
