@@ -45,6 +45,7 @@ def bench(tmp_path: Path, *options: str) -> tuple[dict[str, Any], str]:
     return json.loads(out.read_text()), run.stdout
 
 
+@pytest.mark.timeout(600)  # every scenario, each on a fresh stack
 def test_bench_reports_every_figure(tmp_path: Path) -> None:
     r, table = bench(
         tmp_path,
