@@ -185,6 +185,14 @@ class Evaluation:
         low = {c for c, p in self.priorities.items() if p in ("P3", "P4")}
         return sum(n for (t, d), n in self.confusion.items() if t in self.urgent and d in low)
 
+    @property
+    def false_alarms(self) -> float:
+        """Share of the other (non-P1) examples routed P1: what safety first costs."""
+        others = sum(n for (t, _), n in self.confusion.items() if t not in self.urgent)
+        urgent = set(self.urgent)
+        hit = sum(n for (t, d), n in self.confusion.items() if t not in urgent and d in urgent)
+        return hit / others if others else 0.0
+
     def to_dict(self) -> dict[str, object]:
         return {
             "examples": self.total,
@@ -460,6 +468,7 @@ def report(evaluation: Evaluation, title: str) -> str:
         f"{evaluation.raw_accuracy:.1%})",
         f"- P1 recall (urgent examples routed P1): {evaluation.urgent_recall:.1%}",
         f"- P1 examples decided P3/P4: {evaluation.urgent_demoted}",
+        f"- other examples routed P1 (false alarms): {evaluation.false_alarms:.1%}",
         "",
         "| category | priority | support | precision | recall | routed P1 |",
         "|---|---|---:|---:|---:|---:|",
