@@ -74,6 +74,10 @@ class ModelError(ValueError):
     """A model file that is missing, not ours, pickled, or inconsistent."""
 
 
+class OutdatedModelError(ModelError):
+    """A plain-array model file of an older format: safe to replace by retraining."""
+
+
 @functools.cache
 def _t2s() -> opencc.OpenCC:
     return opencc.OpenCC("t2s")
@@ -252,8 +256,13 @@ def load_model(path: Path) -> TextModel:
         meta = json.loads(str(arrays["meta"][0]))
     except (ValueError, IndexError) as exc:
         raise ModelError(f"{path}: unreadable meta") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else None
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if isinstance(found, str) and found.startswith("omniroute-textmodel/") and found != FORMAT:
+        raise OutdatedModelError(
+            f"{path}: format {found!r}, this version reads {FORMAT!r}: "
+            "rebuild it with `omniroute classify train`"
+        )
+    if not isinstance(meta, dict) or found != FORMAT:
         raise ModelError(
             f"{path}: format {found!r}, this version reads {FORMAT!r}: "
             "rebuild it with `omniroute classify train`"

@@ -31,6 +31,7 @@ from sklearn.svm import LinearSVC
 from services.ingest.classify import ClassifyPolicy, check_model, decide
 from services.ingest.redact import MARKERS
 from services.ingest.textmodel import (
+    OutdatedModelError,
     TextModel,
     features,
     load_model,
@@ -495,11 +496,21 @@ def report(evaluation: Evaluation, title: str) -> str:
 def load_or_train(model_path: Path, corpus_dir: Path, policy: ClassifyPolicy) -> TextModel:
     """The model at `model_path`, or one trained from the corpus (and saved there if it can).
 
-    Raises `ModelError` or `RulesError` for a model the policy refuses: unreadable,
-    pickled, missing a category, or below `min_accuracy` on its held-out split.
+    A model file of an older format (plain arrays, written by an earlier version) is
+    replaced as if it were missing. Raises `ModelError` or `RulesError` for a model the
+    policy refuses: unreadable, pickled, missing a category, or below `min_accuracy` on its
+    held-out split.
     """
+    model: TextModel | None = None
     if model_path.exists():
-        model = load_model(model_path)
+        try:
+            model = load_model(model_path)
+        except OutdatedModelError as exc:
+            log.warning(
+                "classifier model of an older format: retraining from the corpus",
+                extra={"model": str(model_path), "error": str(exc)},
+            )
+    if model is not None:
         if corpus_dir.is_dir() and model.meta.get("corpus_digest") != digest_of(
             load_corpus(corpus_dir)
         ):
@@ -508,7 +519,9 @@ def load_or_train(model_path: Path, corpus_dir: Path, policy: ClassifyPolicy) ->
                 extra={"model": str(model_path)},
             )
     else:
-        log.info("no classifier model: training from the corpus", extra={"model": str(model_path)})
+        log.info(
+            "no usable classifier model: training from the corpus", extra={"model": str(model_path)}
+        )
         model = train(load_corpus(corpus_dir), policy).model
         try:
             save_model(model, model_path)

@@ -37,7 +37,12 @@ from services.ingest.textmodel import (
     redaction_features,
     save_model,
 )
-from services.ingest.training import Example, choose_thresholds, evaluate_probabilities
+from services.ingest.training import (
+    Example,
+    choose_thresholds,
+    evaluate_probabilities,
+    load_or_train,
+)
 from shared.contracts.common import CATEGORIES, Category
 from shared.contracts.messages import Amount, Redaction, Signals, WalletAddress
 from tests.support.base58 import b58, b58check
@@ -368,8 +373,7 @@ def test_an_archive_holding_a_pickled_array_is_refused(tmp_path: Path) -> None:
         load_model(path)
 
 
-def test_a_model_of_an_older_format_is_refused_with_the_fix(tmp_path: Path) -> None:
-    path = tmp_path / "model.npz"
+def write_format_1(path: Path) -> None:
     with path.open("wb") as out:
         np.savez(
             out,
@@ -381,8 +385,33 @@ def test_a_model_of_an_older_format_is_refused_with_the_fix(tmp_path: Path) -> N
             meta=np.array([json.dumps({"format": "omniroute-textmodel/1"})]),
         )
 
+
+def test_a_model_of_an_older_format_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "model.npz"
+    write_format_1(path)
+
     with pytest.raises(ModelError, match="omniroute classify train"):
         load_model(path)
+
+
+def test_a_model_of_an_older_format_is_replaced_by_training_at_start_up(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [
+        json.dumps(
+            {"text": f"{c} message number {i}", "language": "en", "category": c, "register": "chat"}
+        )
+        for c in CATEGORIES
+        for i in range(7)
+    ]
+    (corpus / "tiny.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path = tmp_path / "model.npz"
+    write_format_1(path)
+    lenient = classify_policy().model_copy(update={"min_accuracy": 0.0})
+
+    model = load_or_train(path, corpus, lenient)
+
+    assert load_model(path).meta["corpus_digest"] == model.meta["corpus_digest"]
 
 
 def test_a_model_round_trips_as_plain_arrays(tmp_path: Path) -> None:
