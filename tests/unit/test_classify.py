@@ -190,8 +190,9 @@ NEGATED = [
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known weakness (docs/classification.md): character n-grams read 'not hacked' "
-    "as 'hacked'; these go P1 (the safe side) until the corpus teaches negation better",
+    reason="known weakness (docs/classification.md): the model still reads most of these "
+    "negated risks as the risk (English negation is marked in the word view, Chinese not); "
+    "they go P1, the safe side",
 )
 def test_negated_risks_are_mostly_not_the_category() -> None:
     cases = [(t, c) for t, _, c, _ in NEGATED]
