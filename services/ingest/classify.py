@@ -9,8 +9,8 @@ The decision, in order (policy/classify.yaml says why each rule is there):
   1. the model's probabilities, plus `hint_weight` on the channel's hinted category;
   2. the likeliest category wins;
   3. a redacted seed phrase, private key or password makes it `secret_exposed`;
-  4. otherwise, an urgent (P1) category at least `urgent.threshold` likely wins over a
-     likelier non-urgent one, whatever the hint: "possible stolen_funds p=0.41";
+  4. otherwise, an urgent (P1) category at least its `urgent.thresholds` likely wins over
+     a likelier non-urgent one, whatever the hint: "possible stolen_funds p=0.41";
   5. a message with no words at all takes the hint, or `general`.
 """
 
@@ -46,22 +46,39 @@ class _Strict(BaseModel):
 
 class ModelSettings(_Strict):
     ngram_range: tuple[int, int] = (1, 4)
+    word_ngram_range: tuple[int, int] = (1, 2)
     max_chars: int = Field(default=2000, ge=50, le=100_000)
-    c: float = Field(default=20.0, gt=0)
+    c: float = Field(default=2.0, gt=0)
     seed: int = 20261207
     held_out: float = Field(default=0.15, gt=0, lt=0.5)
 
     @model_validator(mode="after")
     def _range(self) -> Self:
-        low, high = self.ngram_range
-        if not 1 <= low <= high <= 8:
-            raise ValueError("ngram_range must be 1 <= low <= high <= 8")
+        for name in ("ngram_range", "word_ngram_range"):
+            low, high = getattr(self, name)
+            if not 1 <= low <= high <= 8:
+                raise ValueError(f"{name} must be 1 <= low <= high <= 8")
         return self
 
 
 class Urgent(_Strict):
     categories: tuple[Category, ...] = ("stolen_funds", "account_takeover", "secret_exposed")
     threshold: float = Field(default=0.25, gt=0, le=1)
+    # Per category, overriding `threshold`: each P1 category is confused with different
+    # neighbours, so each needs its own probability to reach the same recall.
+    thresholds: dict[Category, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self) -> Self:
+        stray = sorted(set(self.thresholds) - set(self.categories))
+        if stray:
+            raise ValueError(f"thresholds for categories that are not urgent: {stray}")
+        if not all(0 < t <= 1 for t in self.thresholds.values()):
+            raise ValueError("thresholds are probabilities in (0, 1]")
+        return self
+
+    def threshold_of(self, category: Category) -> float:
+        return self.thresholds.get(category, self.threshold)
 
 
 class ClassifyPolicy(_Strict):
@@ -179,9 +196,13 @@ def decide(
         category = "secret_exposed"
         reasons.extend(f"redaction: {kind} → secret_exposed" for kind in secrets)
     elif category not in policy.urgent.categories:
-        urgent = [(c, p.get(c, 0.0)) for c in policy.urgent.categories]
-        best, chance = max(urgent, key=lambda cp: cp[1])
-        if chance >= policy.urgent.threshold:
+        possible = [
+            (c, p.get(c, 0.0))
+            for c in policy.urgent.categories
+            if p.get(c, 0.0) >= policy.urgent.threshold_of(c)
+        ]
+        if possible:
+            best, chance = max(possible, key=lambda cp: cp[1])
             category = best
             reasons.append(f"possible {best} p={chance:.2f}")
     return Classification(category, tuple(reasons), tuple(ranked[: policy.reasons_top]))

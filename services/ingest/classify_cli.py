@@ -13,16 +13,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from services.ingest.classify import RulesError, check_model, classify, load_rules
+from services.ingest.classify import (
+    ClassifyPolicy,
+    RulesError,
+    check_model,
+    classify,
+    load_rules,
+)
 from services.ingest.pipeline import merge_redactions
 from services.ingest.redact import redact
 from services.ingest.store import MongoTrainingStore
 from services.ingest.textmodel import ModelError, load_model, save_model
 from services.ingest.training import (
+    P1_TARGET,
     CorpusError,
+    Evaluation,
     Example,
+    Trained,
+    choose_thresholds,
     corrections_of,
     evaluate,
     load_corpus,
@@ -31,6 +41,7 @@ from services.ingest.training import (
     split,
     train,
 )
+from shared.contracts.common import Category
 from shared.mongo import make_mongo_client
 from shared.settings import IngestSettings
 
@@ -42,6 +53,44 @@ async def _corrections(settings: IngestSettings) -> list[Example]:
         return corrections_of(await store.examples())
     finally:
         await client.close()
+
+
+def _thresholds(trained: Trained, policy: ClassifyPolicy) -> str:
+    """The P1 thresholds on a cross-validation of the training side: the policy's, and the
+    most accurate sets routing every P1 category P1 at >= 99 % and at `P1_TARGET` there."""
+    current = trained.cross_validation(policy)
+    lines = [
+        "### P1 thresholds: 5-fold cross-validation of the training side",
+        "",
+        f"- policy {_shown(policy.urgent.categories, policy.urgent.threshold_of)}: "
+        f"{_figures(current)}",
+    ]
+    for target in sorted({0.99, P1_TARGET}):
+        chosen = choose_thresholds(trained.cross_validated, trained.train_side, policy, target)
+        if chosen is None:
+            lines.append(
+                f"- no thresholds of the grid route every P1 category P1 at >= {target:.1%}"
+            )
+        else:
+            lines.append(
+                f"- most accurate at >= {target:.1%} each "
+                f"{_shown(policy.urgent.categories, chosen.thresholds.__getitem__)}: "
+                f"{_figures(chosen.evaluation)}"
+            )
+    return "\n".join(lines)
+
+
+def _shown(categories: Sequence[Category], threshold: Callable[[Category], float]) -> str:
+    return "(" + ", ".join(f"{c} {threshold(c):.2f}" for c in categories) + ")"
+
+
+def _figures(evaluation: Evaluation) -> str:
+    routed = " / ".join(f"{evaluation.routed_urgent(c):.1%}" for c in evaluation.urgent)
+    return (
+        f"accuracy {evaluation.accuracy:.1%} (top category {evaluation.raw_accuracy:.1%}), "
+        f"routed P1 {routed}, P1 decided P3/P4 {evaluation.urgent_demoted}, "
+        f"other routed P1 {evaluation.false_alarms:.1%}"
+    )
 
 
 def main(argv: Sequence[str]) -> int:
@@ -88,6 +137,8 @@ def main(argv: Sequence[str]) -> int:
                     )
             _, held_out = split(corpus, policy.model.held_out)
             print(f"\n(held out: {len(held_out)} of {len(corpus)} examples, never trained on)")
+            print()
+            print(_thresholds(before, policy))
             challenge_dir = settings.classifier_corpus.parent / "challenge"
             if challenge_dir.is_dir():
                 # Written by someone who never saw the corpus: wording the model was not

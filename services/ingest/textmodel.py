@@ -1,14 +1,27 @@
-"""The learned text classifier: character n-gram TF-IDF into a linear model, as plain arrays.
+"""The learned text classifier: n-gram TF-IDF into a linear model, as plain arrays.
+
+A message is read three ways, side by side in one feature vector:
+
+- character n-grams (1–4, inside words): Chinese needs no segmentation, typos keep most of
+  their n-grams;
+- word uni/bigrams ("wasn't me", "from omni to"): the order and direction character
+  n-grams inside words cannot see; the three words after an English negation are marked
+  as negated ("not hacked" is not "hacked");
+- the kinds of secret redaction removed ("[REDACTED:otp_code]" → one feature per kind):
+  the model sees that a code or password was pasted, never the secret.
 
 A model file is a NumPy `.npz` archive read with `allow_pickle=False`, so loading one
 runs no code (a pickle would). It holds:
 
-    vocabulary      str[n_features]             character n-grams, index = feature number
-    idf             float32[n_features]         inverse document frequencies
-    coef            float32[n_classes, n_feat]  the linear model's weights
+    vocabulary      str[n_char]                 character n-grams, index = feature number
+    idf             float32[n_char]             their inverse document frequencies
+    word_vocabulary str[n_word]                 word uni/bigrams, numbered after the n-grams
+    word_idf        float32[n_word]
+    coef            float32[n_classes, n_feat]  weights: char n-grams, words, then one per
+                                                redaction kind (`REDACTION_KINDS` order)
     intercept       float32[n_classes]
     categories      str[n_classes]              class order of coef's rows
-    meta            str[1]                      JSON: n-gram range, temperature, held-out
+    meta            str[1]                      JSON: n-gram ranges, temperature, held-out
                                                 scores, corpus digest, library versions
 
 Probabilities are the linear model's softmax at a temperature fitted on cross-validated
@@ -16,8 +29,9 @@ scores (temperature scaling), so "p=0.41" means about 41 % of such messages real
 that category.
 
 Text is normalised the same way for training and prediction (`normalise`): redaction
-markers removed, Traditional Chinese folded to Simplified (one set of features for
-帳號 and 帐号), lower case, white space collapsed, and cut to `max_chars`.
+markers removed (their kinds are features of their own), Traditional Chinese folded to
+Simplified (one set of features for 帳號 and 帐号), lower case, white space collapsed,
+and cut to `max_chars`.
 """
 
 from __future__ import annotations
@@ -34,19 +48,34 @@ from typing import Any
 
 import numpy as np
 import opencc
+import scipy.sparse as sp
 from numpy.typing import NDArray
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from services.ingest.redact import MARKER_PATTERN
+from services.ingest.redact import MARKER_PATTERN, MARKERS, RedactionKind
 from shared.contracts.common import CATEGORIES, Category
 
-FORMAT = "omniroute-textmodel/1"
+FORMAT = "omniroute-textmodel/2"
+# One feature per kind of secret redaction removed, after the n-gram and word features.
+REDACTION_KINDS: tuple[RedactionKind, ...] = ("seed_phrase", "private_key", "password", "otp_code")
 _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _SPACE = re.compile(r"\s+")
+_WORD = r"(?u)\b\w+\b"
+# English negations: the words after one are read as negated ("not hacked" → "not
+# neg_hacked"), so "hacked" and "not hacked" are different features of the word view.
+_NEGATION = re.compile(
+    r"(?:not|no|never|nobody|nothing|without|"
+    r"(?:didn|don|doesn|wasn|isn|aren|weren|haven|hasn|hadn|can|couldn|won|wouldn)['’]?t|cannot)\W*"
+)
+NEGATION_SCOPE = 3
 
 
 class ModelError(ValueError):
     """A model file that is missing, not ours, pickled, or inconsistent."""
+
+
+class OutdatedModelError(ModelError):
+    """A plain-array model file of an older format: safe to replace by retraining."""
 
 
 @functools.cache
@@ -55,7 +84,7 @@ def _t2s() -> opencc.OpenCC:
 
 
 def normalise(text: str, max_chars: int) -> str:
-    """What the model reads of a message (the same in training and in prediction)."""
+    """What the n-gram views read of a message (the same in training and in prediction)."""
     text = MARKER_PATTERN.sub(" ", text[: max_chars * 2])
     text = unicodedata.normalize("NFKC", text)
     if _HAN.search(text):
@@ -63,16 +92,68 @@ def normalise(text: str, max_chars: int) -> str:
     return _SPACE.sub(" ", text.lower()).strip()[:max_chars]
 
 
-def make_vectorizer(ngram_range: tuple[int, int], max_chars: int) -> TfidfVectorizer:
+def mark_negation(normalised: str) -> str:
+    """The word view's text: the `NEGATION_SCOPE` words after an English negation prefixed."""
+    out: list[str] = []
+    scope = 0
+    for word in normalised.split(" "):
+        out.append(f"neg_{word}" if scope else word)
+        scope = NEGATION_SCOPE if _NEGATION.fullmatch(word) else max(0, scope - 1)
+    return " ".join(out)
+
+
+def make_vectorizer(ngram_range: tuple[int, int]) -> TfidfVectorizer:
+    """Character n-grams inside words, of already normalised text."""
     return TfidfVectorizer(
         analyzer="char_wb",
         ngram_range=ngram_range,
         lowercase=False,
-        preprocessor=functools.partial(normalise, max_chars=max_chars),
         sublinear_tf=True,
         min_df=2,
         dtype=np.float32,
     )
+
+
+def make_word_vectorizer(ngram_range: tuple[int, int]) -> TfidfVectorizer:
+    """Word n-grams of already normalised text (a run of Chinese characters is one word)."""
+    return TfidfVectorizer(
+        analyzer="word",
+        ngram_range=ngram_range,
+        lowercase=False,
+        token_pattern=_WORD,
+        sublinear_tf=True,
+        min_df=2,
+        dtype=np.float32,
+    )
+
+
+def redaction_features(texts: Sequence[str]) -> sp.csr_matrix:
+    """One column per redaction kind: 1 when the text holds that kind's marker."""
+    rows = [[1.0 if MARKERS[kind] in text else 0.0 for kind in REDACTION_KINDS] for text in texts]
+    return sp.csr_matrix(np.array(rows, dtype=np.float32).reshape(len(texts), len(REDACTION_KINDS)))
+
+
+def features(
+    texts: Sequence[str], chars: TfidfVectorizer, words: TfidfVectorizer, max_chars: int
+) -> sp.csr_matrix:
+    """The model's input: character n-grams, words and redaction kinds, side by side."""
+    normalised = [normalise(t, max_chars) for t in texts]
+    return sp.hstack(
+        [
+            chars.transform(normalised),
+            words.transform([mark_negation(t) for t in normalised]),
+            redaction_features(texts),
+        ],
+        format="csr",
+    )
+
+
+def _fitted(
+    vectorizer: TfidfVectorizer, vocabulary: Sequence[str], idf: NDArray[np.float32]
+) -> TfidfVectorizer:
+    vectorizer.set_params(vocabulary={gram: i for i, gram in enumerate(vocabulary)})
+    vectorizer.idf_ = idf
+    return vectorizer
 
 
 @dataclass(frozen=True)
@@ -80,6 +161,8 @@ class TextModel:
     categories: tuple[Category, ...]
     vocabulary: tuple[str, ...]
     idf: NDArray[np.float32]
+    word_vocabulary: tuple[str, ...]
+    word_idf: NDArray[np.float32]
     coef: NDArray[np.float32]
     intercept: NDArray[np.float32]
     meta: dict[str, Any] = field(default_factory=dict)
@@ -87,6 +170,11 @@ class TextModel:
     @property
     def ngram_range(self) -> tuple[int, int]:
         low, high = self.meta.get("ngram_range", (1, 4))
+        return int(low), int(high)
+
+    @property
+    def word_ngram_range(self) -> tuple[int, int]:
+        low, high = self.meta.get("word_ngram_range", (1, 2))
         return int(low), int(high)
 
     @property
@@ -98,11 +186,12 @@ class TextModel:
         return float(self.meta.get("temperature", 1.0))
 
     @functools.cached_property
-    def _vectorizer(self) -> TfidfVectorizer:
-        vectorizer = make_vectorizer(self.ngram_range, self.max_chars)
-        vectorizer.set_params(vocabulary={gram: i for i, gram in enumerate(self.vocabulary)})
-        vectorizer.idf_ = self.idf
-        return vectorizer
+    def _vectorizers(self) -> tuple[TfidfVectorizer, TfidfVectorizer]:
+        chars = _fitted(make_vectorizer(self.ngram_range), self.vocabulary, self.idf)
+        words = _fitted(
+            make_word_vectorizer(self.word_ngram_range), self.word_vocabulary, self.word_idf
+        )
+        return chars, words
 
     @functools.cached_property
     def _weights(self) -> NDArray[np.float32]:
@@ -113,8 +202,9 @@ class TextModel:
         """One row per text, one column per category (in `categories` order), rows sum to 1."""
         if not texts:
             return np.zeros((0, len(self.categories)))
-        features = self._vectorizer.transform(texts)
-        scores = np.asarray(features @ self._weights, dtype=np.float64) + self.intercept
+        chars, words = self._vectorizers
+        x = features(texts, chars, words, self.max_chars)
+        scores = np.asarray(x @ self._weights, dtype=np.float64) + self.intercept
         return softmax(scores / self.temperature)
 
 
@@ -133,11 +223,16 @@ def save_model(model: TextModel, path: Path) -> None:
             out,
             vocabulary=np.array(model.vocabulary, dtype=np.str_),
             idf=model.idf.astype(np.float32),
+            word_vocabulary=np.array(model.word_vocabulary, dtype=np.str_),
+            word_idf=model.word_idf.astype(np.float32),
             coef=model.coef.astype(np.float32),
             intercept=model.intercept.astype(np.float32),
             categories=np.array(model.categories, dtype=np.str_),
             meta=np.array([json.dumps(meta, sort_keys=True)], dtype=np.str_),
         )
+
+
+_ARRAYS = {"vocabulary", "idf", "word_vocabulary", "word_idf", "coef", "intercept", "categories"}
 
 
 def load_model(path: Path) -> TextModel:
@@ -155,33 +250,50 @@ def load_model(path: Path) -> TextModel:
             arrays = {name: archive[name] for name in archive.files}
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         raise ModelError(f"{path}: {exc}") from exc
-    missing = {"vocabulary", "idf", "coef", "intercept", "categories", "meta"} - set(arrays)
-    if missing:
-        raise ModelError(f"{path}: missing arrays {sorted(missing)}")
+    if "meta" not in arrays:
+        raise ModelError(f"{path}: missing arrays ['meta']")
     try:
         meta = json.loads(str(arrays["meta"][0]))
     except (ValueError, IndexError) as exc:
         raise ModelError(f"{path}: unreadable meta") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelError(f"{path}: unknown format {meta.get('format') if meta else None!r}")
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if isinstance(found, str) and found.startswith("omniroute-textmodel/") and found != FORMAT:
+        raise OutdatedModelError(
+            f"{path}: format {found!r}, this version reads {FORMAT!r}: "
+            "rebuild it with `omniroute classify train`"
+        )
+    if not isinstance(meta, dict) or found != FORMAT:
+        raise ModelError(
+            f"{path}: format {found!r}, this version reads {FORMAT!r}: "
+            "rebuild it with `omniroute classify train`"
+        )
+    missing = _ARRAYS - set(arrays)
+    if missing:
+        raise ModelError(f"{path}: missing arrays {sorted(missing)}")
     categories = tuple(str(c) for c in arrays["categories"])
     unknown = set(categories) - set(CATEGORIES)
     if unknown or len(set(categories)) != len(categories):
         raise ModelError(f"{path}: unknown or repeated categories {sorted(unknown)}")
     vocabulary = tuple(str(v) for v in arrays["vocabulary"])
+    word_vocabulary = tuple(str(v) for v in arrays["word_vocabulary"])
     coef, idf, intercept = arrays["coef"], arrays["idf"], arrays["intercept"]
+    word_idf = arrays["word_idf"]
+    width = len(vocabulary) + len(word_vocabulary) + len(REDACTION_KINDS)
     if (
-        coef.shape != (len(categories), len(vocabulary))
+        coef.shape != (len(categories), width)
         or idf.shape != (len(vocabulary),)
+        or word_idf.shape != (len(word_vocabulary),)
         or intercept.shape != (len(categories),)
     ):
         raise ModelError(f"{path}: array shapes do not agree")
-    if not (np.isfinite(coef).all() and np.isfinite(idf).all() and np.isfinite(intercept).all()):
+    if not all(np.isfinite(a).all() for a in (coef, idf, word_idf, intercept)):
         raise ModelError(f"{path}: non-finite weights")
     return TextModel(
         categories=categories,  # type: ignore[arg-type]
         vocabulary=vocabulary,
         idf=idf.astype(np.float32),
+        word_vocabulary=word_vocabulary,
+        word_idf=word_idf.astype(np.float32),
         coef=coef.astype(np.float32),
         intercept=intercept.astype(np.float32),
         meta=meta,

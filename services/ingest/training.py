@@ -10,6 +10,7 @@ sees the held-out examples, today or after the corpus grows.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -24,18 +25,25 @@ import sklearn
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy.optimize import minimize_scalar
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
+from sklearn.svm import LinearSVC
 
 from services.ingest.classify import ClassifyPolicy, check_model, decide
+from services.ingest.redact import MARKERS
 from services.ingest.textmodel import (
+    OutdatedModelError,
     TextModel,
+    features,
     load_model,
     make_vectorizer,
+    make_word_vectorizer,
+    mark_negation,
+    normalise,
     save_model,
     softmax,
 )
 from shared.contracts.common import CATEGORIES, Category
+from shared.contracts.messages import Redaction
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +186,14 @@ class Evaluation:
         low = {c for c, p in self.priorities.items() if p in ("P3", "P4")}
         return sum(n for (t, d), n in self.confusion.items() if t in self.urgent and d in low)
 
+    @property
+    def false_alarms(self) -> float:
+        """Share of the other (non-P1) examples routed P1: what safety first costs."""
+        others = sum(n for (t, _), n in self.confusion.items() if t not in self.urgent)
+        urgent = set(self.urgent)
+        hit = sum(n for (t, d), n in self.confusion.items() if t not in urgent and d in urgent)
+        return hit / others if others else 0.0
+
     def to_dict(self) -> dict[str, object]:
         return {
             "examples": self.total,
@@ -207,15 +223,37 @@ REPORT_PRIORITIES: dict[Category, str] = {
 }
 
 
+def redactions_in(text: str) -> tuple[Redaction, ...]:
+    """The redactions a text's markers stand for: what ingest's redaction reported for it."""
+    return tuple(
+        Redaction(kind=kind, count=text.count(marker))
+        for kind, marker in MARKERS.items()
+        if marker in text
+    )
+
+
 def evaluate(model: TextModel, examples: Sequence[Example], policy: ClassifyPolicy) -> Evaluation:
-    probabilities = model.probabilities([e.text for e in examples])
+    """The production decision on each example, the redaction rule included (as in ingest)."""
+    return evaluate_probabilities(
+        model.probabilities([e.text for e in examples]), model.categories, examples, policy
+    )
+
+
+def evaluate_probabilities(
+    probabilities: NDArray[np.float64],
+    categories: Sequence[Category],
+    examples: Sequence[Example],
+    policy: ClassifyPolicy,
+) -> Evaluation:
     confusion: Counter[tuple[Category, Category]] = Counter()
     correct = raw = 0
     for example, row in zip(examples, probabilities, strict=True):
-        decision = decide(row, model.categories, policy, text=example.text)
+        decision = decide(
+            row, categories, policy, text=example.text, redactions=redactions_in(example.text)
+        )
         confusion[(example.category, decision.category)] += 1
         correct += decision.category == example.category
-        raw += model.categories[int(np.argmax(row))] == example.category
+        raw += categories[int(np.argmax(row))] == example.category
     return Evaluation(
         total=len(examples),
         correct=correct,
@@ -228,32 +266,54 @@ def evaluate(model: TextModel, examples: Sequence[Example], policy: ClassifyPoli
 
 def fit(examples: Sequence[Example], policy: ClassifyPolicy) -> TextModel:
     """A model trained on `examples` (deterministic: fixed seed, fixed order)."""
+    return fit_cross_validated(examples, policy)[0]
+
+
+def fit_cross_validated(
+    examples: Sequence[Example], policy: ClassifyPolicy
+) -> tuple[TextModel, NDArray[np.float64]]:
+    """The model, and each example's probabilities from a 5-fold cross-validation of `examples`.
+
+    The cross-validated probabilities fit the temperature, and show what the safety
+    thresholds do on examples the model was not fitted on (`cross_validation`).
+    """
     settings = policy.model
-    texts = [e.text for e in examples]
     labels = np.array([CATEGORIES.index(e.category) for e in examples])
-    vectorizer = make_vectorizer(settings.ngram_range, settings.max_chars)
-    features = vectorizer.fit_transform(texts)
     present = sorted(set(labels.tolist()))
     if len(present) != len(CATEGORIES):
         missing = [c for i, c in enumerate(CATEGORIES) if i not in present]
         raise CorpusError(f"no examples of {missing}")
+    texts = [e.text for e in examples]
+    normalised = [normalise(t, settings.max_chars) for t in texts]
+    chars = make_vectorizer(settings.ngram_range).fit(normalised)
+    words = make_word_vectorizer(settings.word_ngram_range).fit(
+        [mark_negation(t) for t in normalised]
+    )
+    x = features(texts, chars, words, settings.max_chars)
 
-    def linear() -> LogisticRegression:
-        return LogisticRegression(C=settings.c, max_iter=2000, random_state=settings.seed)
+    def linear() -> LinearSVC:
+        return LinearSVC(C=settings.c, max_iter=5000, random_state=settings.seed)
 
-    temperature = _fit_temperature(features, labels, linear, settings.seed)
-    classifier = linear().fit(features, labels)
-    vocabulary = [""] * len(vectorizer.vocabulary_)
-    for gram, index in vectorizer.vocabulary_.items():
-        vocabulary[index] = gram
-    return TextModel(
+    scores = np.zeros((len(labels), len(CATEGORIES)))
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=settings.seed)
+    for train_rows, test_rows in folds.split(np.zeros(len(labels)), labels):
+        scores[test_rows] = (
+            linear().fit(x[train_rows], labels[train_rows]).decision_function(x[test_rows])
+        )
+    temperature = _fit_temperature(scores, labels)
+    classifier = linear().fit(x, labels)
+    model = TextModel(
         categories=CATEGORIES,
-        vocabulary=tuple(vocabulary),
-        idf=vectorizer.idf_.astype(np.float32),
+        vocabulary=_vocabulary(chars.vocabulary_),
+        idf=chars.idf_.astype(np.float32),
+        word_vocabulary=_vocabulary(words.vocabulary_),
+        word_idf=words.idf_.astype(np.float32),
         coef=classifier.coef_.astype(np.float32),
         intercept=classifier.intercept_.astype(np.float32),
         meta={
+            "linear_model": "linear SVM, one-vs-rest",
             "ngram_range": list(settings.ngram_range),
+            "word_ngram_range": list(settings.word_ngram_range),
             "max_chars": settings.max_chars,
             "temperature": temperature,
             "c": settings.c,
@@ -262,24 +322,100 @@ def fit(examples: Sequence[Example], policy: ClassifyPolicy) -> TextModel:
             "sklearn": sklearn.__version__,
         },
     )
+    return model, softmax(scores / temperature)
 
 
-def _fit_temperature(
-    features: object, labels: NDArray[np.int_], linear: object, seed: int
-) -> float:
+def _vocabulary(index: dict[str, int]) -> tuple[str, ...]:
+    vocabulary = [""] * len(index)
+    for gram, i in index.items():
+        vocabulary[i] = gram
+    return tuple(vocabulary)
+
+
+def _fit_temperature(scores: NDArray[np.float64], labels: NDArray[np.int_]) -> float:
     """Temperature that makes cross-validated probabilities honest (lowest log loss)."""
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-    scores = np.zeros((len(labels), len(CATEGORIES)))
-    for train, test in folds.split(np.zeros(len(labels)), labels):
-        model = linear().fit(features[train], labels[train])  # type: ignore[index,operator]
-        scores[test] = model.decision_function(features[test])  # type: ignore[index]
 
     def loss(t: float) -> float:
         p = softmax(scores / t)
         return float(-np.mean(np.log(p[np.arange(len(labels)), labels] + 1e-12)))
 
-    result = minimize_scalar(loss, bounds=(0.05, 20.0), method="bounded")
+    result = minimize_scalar(loss, bounds=(0.01, 20.0), method="bounded")
     return round(float(result.x), 4)
+
+
+# Candidate P1 thresholds the cross-validation tries for each urgent category.
+THRESHOLD_GRID = (0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.10, 0.12, 0.15, 0.20)
+# The share of each P1 category routed P1 the thresholds are chosen for, on the
+# cross-validation: above the 99 % the issue asks of the held-out split, since a choice made
+# exactly at 99 % on one sample falls below it on the next about as often as not.
+P1_TARGET = 0.995
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    thresholds: dict[Category, float]
+    evaluation: Evaluation
+
+
+def choose_thresholds(
+    probabilities: NDArray[np.float64],
+    examples: Sequence[Example],
+    policy: ClassifyPolicy,
+    target: float = P1_TARGET,
+    grid: Sequence[float] = THRESHOLD_GRID,
+) -> ThresholdChoice | None:
+    """The most accurate per-category P1 thresholds at which every P1 category is routed P1
+    at `target` or more (on a tie: fewest P1 examples decided P3/P4, then the highest
+    thresholds, so the fewest false alarms); None if none reaches it.
+
+    Meant for cross-validated probabilities of the training side: choosing on the held-out
+    split would make its scores a tuned figure instead of a test. The search ranks the
+    grid with the safety rule in array form; the chosen set is then scored by `decide`.
+    """
+    urgent = policy.urgent.categories
+    columns = [CATEGORIES.index(c) for c in urgent]
+    labels = np.array([CATEGORIES.index(e.category) for e in examples])
+    # What is decided without the safety rule (thresholds above every probability).
+    never = policy.model_copy(
+        update={
+            "urgent": policy.urgent.model_copy(update={"thresholds": dict.fromkeys(urgent, 1.0)})
+        }
+    )
+    base = np.array(
+        [
+            CATEGORIES.index(
+                decide(
+                    row, CATEGORIES, never, text=e.text, redactions=redactions_in(e.text)
+                ).category
+            )
+            for row, e in zip(probabilities, examples, strict=True)
+        ]
+    )
+    open_to_rule = ~np.isin(base, columns)  # a redacted secret already made it urgent
+    p_urgent = probabilities[:, columns]
+    is_urgent = np.isin(labels, columns)
+    present = [c for c in columns if (labels == c).any()]
+    low = [CATEGORIES.index(c) for c, p in REPORT_PRIORITIES.items() if p in ("P3", "P4")]
+    best: tuple[tuple[float, int, float], dict[Category, float]] | None = None
+    for values in itertools.product(grid, repeat=len(urgent)):
+        passing = np.where(p_urgent >= np.array(values), p_urgent, -1.0)
+        fires = open_to_rule & (passing.max(axis=1) >= 0)
+        decided = np.where(fires, np.array(columns)[passing.argmax(axis=1)], base)
+        routed = np.isin(decided, columns)
+        if any(routed[labels == c].mean() < target for c in present):
+            continue
+        demoted = int((is_urgent & np.isin(decided, low)).sum())
+        key = (float((decided == labels).mean()), -demoted, sum(values))
+        if best is None or key > best[0]:
+            best = (key, dict(zip(urgent, values, strict=True)))
+    if best is None:
+        return None
+    chosen = policy.model_copy(
+        update={"urgent": policy.urgent.model_copy(update={"thresholds": best[1]})}
+    )
+    return ThresholdChoice(
+        best[1], evaluate_probabilities(probabilities, CATEGORIES, examples, chosen)
+    )
 
 
 @dataclass(frozen=True)
@@ -287,6 +423,13 @@ class Trained:
     model: TextModel
     held_out: Evaluation
     train_count: int
+    # The training side and its 5-fold cross-validated probabilities (threshold choice).
+    train_side: tuple[Example, ...] = ()
+    cross_validated: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
+
+    def cross_validation(self, policy: ClassifyPolicy) -> Evaluation:
+        """The policy's decision on the training side's cross-validated probabilities."""
+        return evaluate_probabilities(self.cross_validated, CATEGORIES, self.train_side, policy)
 
 
 def train(
@@ -297,7 +440,8 @@ def train(
     # Corrections go to training; their texts are never in the held-out split.
     held = {e.text for e in held_out}
     extra = [e for e in corrections if e.text not in held]
-    model = fit([*train_side, *extra], policy)
+    trained_on = [*train_side, *extra]
+    model, cross_validated = fit_cross_validated(trained_on, policy)
     evaluation = evaluate(model, held_out, policy)
     meta = {
         **model.meta,
@@ -308,7 +452,9 @@ def train(
     return Trained(
         model=replace(model, meta=meta),
         held_out=evaluation,
-        train_count=len(train_side) + len(extra),
+        train_count=len(trained_on),
+        train_side=tuple(trained_on),
+        cross_validated=cross_validated,
     )
 
 
@@ -323,6 +469,7 @@ def report(evaluation: Evaluation, title: str) -> str:
         f"{evaluation.raw_accuracy:.1%})",
         f"- P1 recall (urgent examples routed P1): {evaluation.urgent_recall:.1%}",
         f"- P1 examples decided P3/P4: {evaluation.urgent_demoted}",
+        f"- other examples routed P1 (false alarms): {evaluation.false_alarms:.1%}",
         "",
         "| category | priority | support | precision | recall | routed P1 |",
         "|---|---|---:|---:|---:|---:|",
@@ -349,11 +496,21 @@ def report(evaluation: Evaluation, title: str) -> str:
 def load_or_train(model_path: Path, corpus_dir: Path, policy: ClassifyPolicy) -> TextModel:
     """The model at `model_path`, or one trained from the corpus (and saved there if it can).
 
-    Raises `ModelError` or `RulesError` for a model the policy refuses: unreadable,
-    pickled, missing a category, or below `min_accuracy` on its held-out split.
+    A model file of an older format (plain arrays, written by an earlier version) is
+    replaced as if it were missing. Raises `ModelError` or `RulesError` for a model the
+    policy refuses: unreadable, pickled, missing a category, or below `min_accuracy` on its
+    held-out split.
     """
+    model: TextModel | None = None
     if model_path.exists():
-        model = load_model(model_path)
+        try:
+            model = load_model(model_path)
+        except OutdatedModelError as exc:
+            log.warning(
+                "classifier model of an older format: retraining from the corpus",
+                extra={"model": str(model_path), "error": str(exc)},
+            )
+    if model is not None:
         if corpus_dir.is_dir() and model.meta.get("corpus_digest") != digest_of(
             load_corpus(corpus_dir)
         ):
@@ -362,7 +519,9 @@ def load_or_train(model_path: Path, corpus_dir: Path, policy: ClassifyPolicy) ->
                 extra={"model": str(model_path)},
             )
     else:
-        log.info("no classifier model: training from the corpus", extra={"model": str(model_path)})
+        log.info(
+            "no usable classifier model: training from the corpus", extra={"model": str(model_path)}
+        )
         model = train(load_corpus(corpus_dir), policy).model
         try:
             save_model(model, model_path)

@@ -6,6 +6,7 @@ the model the services load (data/classify/model.npz), not the corpus against it
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
 from decimal import Decimal
@@ -16,8 +17,10 @@ import pytest
 import yaml
 
 from services.ingest.classify import (
+    Classification,
     ClassifyPolicy,
     RulesError,
+    Urgent,
     check_model,
     classify,
     decide,
@@ -26,7 +29,20 @@ from services.ingest.classify import (
 )
 from services.ingest.redact import redact
 from services.ingest.signals import extract_signals
-from services.ingest.textmodel import ModelError, load_model, save_model
+from services.ingest.textmodel import (
+    REDACTION_KINDS,
+    ModelError,
+    load_model,
+    mark_negation,
+    redaction_features,
+    save_model,
+)
+from services.ingest.training import (
+    Example,
+    choose_thresholds,
+    evaluate_probabilities,
+    load_or_train,
+)
 from shared.contracts.common import CATEGORIES, Category
 from shared.contracts.messages import Amount, Redaction, Signals, WalletAddress
 from tests.support.base58 import b58, b58check
@@ -174,8 +190,9 @@ NEGATED = [
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known weakness (docs/classification.md): character n-grams read 'not hacked' "
-    "as 'hacked'; these go P1 (the safe side) until the corpus teaches negation better",
+    reason="known weakness (docs/classification.md): the model still reads most of these "
+    "negated risks as the risk (English negation is marked in the word view, Chinese not); "
+    "they go P1, the safe side",
 )
 def test_negated_risks_are_mostly_not_the_category() -> None:
     cases = [(t, c) for t, _, c, _ in NEGATED]
@@ -212,23 +229,50 @@ def row(**p: float) -> np.ndarray:
 
 
 def test_the_likeliest_category_wins_and_reasons_show_the_top_three() -> None:
-    result = decide(row(deposit=0.7, withdrawal=0.2), CATEGORIES, classify_policy(), text="x y")
+    result = decide(row(deposit=0.7, withdrawal=0.25), CATEGORIES, classify_policy(), text="x y")
 
     assert result.category == "deposit"
-    assert result.reasons[0].startswith("model: deposit 0.70, withdrawal 0.20, ")
+    assert result.reasons[0].startswith("model: deposit 0.70, withdrawal 0.25, ")
     assert [c for c, _ in result.probabilities][:2] == ["deposit", "withdrawal"]
 
 
-def test_a_possible_theft_is_routed_as_one() -> None:
+@pytest.mark.parametrize("urgent", ["stolen_funds", "account_takeover", "secret_exposed"])
+def test_a_possible_p1_category_is_routed_as_one_at_its_own_threshold(urgent: Category) -> None:
     policy = classify_policy()
-    threshold = policy.urgent.threshold
+    threshold = policy.urgent.threshold_of(urgent)
 
-    above = decide(row(general=0.6, stolen_funds=threshold + 0.01), CATEGORIES, policy, text="x")
-    below = decide(row(general=0.6, stolen_funds=threshold - 0.05), CATEGORIES, policy, text="x")
+    def decided(p: float) -> Classification:
+        return decide(row(general=1 - p, **{urgent: p}), CATEGORIES, policy, text="x")
 
-    assert above.category == "stolen_funds"
-    assert f"possible stolen_funds p={threshold + 0.01:.2f}" in above.reasons
+    above, below = decided(threshold + 0.005), decided(threshold - 0.005)
+
+    assert above.category == urgent
+    assert f"possible {urgent} p={threshold + 0.005:.2f}" in above.reasons
     assert below.category == "general"
+
+
+def test_each_p1_category_has_the_threshold_the_policy_gives_it() -> None:
+    policy = classify_policy().model_copy(
+        update={
+            "urgent": Urgent(threshold=0.3, thresholds={"account_takeover": 0.02}),
+        }
+    )
+    takeover = row(general=0.95, account_takeover=0.05)
+    theft = row(general=0.95, stolen_funds=0.05)
+
+    assert decide(takeover, CATEGORIES, policy, text="x").category == "account_takeover"
+    assert decide(theft, CATEGORIES, policy, text="x").category == "general"
+
+
+def test_the_likelier_of_two_possible_p1_categories_is_taken() -> None:
+    policy = classify_policy().model_copy(update={"urgent": Urgent(threshold=0.1)})
+
+    result = decide(
+        row(general=0.6, stolen_funds=0.15, account_takeover=0.25), CATEGORIES, policy, text="x"
+    )
+
+    assert result.category == "account_takeover"
+    assert "possible account_takeover p=0.25" in result.reasons
 
 
 @pytest.mark.parametrize("kind", ["seed_phrase", "private_key", "password"])
@@ -328,6 +372,47 @@ def test_an_archive_holding_a_pickled_array_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ModelError):
         load_model(path)
+
+
+def write_format_1(path: Path) -> None:
+    with path.open("wb") as out:
+        np.savez(
+            out,
+            vocabulary=np.array(["ab"]),
+            idf=np.ones(1, dtype=np.float32),
+            coef=np.zeros((len(CATEGORIES), 1), dtype=np.float32),
+            intercept=np.zeros(len(CATEGORIES), dtype=np.float32),
+            categories=np.array(CATEGORIES),
+            meta=np.array([json.dumps({"format": "omniroute-textmodel/1"})]),
+        )
+
+
+def test_a_model_of_an_older_format_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "model.npz"
+    write_format_1(path)
+
+    with pytest.raises(ModelError, match="omniroute classify train"):
+        load_model(path)
+
+
+def test_a_model_of_an_older_format_is_replaced_by_training_at_start_up(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [
+        json.dumps(
+            {"text": f"{c} message number {i}", "language": "en", "category": c, "register": "chat"}
+        )
+        for c in CATEGORIES
+        for i in range(7)
+    ]
+    (corpus / "tiny.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path = tmp_path / "model.npz"
+    write_format_1(path)
+    lenient = classify_policy().model_copy(update={"min_accuracy": 0.0})
+
+    model = load_or_train(path, corpus, lenient)
+
+    assert load_model(path).meta["corpus_digest"] == model.meta["corpus_digest"]
 
 
 def test_a_model_round_trips_as_plain_arrays(tmp_path: Path) -> None:
@@ -434,7 +519,7 @@ def test_the_policy_names_every_urgent_category() -> None:
     policy: ClassifyPolicy = load_rules(default_rules_path())
 
     assert set(policy.urgent.categories) == {"stolen_funds", "account_takeover", "secret_exposed"}
-    assert 0 < policy.urgent.threshold < 0.5
+    assert all(0 < policy.urgent.threshold_of(c) < 0.5 for c in policy.urgent.categories)
     assert policy.min_accuracy >= 0.85
 
 
@@ -443,6 +528,15 @@ def test_the_policy_names_every_urgent_category() -> None:
     [
         pytest.param(lambda d: d["urgent"].update(categories=["money"]), id="unknown-category"),
         pytest.param(lambda d: d["model"].update(ngram_range=[4, 1]), id="bad-ngram-range"),
+        pytest.param(
+            lambda d: d["model"].update(word_ngram_range=[0, 2]), id="bad-word-ngram-range"
+        ),
+        pytest.param(
+            lambda d: d["urgent"]["thresholds"].update(trading=0.1), id="threshold-not-urgent"
+        ),
+        pytest.param(
+            lambda d: d["urgent"]["thresholds"].update(stolen_funds=0), id="threshold-zero"
+        ),
         pytest.param(lambda d: d.update(min_accuracy=1.5), id="accuracy-over-one"),
         pytest.param(lambda d: d.update(min_scor=1), id="typo-in-key"),
         pytest.param(lambda d: d["signals"].pop("assets"), id="missing-section"),
@@ -464,3 +558,63 @@ def test_unreadable_policy_fails_loudly(tmp_path: Path) -> None:
         load_rules(bad)
     with pytest.raises(RulesError):
         load_rules(tmp_path / "missing.yaml")
+
+
+# --- what the model reads -----------------------------------------------------------------
+
+
+def test_words_after_an_english_negation_are_marked() -> None:
+    assert mark_negation("not hacked, i just forgot") == "not neg_hacked, neg_i neg_just forgot"
+    assert mark_negation("it wasn’t me") == "it wasn’t neg_me"
+    assert mark_negation("i was hacked") == "i was hacked"
+
+
+def test_the_model_reads_the_kind_of_a_redaction_never_the_secret() -> None:
+    with_marker = redaction_features(["my pw [REDACTED:password] and code [REDACTED:otp_code]"])
+    without = redaction_features(["my pw and code"])
+
+    kinds = dict(zip(REDACTION_KINDS, with_marker.toarray()[0], strict=True))
+    assert kinds == {"seed_phrase": 0, "private_key": 0, "password": 1, "otp_code": 1}
+    assert without.nnz == 0
+    assert not any("REDACTED" in gram for gram in text_model().vocabulary)
+    assert not any("redacted" in word for word in text_model().word_vocabulary)
+
+
+# --- evaluation ---------------------------------------------------------------------------
+
+
+def example(text: str, category: Category) -> Example:
+    return Example(text=text, language="en", category=category, style="chat")
+
+
+def test_evaluation_applies_the_redaction_rule_as_ingest_does() -> None:
+    pasted = example("fix my login, pw [REDACTED:password]", "secret_exposed")
+    probabilities = np.array([row(login_2fa=0.99)])
+
+    evaluation = evaluate_probabilities(probabilities, CATEGORIES, [pasted], classify_policy())
+
+    assert evaluation.confusion == {("secret_exposed", "secret_exposed"): 1}
+
+
+def test_thresholds_chosen_by_cross_validation_meet_the_target_with_the_fewest_false_p1() -> None:
+    policy = classify_policy()
+    # Five thefts the model mostly misses (stolen_funds 0.3 … 0.02) and five questions
+    # that look a little like theft (0.035): 0.02 routes every theft P1 and every question
+    # too; 0.04 routes four thefts of five and no question.
+    thefts = [0.3, 0.2, 0.1, 0.04, 0.02]
+    examples = [example(f"theft {i}", "stolen_funds") for i in range(5)]
+    examples += [example(f"question {i}", "general") for i in range(5)]
+    rows = [row(general=1 - p, stolen_funds=p) for p in thefts] + [
+        row(general=0.965, stolen_funds=0.035) for _ in range(5)
+    ]
+    probabilities = np.array(rows)
+
+    every = choose_thresholds(probabilities, examples, policy, target=1.0)
+    most = choose_thresholds(probabilities, examples, policy, target=0.8)
+
+    assert every is not None and every.thresholds["stolen_funds"] == 0.02
+    assert every.evaluation.routed_urgent("stolen_funds") == 1.0
+    assert every.evaluation.accuracy == 0.5
+    assert most is not None and most.thresholds["stolen_funds"] == 0.04
+    assert most.evaluation.accuracy == 0.9
+    assert choose_thresholds(probabilities, examples, policy, 1.0, grid=(0.5,)) is None
