@@ -34,7 +34,9 @@ from shared.journal import (
     KafkaPublishedLog,
     MongoJournal,
     NoPublishedLog,
+    ProducerOutput,
     PublishedLog,
+    output_config,
 )
 from shared.lease import EngineLease, Lease
 from shared.logging import configure_logging
@@ -76,7 +78,12 @@ def build_app(
                 fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             )
         )
+    # The engine's events and the API's agent actions leave at once (no linger: the P1
+    # path pays no batching wait; a step's events batch anyway) through their own
+    # producer; a broker given by a test (the in-memory one) carries them instead.
+    producer = None if broker is not None else ProducerOutput(output_config(settings))
     broker = broker or make_broker(settings, registry)
+    output = producer or BrokerOutput(broker)
     own_inputs = inputs is None
     inputs = inputs or make_broker(
         settings.model_copy(update={"service_name": "router_engine"}), registry
@@ -95,7 +102,7 @@ def build_app(
         state=RouterState(policy=policy),
         store=store,
         journal=journal or MongoJournal(db, JOURNAL),
-        output=BrokerOutput(broker),
+        output=output,
         metrics=RouterMetrics.create(registry),
         published=published,
         lease=lease,
@@ -129,6 +136,8 @@ def build_app(
         if settings.kafka_create_topics:
             await ensure_topics(settings.kafka_bootstrap)
         await store.ensure_indexes()
+        if producer is not None:
+            await producer.start()
         await lookahead.start()  # idle until this replica holds the lease
 
     async def after_startup() -> None:
@@ -139,6 +148,8 @@ def build_app(
         await sweeper.stop()
         await host.stop()
         await engine.compactor.stop()
+        if producer is not None:
+            await producer.stop()
         await mongo.close()
         await lookahead.stop()  # idle since host.stop() gave the lease up
 
@@ -155,7 +166,7 @@ def build_app(
         broker,
         routes=[
             *health_routes(registry, readiness),
-            *make_routes(settings, broker, store, access=access),
+            *make_routes(settings, output, store, access=access, engine=engine),
         ],
         on_startup=[startup],
         after_startup=[after_startup],
