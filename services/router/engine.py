@@ -28,6 +28,7 @@ from services.router.store import AGENTS, META, RouterStore, agent_doc, changes_
 from shared.consume import Decoder, Incoming, kind_of
 from shared.contracts.agents import (
     AgentActionTaken,
+    AgentEvent,
     AgentPresenceChanged,
     AgentProfileUpdated,
 )
@@ -130,17 +131,18 @@ class RouterEngine:
         after the batch is stored.
         """
         ev = item.event
+        if isinstance(ev, AgentEvent) and item.ce_id not in self.state.applied_agent_events:
+            # Recorded as applied once: a second record of it (applied ahead, redelivered)
+            # must not overwrite the stored outcome of an action.
+            self._batch_agent_events.append(item.ce_id)
         try:
             if isinstance(ev, MessageReceived):
                 return self.state.on_message(ev, now, defer=True)
             if isinstance(ev, AgentProfileUpdated):
-                self._batch_agent_events.append(item.ce_id)
                 return self.state.on_profile(ev, item.ce_id, now)
             if isinstance(ev, AgentPresenceChanged):
-                self._batch_agent_events.append(item.ce_id)
                 return self.state.on_presence(ev, item.ce_id, now)
             if isinstance(ev, AgentActionTaken):
-                self._batch_agent_events.append(item.ce_id)
                 return self.state.on_action(ev, item.ce_id, now)
             if not isinstance(ev, SlaEvent):  # erasures and holds: applied at the batch's end
                 return self.erasure.note(ev)

@@ -157,11 +157,13 @@ async def test_the_lease_holder_checks_an_action_in_memory_and_applies_it_at_onc
             )
             assert again.status_code == 409
             assert again.json()["error"] == "ticket already resolved"
-        # The input consumer reaches the action later: recognised, not applied twice.
+        # The input consumer reaches the action later: recognised, not applied twice, and
+        # its recorded outcome stays.
         events_before = len(seen)
         await engine.process([record_of(topic.sent[0], offset=2)])
         assert len(seen) == events_before
         assert [e["event"] for e in seen].count("resolved") == 1
+        assert store.actions[eid]["status"] == "accepted"
 
 
 async def test_an_action_behind_unapplied_records_waits_for_the_consumer() -> None:
