@@ -81,7 +81,7 @@ class RouterEngine:
         self.decoder = Decoder(
             "router", INPUTS, on_dead=lambda _reason: self.metrics.deadletters.inc()
         )
-        # Steps are folded before they are published; the compactor forgets them in bulk.
+        # Steps are folded right after they are published; the compactor forgets them in bulk.
         self.compactor = Compactor(
             None,
             self.journal,
@@ -210,7 +210,7 @@ class RouterEngine:
         return self.loaded and at is not None and at <= self.clock()
 
     async def tick(self) -> int:
-        """Fire due offers and requeues through the same path as inputs: store, then publish.
+        """Fire due offers and requeues through the same path as inputs: journal, publish, fold.
 
         Event ids are the ticket's (id, sequence): a tick repeated after a crash before the
         store decides again from the stored state and publishes the same ids.

@@ -173,7 +173,7 @@ def new_engine(
     )
 
 
-async def test_the_clock_expires_offers_through_store_then_publish(
+async def test_the_clock_expires_offers_through_journal_then_publish(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     broker = KafkaBroker("localhost:9092")
