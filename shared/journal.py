@@ -42,7 +42,6 @@ from pymongo import ASCENDING, DeleteOne
 
 from shared.events import OutboundEvent, header, send_all
 from shared.mongo import Database, Document
-from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -282,18 +281,6 @@ class ProducerOutput:
             )
             for event in events
         ]
-
-
-def output_config(settings: ServiceSettings) -> dict[str, Any]:
-    """A `ProducerOutput`'s producer for an engine: its events leave at once (no linger;
-    the events of one step go out in one batch anyway)."""
-    return {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "client_id": f"omniroute-{settings.service_name}-output",
-        "acks": "all",
-        "enable_idempotence": settings.kafka_idempotent_producer,
-        "linger_ms": 0,
-    }
 
 
 def advance(marks: Marks, acknowledged: Iterable[Any]) -> None:

@@ -34,9 +34,7 @@ from shared.journal import (
     KafkaPublishedLog,
     MongoJournal,
     NoPublishedLog,
-    ProducerOutput,
     PublishedLog,
-    output_config,
 )
 from shared.lease import EngineLease, Lease
 from shared.logging import configure_logging
@@ -78,12 +76,9 @@ def build_app(
                 fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
             )
         )
-    # The engine's events and the API's agent actions leave at once (no linger: the P1
-    # path pays no batching wait; a step's events batch anyway) through their own
-    # producer; a broker given by a test (the in-memory one) carries them instead.
-    producer = None if broker is not None else ProducerOutput(output_config(settings))
-    broker = broker or make_broker(settings, registry)
-    output = producer or BrokerOutput(broker)
+    # No linger on what the router publishes (the engine's events, the API's agent
+    # actions): the P1 path pays no batching wait, and a step's events batch anyway.
+    broker = broker or make_broker(settings, registry, linger_ms=0)
     own_inputs = inputs is None
     inputs = inputs or make_broker(
         settings.model_copy(update={"service_name": "router_engine"}), registry
@@ -102,7 +97,7 @@ def build_app(
         state=RouterState(policy=policy),
         store=store,
         journal=journal or MongoJournal(db, JOURNAL),
-        output=output,
+        output=BrokerOutput(broker),
         metrics=RouterMetrics.create(registry),
         published=published,
         lease=lease,
@@ -136,8 +131,6 @@ def build_app(
         if settings.kafka_create_topics:
             await ensure_topics(settings.kafka_bootstrap)
         await store.ensure_indexes()
-        if producer is not None:
-            await producer.start()
         await lookahead.start()  # idle until this replica holds the lease
 
     async def after_startup() -> None:
@@ -148,8 +141,6 @@ def build_app(
         await sweeper.stop()
         await host.stop()
         await engine.compactor.stop()
-        if producer is not None:
-            await producer.stop()
         await mongo.close()
         await lookahead.stop()  # idle since host.stop() gave the lease up
 
@@ -166,7 +157,7 @@ def build_app(
         broker,
         routes=[
             *health_routes(registry, readiness),
-            *make_routes(settings, output, store, access=access, engine=engine),
+            *make_routes(settings, broker, store, access=access, engine=engine),
         ],
         on_startup=[startup],
         after_startup=[after_startup],

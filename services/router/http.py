@@ -43,9 +43,8 @@ from shared.contracts.agents import (
     Presence,
 )
 from shared.contracts.common import Category
-from shared.events import OutboundEvent, make_event
+from shared.events import OutboundEvent, make_event, send_all
 from shared.ids import event_id
-from shared.journal import BrokerOutput, Output
 from shared.mongo import Document
 from shared.scopes import AGENTS_ADMIN, AGENTS_READ, TICKETS_ACT, TICKETS_READ
 from shared.service import BodyT, parse_body
@@ -84,17 +83,15 @@ def _clean(doc: dict[str, Any]) -> dict[str, Any]:
 
 def make_routes(
     settings: RouterSettings,
-    broker: KafkaBroker | Output,
+    broker: KafkaBroker,
     store: RouterStore,
     *,
     access: Access,
     engine: EngineView | None = None,
 ) -> list[BaseRoute]:
-    """The API. It publishes through `broker` (or the engine's output producer) and reads
-    through `engine`, this replica's engine (which answers only while it holds the lease)."""
+    """The API; `engine` is this replica's engine (it answers only while holding the lease)."""
     id_re = re.compile(ID_PATTERN)
     reads = Reads(store, engine)
-    output = BrokerOutput(broker) if isinstance(broker, KafkaBroker) else broker
 
     def path_id(request: Request, name: str) -> str | JSONResponse:
         """An id from the path, or the 400 for one that is not an id."""
@@ -132,7 +129,7 @@ def make_routes(
             key=key,
             time=datetime.now(UTC),
         )
-        acks = await asyncio.gather(*await output.send([event]))
+        acks = await asyncio.gather(*await send_all(broker, [event]))
         meta = acks[0] if acks else None
         if meta is not None and engine is not None:
             await apply_ahead(event, meta)

@@ -6,7 +6,6 @@ document. Elsewhere (no lease) the API reads the collections as before."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,20 +51,19 @@ class Landed:
 
 @dataclass
 class AgentsTopic:
-    """support.agents as the API's producer sees it: each record lands at the next offset."""
+    """support.agents as the API's broker sees it: each record lands at the next offset."""
 
     next_offset: int
     sent: list[OutboundEvent] = field(default_factory=list)
 
-    async def send(self, events: Iterable[OutboundEvent]) -> list[asyncio.Future[Any]]:
-        futures = []
-        for e in events:
-            self.sent.append(e)
-            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            done.set_result(Landed(e.topic, 0, self.next_offset))
-            self.next_offset += 1
-            futures.append(done)
-        return futures
+    async def publish(
+        self, value: bytes, topic: str, *, key: bytes | None, headers: dict[str, str], **_: Any
+    ) -> asyncio.Future[Any]:
+        self.sent.append(OutboundEvent(topic, key.decode() if key else None, value, headers))
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(Landed(topic, 0, self.next_offset))
+        self.next_offset += 1
+        return done
 
 
 class LostLease(HeldLease):
@@ -124,7 +122,7 @@ def new_engine(broker: KafkaBroker, store: FakeRouterStore, lease: HeldLease) ->
 def api(engine: RouterEngine, store: FakeRouterStore, topic: AgentsTopic) -> httpx.AsyncClient:
     settings = RouterSettings()
     access, _ = memory_access(settings)
-    routes = make_routes(settings, topic, store, access=access, engine=engine)
+    routes = make_routes(settings, topic, store, access=access, engine=engine)  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=Starlette(routes=routes))
     return httpx.AsyncClient(transport=transport, base_url="http://router")
 
