@@ -24,14 +24,17 @@ from shared.topics import PARTITIONS, TOPIC_CONFIGS
 log = logging.getLogger(__name__)
 
 
-def make_broker(settings: ServiceSettings, registry: CollectorRegistry) -> KafkaBroker:
-    """One broker per process, from settings; connects when the app starts."""
+def make_broker(
+    settings: ServiceSettings, registry: CollectorRegistry, *, linger_ms: int = 5
+) -> KafkaBroker:
+    """One broker per process, from settings; connects when the app starts. `linger_ms`:
+    how long a record may wait for others to share its batch (0: a latency-bound path)."""
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=f"omniroute-{settings.service_name}",
         enable_idempotence=settings.kafka_idempotent_producer,
         acks="all",
-        linger_ms=5,
+        linger_ms=linger_ms,
         middlewares=(
             KafkaPrometheusMiddleware(
                 registry=registry, app_name=f"omniroute_{settings.service_name}"

@@ -65,14 +65,22 @@ class Given:
 class Wiring:
     """One service's clients, consumers, lifecycle hooks and readiness checks."""
 
-    def __init__(self, name: str, settings: ServiceSettings, given: Given | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: ServiceSettings,
+        given: Given | None = None,
+        *,
+        linger_ms: int = 5,
+    ) -> None:
+        """`linger_ms`: how long the service's published records may wait to share a batch."""
         given = given or Given()
         self.name = name
         self.settings = settings
         self.given = given
         self.in_memory = given.broker is not None
         self.registry = given.registry or make_registry(name)
-        self.broker = given.broker or make_broker(settings, self.registry)
+        self.broker = given.broker or make_broker(settings, self.registry, linger_ms=linger_ms)
         self.mongo = given.mongo or make_mongo_client(settings)
         self.db = self.mongo[settings.mongo_db]
         self.backoff = StoreBackoff.create(name, self.registry)

@@ -38,7 +38,7 @@ from omniroute.bench.kit import (
     produce,
 )
 from omniroute.bench.load import generate
-from omniroute.bench.p1 import p1_behind_backlog
+from omniroute.bench.p1 import lower_priority, p1_behind_backlog
 from omniroute.bench.profile import Profiler
 from omniroute.bench.sla_lag import measure_firing_lag
 from omniroute.bench.store_costs import measure_store_costs
@@ -417,6 +417,7 @@ def machine() -> dict[str, Any]:
 
 
 SCENARIOS = ("broker", "store", "pipeline", "p1", "surge", "sla", "scaling")
+P1_NICED = "p1_notify_niced"  # the p1 scenario again, notify and its store at --p1-notify-nice
 
 
 async def run_scenario(name: str, args: Any, stack: EmbeddedStack, work: Path) -> Any:
@@ -433,11 +434,27 @@ async def run_scenario(name: str, args: Any, stack: EmbeddedStack, work: Path) -
             args.rate_seconds,
             steady_rates(args.latency_rates),
         )
-    if name == "p1":
-        system = new_system(stack, "p1", work)
-        prof = profiler("p1", process_ids(stack, system))
+    if name in ("p1", P1_NICED):
+        system = new_system(stack, name, work)
+        prof = profiler(name, process_ids(stack, system))
         try:
+            niced = {}
+            if name == P1_NICED:
+                # The stand-in for a deployment's per-service CPU (deploy/: requests and
+                # limits): notify and its store yield the CPU to the others.
+                store = stack.mongo("notify").pid
+                niced = lower_priority(
+                    {"notify": system.services["notify"].proc, "notify store": store},
+                    args.p1_notify_nice,
+                )
+            at_start = [round(v, 2) for v in os.getloadavg()]
             result = await p1_behind_backlog(system, args.backlog, args.p1_samples)
+            result = {
+                **result,
+                "niced": niced,
+                "load_average_at_start": at_start,
+                "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
+            }
         finally:
             profile = prof.stop() if prof else None
             system.stop()
@@ -468,8 +485,10 @@ def run_all(args: Any, work: Path) -> dict[str, Any]:
     wanted = [s for s in args.scenarios.split(",") if s]
     if unknown := set(wanted) - set(SCENARIOS):
         raise SystemExit(f"unknown scenarios: {sorted(unknown)}; choose from {SCENARIOS}")
+    if "p1" in wanted and args.p1_notify_nice:
+        wanted.append(P1_NICED)  # both runs, each reported under its own name
     results: dict[str, Any] = {"machine": machine()}
-    for name in (s for s in SCENARIOS if s in wanted):
+    for name in (s for s in (*SCENARIOS, P1_NICED) if s in wanted):
         data_dir = work / f"stack-{name}"
         # The stack starts outside the event loop (its readiness probes run their own loops).
         with EmbeddedStack(data_dir=data_dir) as stack:
@@ -482,6 +501,12 @@ def run_all(args: Any, work: Path) -> dict[str, Any]:
 
 def _percentiles(d: dict[str, Any]) -> str:
     return f"p50 {d['p50_ms']} ms, p95 {d['p95_ms']} ms, p99 {d['p99_ms']} ms"
+
+
+def _load(result: dict[str, Any]) -> str:
+    """`; load 2.5 → 6.7`: the 1-minute load average when the scenario started and ended."""
+    start, end = result.get("load_average_at_start"), result.get("load_average_at_end")
+    return f"; load {start[0]} → {end[0]}" if start and end else ""
 
 
 def _outages(engines: dict[str, dict[str, float]]) -> str:
@@ -555,13 +580,25 @@ def render(results: dict[str, Any]) -> str:
             ),
             ("peak RSS (MiB)", ", ".join(f"{k} {v}" for k, v in p["peak_rss_mb"].items())),
         ]
-    if p1 := results.get("p1"):
+    for name in ("p1", P1_NICED):
+        if not (p1 := results.get(name)):
+            continue
         acks = p1["acknowledgements_outstanding"]
+        niced = p1.get("niced") or {}
+        how = f", {' and '.join(niced)} at nice {max(niced.values())}" if niced else ""
         rows.append(
             (
-                f"P1 time-to-offer behind {p1['backlog']:,} queued",
+                f"P1 time-to-offer behind {p1['backlog']:,} queued{how}",
                 f"{_percentiles(p1['time_to_offer_after_agent_frees'])} (notify with "
-                f"{acks['first']:,} → {acks['last']:,} acknowledgements still to send)",
+                f"{acks['first']:,} → {acks['last']:,} acknowledgements still to send"
+                f"{_load(p1)})",
+            )
+        )
+        rows.append(
+            (
+                "P1 split, p50: resolve call / decided after it / offer after the decision",
+                f"{p1['resolve_call']['p50_ms']} / {p1['decided_after_agent_frees']['p50_ms']}"
+                f" / {p1['offer_after_decision']['p50_ms']} ms",
             )
         )
         rows.append(("P1 arrival → queued, same samples", _percentiles(p1["queued_after_arrival"])))
@@ -607,7 +644,7 @@ def render(results: dict[str, Any]) -> str:
                 ),
             )
         )
-    for scenario in ("pipeline", "p1", "surge"):
+    for scenario in ("pipeline", "p1", P1_NICED, "surge"):
         phases = (results.get(scenario) or {}).get("profile") or {}
         if scenario != "pipeline":
             phases = {scenario: phases} if phases else {}
@@ -632,6 +669,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--backlog", type=int, default=10_000)
     parser.add_argument("--p1-samples", type=int, default=50)
+    parser.add_argument(
+        "--p1-notify-nice",
+        type=int,
+        default=0,
+        help="also run the p1 scenario (after the default run, reported beside it) with "
+        "notify and its store at this nice (1-19): the stand-in for the per-service CPU a "
+        "deployment gives each service",
+    )
     parser.add_argument(
         "--surge-messages", type=int, default=3000, help="the surge scenario's ordinary questions"
     )
@@ -678,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
         steady_rates(args.latency_rates)
     except ValueError as exc:
         parser.error(f"--latency-rates: {exc}")
+    if not 0 <= args.p1_notify_nice <= 19:
+        parser.error("--p1-notify-nice must be from 0 (off) to 19")
     if args.surge_messages < 1 or args.surge_reports < 1:
         parser.error("--surge-messages and --surge-reports must be at least 1")
     global SERVICES_UNDER_TEST, PROFILE_DIR

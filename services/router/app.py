@@ -29,7 +29,9 @@ def build_app(
     store: RouterStore | None = None,
 ) -> ServiceApp:
     settings = settings or RouterSettings()
-    wiring = Wiring("router", settings, given)
+    # No linger on what the router publishes (the engine's events, the API's agent
+    # actions): the P1 path pays no batching wait, and a step's events batch anyway.
+    wiring = Wiring("router", settings, given, linger_ms=0)
     # `wiring.broker` publishes (and serves the API) on every replica; the engine's inputs
     # are consumed only on the replica that holds the lease.
     edges = EngineEdges.create(wiring, settings, journal=JOURNAL, sends=(TICKETS, DEADLETTER))
@@ -69,7 +71,7 @@ def build_app(
     )
     wiring.startup.append(ahead.start)  # idle until this replica holds the lease
     wiring.shutdown.insert(0, ahead.stop)  # last: idle once the host gave the lease up
-    routes = make_routes(settings, wiring.broker, store, access=wiring.access())
+    routes = make_routes(settings, wiring.broker, store, access=wiring.access(), engine=engine)
     # The engine's ticket events, dead letters and erasure completions; the API's actions.
     return wiring.app(
         routes, sends=(TICKETS, DEADLETTER, AGENTS, ERASURES), consumers=(edges.inputs,)

@@ -1,7 +1,13 @@
 """Router's engine: a batch of messages / agent / SLA events in, or the clock's tick; the
-step journaled and folded into the router's collections (shared/journal.py), then its
-ticket events published. One lock: ticks and batches never interleave, so every decision
-sees one consistent state.
+step journaled (shared/journal.py), its ticket events published, then its documents folded
+into the router's collections. One lock: ticks and batches never interleave, so every
+decision sees one consistent state.
+
+Between a step's publish and its fold the topic is ahead of the collections: the API on
+this replica reads the journaled documents meanwhile (`journaled`, services/router/reads.py).
+An agent action this replica's API published is applied at once when it is next in its
+partition (`apply_ahead`), instead of waiting for the input consumer's next fetch; the
+consumer then finds it applied.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from services.router.store import AGENTS, META, RouterStore, agent_doc, changes_
 from shared.consume import Decoder, Incoming, kind_of
 from shared.contracts.agents import (
     AgentActionTaken,
+    AgentEvent,
     AgentPresenceChanged,
     AgentProfileUpdated,
 )
@@ -41,6 +48,8 @@ from shared.journal import (
     republish,
 )
 from shared.lease import EngineLease
+from shared.mongo import Document
+from shared.topics import AGENTS as AGENTS_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +72,16 @@ class RouterEngine:
     _batch_agent_events: list[str] = field(default_factory=list)
     _reload: bool = False
     erasure: RouterErasure = field(default_factory=RouterErasure)
+    # (collection, _id) -> the newest journaled version not folded yet (the API reads it).
+    unfolded: dict[tuple[str, Any], Document] = field(default_factory=dict)
+    # (topic, partition) of support.agents -> the offset after the last record applied.
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.decoder = Decoder(
             "router", INPUTS, on_dead=lambda _reason: self.metrics.deadletters.inc()
         )
-        # Steps are folded before they are published; the compactor forgets them in bulk.
+        # Steps are folded right after they are published; the compactor forgets them in bulk.
         self.compactor = Compactor(
             None,
             self.journal,
@@ -79,6 +92,8 @@ class RouterEngine:
     async def load(self) -> None:
         """(Re)build the state from MongoDB: at start and on every lease takeover."""
         self.loaded = False
+        self.unfolded.clear()  # _recover folds what the journal holds
+        self.next_offsets.clear()
         await self.compactor.stop()
         self.state = RouterState(policy=self.state.policy)
         await self._recover()
@@ -111,17 +126,18 @@ class RouterEngine:
         after the batch is stored.
         """
         ev = item.event
+        if isinstance(ev, AgentEvent) and item.ce_id not in self.state.applied_agent_events:
+            # Recorded as applied once: a second record of it (applied ahead, redelivered)
+            # must not overwrite the stored outcome of an action.
+            self._batch_agent_events.append(item.ce_id)
         try:
             if isinstance(ev, MessageReceived):
                 return self.state.on_message(ev, now, defer=True)
             if isinstance(ev, AgentProfileUpdated):
-                self._batch_agent_events.append(item.ce_id)
                 return self.state.on_profile(ev, item.ce_id, now)
             if isinstance(ev, AgentPresenceChanged):
-                self._batch_agent_events.append(item.ce_id)
                 return self.state.on_presence(ev, item.ce_id, now)
             if isinstance(ev, AgentActionTaken):
-                self._batch_agent_events.append(item.ce_id)
                 return self.state.on_action(ev, item.ce_id, now)
             if not isinstance(ev, SlaEvent):  # erasures and holds: applied at the batch's end
                 return self.erasure.note(ev)
@@ -144,13 +160,52 @@ class RouterEngine:
                 self.loaded = False
                 raise
 
+    def serving(self) -> bool:
+        """This replica is the engine: its state is loaded and it holds the lease."""
+        return self.loaded and (self.lease is None or self.lease.valid())
+
+    def journaled(self, collection: str, doc_id: Any) -> Document | None:
+        """The document as this engine's journal holds it, when it is not folded yet."""
+        return self.unfolded.get((collection, doc_id)) if self.serving() else None
+
+    def journaled_in(self, collection: str) -> list[Document]:
+        """Every journaled, not yet folded document of `collection`."""
+        if not self.serving():
+            return []
+        return [d for (c, _), d in list(self.unfolded.items()) if c == collection]
+
+    def ticket_holder(self, ticket_id: str) -> tuple[str, str | None] | None:
+        """(state, agent) of the ticket in the engine's memory; None when this replica is
+        not the engine or does not hold the ticket (old resolved work): ask the store."""
+        t = self.state.tickets.get(ticket_id) if self.serving() else None
+        return (t.state, t.agent_id) if t is not None else None
+
+    async def apply_ahead(self, record: Any) -> bool:
+        """Apply an agent event this replica just published (acknowledged by Kafka), ahead
+        of the input consumer, if this replica is the engine and every earlier record of its
+        partition is applied (order per agent holds). Returns whether it did; if not, the
+        consumer applies it as usual, and if so the consumer finds it applied (by event id).
+        Commits no offsets, like the look-ahead."""
+        key = (record.topic, record.partition)
+        if not self.serving() or self.next_offsets.get(key) != record.offset:
+            return False
+        async with self.lock:
+            if not self.serving() or self.next_offsets.get(key) != record.offset:
+                return False
+            try:
+                await self._process([record])
+            except BaseException:
+                self.loaded = False  # as in process(): reload before the next step
+                raise
+            return True
+
     def due(self) -> bool:
         """Whether the clock has something to fire (cheap: the top of the timer heap)."""
         at = self.state.next_due()
         return self.loaded and at is not None and at <= self.clock()
 
     async def tick(self) -> int:
-        """Fire due offers and requeues through the same path as inputs: store, then publish.
+        """Fire due offers and requeues through the same path as inputs: journal, publish, fold.
 
         Event ids are the ticket's (id, sequence): a tick repeated after a crash before the
         store decides again from the stored state and publishes the same ids.
@@ -199,6 +254,10 @@ class RouterEngine:
         count = await self._commit(changes, extra + done, now)
         if self._reload:
             self.loaded = False  # what the failed decision left in memory is not stored
+        for r in records:
+            if getattr(r, "topic", None) == AGENTS_TOPIC:
+                key = (r.topic, r.partition)
+                self.next_offsets[key] = max(self.next_offsets.get(key, 0), r.offset + 1)
         return count
 
     async def _commit(self, changes: Changes, extra: list[OutboundEvent], now: datetime) -> int:
@@ -218,10 +277,18 @@ class RouterEngine:
         )
         self._batch_agent_events = []
         if entry.changes or events:
-            # Journal, fold (the API reads the collections), publish, forget.
+            # Journal, publish, fold, forget. The events leave as soon as the step is
+            # durable; until the fold the API reads the documents from `unfolded`, and the
+            # entry stays in the journal until folded (a crash in between: _recover folds).
             await self.journal.append(entry)
-            await self.store.fold(entry.changes)
+            for collection, docs in entry.changes.items():
+                self.unfolded.update(((collection, d["_id"]), d) for d in docs)
             advance(self.marks, await asyncio.gather(*await self.output.send(events)))
+            await self.store.fold(entry.changes)
+            for collection, docs in entry.changes.items():
+                for d in docs:
+                    if self.unfolded.get((collection, d["_id"])) is d:
+                        del self.unfolded[(collection, d["_id"])]
             self.compactor.offer(entry)
             self.compactor.mark_published(entry.entry_id)
         self.metrics.observe(changes, self.state, now)

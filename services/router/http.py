@@ -1,21 +1,27 @@
 """Router's HTTP API: tickets with their decision record, agents, and desk actions.
 
 Writes do not touch the state directly: they publish to `support.agents`, which the
-engine (whichever replica holds the lease) applies like any other input. An action the
-stored ticket already rules out is refused here with the reason (404/409); one the engine
-rejects later shows as `rejected` at `GET /v1/actions/{event_id}` and as an
-`action_rejected` ticket event. A credential speaks for one agent (a JWT's subject)
+engine (whichever replica holds the lease) applies like any other input; on the lease
+holder an action is applied as soon as Kafka has it (`apply_ahead`: the P1 path does not
+wait for the input consumer's next fetch). An action the ticket already rules out is
+refused here with the reason (404/409): as the engine's memory has it on the lease holder,
+as the collections have it elsewhere (services/router/reads.py); one the engine rejects
+later shows as `rejected` at `GET /v1/actions/{event_id}` and as an `action_rejected`
+ticket event. A credential speaks for one agent (a JWT's subject)
 unless it has `tickets:act-as`: naming another agent is refused with 403.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka.structs import ConsumerRecord
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -23,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from services.router.actions import refusal
+from services.router.reads import EngineView, Reads
 from services.router.store import RouterStore
 from shared.access import Access, Call
 from shared.contracts.agents import (
@@ -36,7 +43,7 @@ from shared.contracts.agents import (
     Presence,
 )
 from shared.contracts.common import Category
-from shared.events import make_event, publish_all
+from shared.events import OutboundEvent, make_event, send_all
 from shared.ids import event_id
 from shared.mongo import Document
 from shared.scopes import AGENTS_ADMIN, AGENTS_READ, TICKETS_ACT, TICKETS_READ
@@ -46,6 +53,7 @@ from shared.topics import AGENTS
 
 ACTIONS = ("accept", "decline", "reply", "wait", "resolve")
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+log = logging.getLogger(__name__)
 
 
 class CategoryIn(BaseModel):
@@ -74,9 +82,16 @@ def _clean(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_routes(
-    settings: RouterSettings, broker: KafkaBroker, store: RouterStore, *, access: Access
+    settings: RouterSettings,
+    broker: KafkaBroker,
+    store: RouterStore,
+    *,
+    access: Access,
+    engine: EngineView | None = None,
 ) -> list[BaseRoute]:
+    """The API; `engine` is this replica's engine (it answers only while holding the lease)."""
     id_re = re.compile(ID_PATTERN)
+    reads = Reads(store, engine)
 
     def path_id(request: Request, name: str) -> str | JSONResponse:
         """An id from the path, or the 400 for one that is not an id."""
@@ -102,21 +117,45 @@ def make_routes(
         idem = request.headers.get("idempotency-key")
         return event_id("agent", key, idem) if idem else f"evt_{uuid.uuid4().hex}"
 
-    async def publish(data: BaseModel, event_type: str, key: str, eid: str) -> None:
-        await publish_all(
-            broker,
-            [
-                make_event(
-                    data,
-                    topic=AGENTS,
-                    event_type=event_type,
-                    event_id=eid,
-                    source="omniroute/router-api",
-                    key=key,
-                    time=datetime.now(UTC),
-                )
-            ],
+    async def publish(data: BaseModel, event_type: str, key: str, eid: str) -> Any:
+        """Publish to support.agents and wait for Kafka; the record's metadata (None from
+        the in-memory test broker)."""
+        event = make_event(
+            data,
+            topic=AGENTS,
+            event_type=event_type,
+            event_id=eid,
+            source="omniroute/router-api",
+            key=key,
+            time=datetime.now(UTC),
         )
+        acks = await asyncio.gather(*await send_all(broker, [event]))
+        meta = acks[0] if acks else None
+        if meta is not None and engine is not None:
+            await apply_ahead(event, meta)
+        return meta
+
+    async def apply_ahead(event: OutboundEvent, meta: Any) -> None:
+        """The engine on this replica applies the published action at once if it may."""
+        assert engine is not None
+        record = ConsumerRecord(
+            topic=meta.topic,
+            partition=meta.partition,
+            offset=meta.offset,
+            timestamp=meta.timestamp,
+            timestamp_type=0,
+            key=event.key.encode() if event.key is not None else None,
+            value=event.value,
+            checksum=None,
+            serialized_key_size=-1,
+            serialized_value_size=len(event.value),
+            headers=tuple((k, v.encode()) for k, v in event.headers.items()),
+        )
+        try:
+            await engine.apply_ahead(record)
+        except Exception:
+            # Published all the same: the input consumer applies it after the reload.
+            log.exception("applying an action ahead failed", extra={"event_id": event.id})
 
     def not_for(call: Call, agent_id: str) -> JSONResponse | None:
         """403 when the caller may not speak for `agent_id`."""
@@ -126,17 +165,17 @@ def make_routes(
         return call.refuse(403, reason) if reason else None
 
     async def get_ticket(request: Request, call: Call) -> Response:
-        return await found(request, "ticket_id", store.get_ticket)
+        return await found(request, "ticket_id", reads.get_ticket)
 
     async def list_tickets(request: Request, call: Call) -> Response:
         state = request.query_params.get("state", "queued")
         if state not in ("queued", "offered", "assigned", "waiting_on_customer", "resolved"):
             return JSONResponse({"error": "unknown state"}, status_code=400)
-        docs = await store.list_tickets(state, 500)
+        docs = await reads.list_tickets(state, 500)
         return JSONResponse({"tickets": [{"ticket_id": d["_id"], **_clean(d)} for d in docs]})
 
     async def get_agent(request: Request, call: Call) -> Response:
-        return await found(request, "agent_id", store.get_agent)
+        return await found(request, "agent_id", reads.get_agent)
 
     async def put_agent(request: Request, call: Call) -> Response:
         aid = path_id(request, "agent_id")
@@ -167,20 +206,15 @@ def make_routes(
         return JSONResponse({"agent_id": aid, "event_id": eid}, status_code=202)
 
     async def act(call: Call, request: Request, ev: AgentActionTaken) -> Response:
-        """Refuse what the stored ticket rules out; else publish for the engine to apply."""
+        """Refuse what the ticket rules out; else publish for the engine to apply."""
         eid = agent_event_id(ev.agent_id, request)
         retry = "idempotency-key" in request.headers
-        if retry and (done := await store.get_action(eid)) is not None:
+        if retry and (done := await reads.get_action(eid)) is not None:
             # A retry (same Idempotency-Key) of an action already applied: its outcome.
             call.note(event_id=eid)
             return JSONResponse(action_json(eid, done), status_code=200)
-        doc = await store.get_ticket(ev.ticket_id)
-        refused = refusal(
-            doc["state"] if doc else None,
-            doc.get("agent_id") if doc else None,
-            ev.action,
-            ev.agent_id,
-        )
+        state, holder = await reads.ticket_holder(ev.ticket_id) or (None, None)
+        refused = refusal(state, holder, ev.action, ev.agent_id)
         if refused is not None:
             return call.refuse(404 if refused.kind == "not_found" else 409, refused.reason)
         await publish(ev, AGENT_ACTION_TAKEN, ev.agent_id, eid)
@@ -247,7 +281,7 @@ def make_routes(
         eid = path_id(request, "event_id")
         if isinstance(eid, JSONResponse):
             return eid
-        done = await store.get_action(eid)
+        done = await reads.get_action(eid)
         if done is not None:
             return JSONResponse(action_json(eid, done))
         asked = await access.audit.find_event(access.service, eid)

@@ -2,10 +2,11 @@
 outcomes of actions) and the event position.
 
 Each step reaches these through the engines' journal (shared/journal.py,
-`router_journal`): the step's documents and events are appended as one entry, folded in
-here at once (the API reads these collections), then published; the entry is deleted when
-Kafka has its events. A crash anywhere is finished by the next load: the entry is folded
-again (idempotent) and the events the topic lacks are published.
+`router_journal`): the step's documents and events are appended as one entry, the events
+published, then the documents folded in here at once (until then the API on the lease
+holder reads them from the engine: services/router/reads.py); the entry is deleted once
+folded. A crash anywhere is finished by the next load: the entry is folded again
+(idempotent) and the events the topic lacks are published.
 """
 
 from __future__ import annotations

@@ -167,6 +167,8 @@ class FakeRouterStore:
             self.applied.add(d["_id"])
             if d.get("kind") == "action":
                 self.actions[d["_id"]] = d
+            else:  # a replace, as in MongoDB: a bare record drops an outcome
+                self.actions.pop(d["_id"], None)
         for d in changes.get(META, ()):
             self.position = int(d["position"])
 
