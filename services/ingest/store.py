@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.ingest.customers import (
@@ -31,7 +31,7 @@ from services.ingest.customers import (
 )
 from shared.contracts.messages import Identity
 from shared.ids import customer_id
-from shared.mongo import DUPLICATE_KEY, Database, Document
+from shared.mongo import DUPLICATE_KEY, Database, Document, ensure_only_indexes
 
 # The collections ingest owns in its own database (a trailing * names a family).
 COLLECTIONS: tuple[str, ...] = ("customers", "training_examples", "classified_texts_*", "erasures")
@@ -81,11 +81,11 @@ class MongoCustomerStore:
             await self.customers.update_one(
                 {"_id": doc["_id"]}, {"$set": {"identity_keys": _identity_keys(keys)}}
             )
-        await self.customers.create_index(
-            [("identity_keys", ASCENDING)], unique=True, name="identity_key_unique"
+        # The old compound form (`identity_unique`) goes.
+        await ensure_only_indexes(
+            self.customers,
+            [IndexModel([("identity_keys", ASCENDING)], unique=True, name="identity_key_unique")],
         )
-        if "identity_unique" in await self.customers.index_information():
-            await self.customers.drop_index("identity_unique")  # the old compound form
 
     async def _lookup(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Document]:
         if not keys:
