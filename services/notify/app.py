@@ -10,7 +10,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
-from services.notify.delivery import Delivery, DeliveryConfig
+from services.notify.delivery import Delivery, DeliveryConfig, Held
 from services.notify.erasure import NotifyErasure
 from services.notify.estimate import load_policy
 from services.notify.handlers import Notifier, announce
@@ -115,6 +115,8 @@ def build_app(
     )
     backoff = StoreBackoff.create("notify", registry)
     templates = load_templates(settings.policy_dir / "templates.yaml")
+    # What this process records, its own sender sends (a process without one claims none).
+    held = Held(lease_s=settings.notify_claim_lease_s)
     notifier = Notifier(
         stores=stores,
         templates=templates,
@@ -122,6 +124,7 @@ def build_app(
         metrics=metrics,
         retention_s=retention_s,
         sla_wait_s=settings.notify_ack_sla_wait_s,
+        held=held if start_sender else None,
     )
     client = http_client or httpx.AsyncClient(timeout=settings.notify_webhook_timeout_s)
 
@@ -136,6 +139,7 @@ def build_app(
         metrics=metrics,
         config=delivery_config(settings),
         sweep=notifier.sweep,
+        held=held,
     )
 
     @batch_subscriber(
