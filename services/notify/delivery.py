@@ -68,6 +68,9 @@ class Held:
     claim_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     items: dict[str, Notification] = field(default_factory=dict)
     busy: set[str] = field(default_factory=set)  # in the sender's current pass
+    # A round's outcomes not announced / not written yet (Kafka or MongoDB failed).
+    unpublished: list[OutboundEvent] = field(default_factory=list)
+    unwritten: list[Notification] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def claim(self, n: Notification, now: datetime) -> Notification:
@@ -163,6 +166,7 @@ class Delivery:
     async def run_once(self) -> int:
         """Act on what is due now; the number of notifications looked at."""
         held = self._held
+        await self._flush()
         now = self.clock()
         if time.monotonic() - self._taken_at >= self.config.sweep_interval_s:
             self._taken_at = time.monotonic()
@@ -226,23 +230,39 @@ class Delivery:
             await self._finish(round_)
 
     async def _finish(self, round_: Round) -> None:
-        """Announce first, then write: a crash in between repeats the same event ids."""
-        if round_.events:
-            await self.publish(round_.events)
-        if not round_.changed:
-            return
+        """What a round did is done in memory at once (nothing is sent twice because Kafka
+        or MongoDB failed after the send); announced, then written, by `_flush`."""
         held = self._held
-        matched = await self.stores.outbox.write(round_.changed, held.claim_id)
-        still = {n.notification_id for n in round_.changed}
-        if matched < len(round_.changed):
-            # Another replica took some over (this one stalled past its lease): it sends them.
-            still = await self.stores.outbox.held(still, held.claim_id)
-            log.warning("lease lost", extra={"notifications": len(round_.changed) - len(still)})
         for n in round_.changed:
-            if n.status == "sending" and n.notification_id in still:
+            if n.status == "sending":
                 held.items[n.notification_id] = n  # waits for its next try
             else:
                 held.items.pop(n.notification_id, None)
+        held.unpublished += round_.events
+        held.unwritten += round_.changed
+        await self._flush()
+
+    async def _flush(self) -> None:
+        """Announce first, then write: a crash in between repeats the same event ids. What
+        fails stays for the next pass."""
+        held = self._held
+        if held.unpublished:
+            await self.publish(held.unpublished)
+            held.unpublished = []
+        if not held.unwritten:
+            return
+        changed = held.unwritten
+        matched = await self.stores.outbox.write(changed, held.claim_id)
+        held.unwritten = []
+        if matched < len(changed):
+            # Another replica took some over (this one stalled past its lease): it sends them.
+            still = await self.stores.outbox.held(
+                {n.notification_id for n in changed}, held.claim_id
+            )
+            log.warning("lease lost", extra={"notifications": len(changed) - len(still)})
+            for n in changed:
+                if n.notification_id not in still:
+                    held.items.pop(n.notification_id, None)
 
     def _lease_until(self, at: datetime) -> datetime:
         return max(at, self.clock()) + timedelta(seconds=self.config.lease_s)
