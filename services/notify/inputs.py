@@ -45,25 +45,17 @@ class Inputs:
     dead: list[OutboundEvent] = field(default_factory=list)
 
 
-def customer_of_message(m: MessageReceived) -> Customer:
-    return Customer(
-        customer_id=m.customer_id,
-        as_of=m.received_at,
-        tier=m.customer_tier,
-        anti_phishing_code=m.anti_phishing_code,
-        language=m.customer_language,
-    )
-
-
-def customer_of_update(c: CustomerUpdated) -> Customer:
-    return Customer(
-        customer_id=c.customer_id,
-        as_of=c.at,
-        tier=c.tier,
-        anti_phishing_code=c.anti_phishing_code,
-        language=c.language,
-        version=c.version,
-    )
+def customer_of(ev: MessageReceived | CustomerUpdated) -> Customer:
+    """Notify's copy of a customer's facts: as a message carried them, or a record."""
+    if isinstance(ev, MessageReceived):
+        return Customer(
+            ev.customer_id,
+            ev.received_at,
+            ev.customer_tier,
+            ev.anti_phishing_code,
+            ev.customer_language,
+        )
+    return Customer(ev.customer_id, ev.at, ev.tier, ev.anti_phishing_code, ev.language, ev.version)
 
 
 def _offset(record: Any) -> tuple[int, int]:
@@ -90,7 +82,7 @@ def parse(records: Sequence[Any], now: datetime, on_dead: Callable[[str], None])
         ev = item.event
         if isinstance(ev, MessageReceived):
             got.messages.append(ev)
-            got.customers.append(customer_of_message(ev))
+            got.customers.append(customer_of(ev))
         elif isinstance(ev, CustomerUpdated):
             cur = last.get(ev.customer_id)
             if cur is None or cur[0] <= _offset(item.record):
@@ -105,6 +97,6 @@ def parse(records: Sequence[Any], now: datetime, on_dead: Callable[[str], None])
         if update is None:
             got.deleted.add(cid)
         else:
-            got.customers.append(customer_of_update(update))
+            got.customers.append(customer_of(update))
     got.customers = [c for c in got.customers if c.customer_id not in got.deleted]
     return got
