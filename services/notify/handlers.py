@@ -23,7 +23,7 @@ from services.notify.delivery import Held
 from services.notify.estimate import EstimatePolicy, QueueIndex
 from services.notify.inputs import parse
 from services.notify.metrics import NotifyMetrics
-from services.notify.record import Recorder, announce, notification_of_spec
+from services.notify.record import Recorder, announce
 from services.notify.render import Templates
 from services.notify.route import route_updates
 from services.notify.store import NotifyStores
@@ -35,7 +35,7 @@ from shared.events import OutboundEvent
 log = logging.getLogger(__name__)
 SWEEP_LIMIT = 1000
 
-__all__ = ["Notifier", "announce", "notification_of_spec"]
+__all__ = ["Notifier", "announce"]  # announce: the sender's events too (app.py)
 
 
 @dataclass

@@ -20,9 +20,9 @@ from pymongo import AsyncMongoClient, monitoring
 
 from services.notify.decide import on_ticket_event
 from services.notify.delivery import Delivery, DeliveryConfig, Held
-from services.notify.handlers import announce, notification_of_spec
 from services.notify.metrics import NotifyMetrics
 from services.notify.outbox import RateRule
+from services.notify.record import announce, notification_of_spec
 from services.notify.render import load_templates, render
 from services.notify.route import route_updates
 from services.notify.senders import Transports
