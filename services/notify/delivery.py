@@ -140,7 +140,8 @@ class Delivery:
     config: DeliveryConfig = DeliveryConfig()
     owner: str = field(default_factory=lambda: f"notify-{uuid.uuid4().hex[:12]}")
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    # Shared with the notifier that records (app.py); one of its own by default.
+    # Shared with the notifier that records (app.py; its lease_s rules); by default one of
+    # its own with config.lease_s.
     held: Held | None = None
     _task: asyncio.Task[None] | None = None
     # The notifier's time-driven decisions (acknowledgements sla never answered, wrong
@@ -259,13 +260,13 @@ class Delivery:
             still = await self.stores.outbox.held(
                 {n.notification_id for n in changed}, held.claim_id
             )
-            log.warning("lease lost", extra={"notifications": len(changed) - len(still)})
+            log.warning("lease lost", extra={"notifications": len(changed) - matched})
             for n in changed:
                 if n.notification_id not in still:
                     held.items.pop(n.notification_id, None)
 
     def _lease_until(self, at: datetime) -> datetime:
-        return max(at, self.clock()) + timedelta(seconds=self.config.lease_s)
+        return max(at, self.clock()) + timedelta(seconds=self._held.lease_s)
 
     def _defer(self, n: Notification, at: datetime, reason: str) -> Notification:
         return replace(
@@ -283,11 +284,11 @@ class Delivery:
 
     async def _renew(self, now: datetime) -> None:
         """Extend the lease of what is held before it runs out (at most every lease_s/4)."""
-        if time.monotonic() - self._renewed_at < self.config.lease_s / 4:
+        if time.monotonic() - self._renewed_at < self._held.lease_s / 4:
             return
         self._renewed_at = time.monotonic()
         held = self._held
-        soon = now + timedelta(seconds=self.config.lease_s / 2)
+        soon = now + timedelta(seconds=held.lease_s / 2)
         ids = {nid for nid, n in held.items.items() if n.due_at is not None and n.due_at < soon}
         if not ids:
             return

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -128,3 +128,21 @@ async def test_another_replicas_notification_is_not_merged() -> None:
     # This process does not hold it: the merge leaves it to the replica that sends it.
     await fake.outbox.merge({ack.notification_id: "other"}, set(), Held().claim_id)
     assert fake.outbox.notifications[ack.notification_id].status == "sending"
+
+
+async def test_what_waits_in_memory_keeps_its_lease_and_no_replica_takes_it() -> None:
+    fake, held, sent, published = FakeNotify(), Held(owner="me", lease_s=2), Sent(), []
+    acks = await held_acks(fake, held, 2)
+    t0 = acks[0].created_at
+    # Both wait (a retry later): held in memory, their leases end at t0 + 2 s.
+    later = [replace(n, next_at=t0 + timedelta(seconds=60)) for n in acks]
+    held.take(later)
+    d = sender(fake, held, sent, published)
+    d.clock = lambda: t0 + timedelta(seconds=1.5)
+    assert await d.run_once() == 0  # nothing due: only the leases are renewed
+    other = await fake.outbox.take_over(t0 + timedelta(seconds=3), "them", "c2", t0, 10)
+    assert other == [] and sent == []
+    assert {n.due_at for n in fake.outbox.notifications.values()} == {t0 + timedelta(seconds=3.5)}
+    # A replica that dies stops renewing: after its lease another takes them over.
+    taken = await fake.outbox.take_over(t0 + timedelta(seconds=4), "them", "c2", t0, 10)
+    assert {n.owner for n in taken} == {"them"} and len(taken) == 2
