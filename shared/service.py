@@ -166,6 +166,7 @@ class ServiceApp(AsgiFastStream):
         on_startup: Sequence[Callable[..., Any]] = (),
         after_startup: Sequence[Callable[..., Any]] = (),
         on_shutdown: Sequence[Callable[..., Any]] = (),
+        after_shutdown: Sequence[Callable[..., Any]] = (),
         title: str = "omniroute",
         specification: AsyncAPI | None = None,
     ) -> None:
@@ -175,6 +176,7 @@ class ServiceApp(AsgiFastStream):
             on_startup=on_startup,
             after_startup=after_startup,
             on_shutdown=on_shutdown,
+            after_shutdown=after_shutdown,
             logger=logging.getLogger("omniroute.app"),
         )
         self.http = Starlette(routes=list(routes))

@@ -90,7 +90,8 @@ class Wiring:
         }
         self.startup: list[Hook] = []
         self.after_startup: list[Hook] = []
-        self.shutdown: list[Hook] = []  # run in reverse order of adding, then Mongo closes
+        # Run in reverse order of adding; the brokers stop after them, then Mongo closes.
+        self.shutdown: list[Hook] = []
         self._audit: AuditLog | None = given.audit
 
     @property
@@ -187,6 +188,10 @@ class Wiring:
         async def shutdown() -> None:
             for hook in reversed(self.shutdown):
                 await hook()
+
+        async def close_store() -> None:
+            # After the brokers have stopped (FastStream stops them between on_shutdown and
+            # after_shutdown): a batch still being handled keeps its store to the end.
             await self.mongo.close()
 
         title = f"omniroute {self.name}"
@@ -196,6 +201,7 @@ class Wiring:
             on_startup=[startup],
             after_startup=list(self.after_startup),
             on_shutdown=[shutdown],
+            after_shutdown=[close_store],
             title=title,
             specification=document(title, *consumers, self.broker),
         )

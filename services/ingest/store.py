@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.ingest.customers import (
@@ -31,7 +31,7 @@ from services.ingest.customers import (
 )
 from shared.contracts.messages import Identity
 from shared.ids import customer_id
-from shared.mongo import DUPLICATE_KEY, Database, Document
+from shared.mongo import DUPLICATE_KEY, Database, Document, ensure_only_indexes
 
 # The collections ingest owns in its own database (a trailing * names a family).
 COLLECTIONS: tuple[str, ...] = ("customers", "training_examples", "classified_texts_*", "erasures")
@@ -55,6 +55,10 @@ def _key(identity: Identity) -> tuple[str, str]:
     return (identity.kind, identity.value)
 
 
+def _keys(identities: Iterable[Document]) -> set[tuple[str, str]]:
+    return {(i["kind"], i["value"]) for i in identities}
+
+
 def identity_key(kind: str, value: str) -> str:
     """The indexed string form; kinds never contain ':' so the first ':' splits it."""
     return f"{kind}:{value}"
@@ -74,18 +78,22 @@ class MongoCustomerStore:
 
     async def ensure_indexes(self) -> None:
         # Customers written before identity_keys existed get it once, before the index.
-        async for doc in self.customers.find(
-            {"identity_keys": {"$exists": False}}, {"identities": 1}
-        ):
-            keys = {(i["kind"], i["value"]) for i in doc.get("identities", [])}
-            await self.customers.update_one(
-                {"_id": doc["_id"]}, {"$set": {"identity_keys": _identity_keys(keys)}}
+        backfill = [
+            UpdateOne(
+                {"_id": doc["_id"]},
+                {"$set": {"identity_keys": _identity_keys(_keys(doc.get("identities", [])))}},
             )
-        await self.customers.create_index(
-            [("identity_keys", ASCENDING)], unique=True, name="identity_key_unique"
+            async for doc in self.customers.find(
+                {"identity_keys": {"$exists": False}}, {"identities": 1}
+            )
+        ]
+        if backfill:
+            await self.customers.bulk_write(backfill, ordered=False)
+        # The old compound form (`identity_unique`) goes.
+        await ensure_only_indexes(
+            self.customers,
+            [IndexModel([("identity_keys", ASCENDING)], unique=True, name="identity_key_unique")],
         )
-        if "identity_unique" in await self.customers.index_information():
-            await self.customers.drop_index("identity_unique")  # the old compound form
 
     async def _lookup(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Document]:
         if not keys:
@@ -171,17 +179,21 @@ class MongoCustomerStore:
         its new version (every load is a change: the exchange restated the customer).
 
         An identity that ingest already gave an automatic customer (someone wrote in before
-        the import) moves to the imported customer, who keeps a `merged_from` trail.
+        the import) moves to the imported customer, who keeps a `merged_from` trail. One
+        lookup and one ordered bulk write for the batch: each record sees the identities
+        the records before it took.
         """
         ids: list[str] = []
-        for record in records:
+        keys_of = [{_key(i) for i in record.identities} for record in records]
+        found = await self._lookup(set().union(*keys_of))
+        owners = {key: str(doc["_id"]) for key, doc in found.items()}
+        ops: list[UpdateOne] = []
+        for record, keys in zip(records, keys_of, strict=True):
             primary = primary_identity(record.identities)
             cid = record.customer_id or customer_id(primary.kind, primary.value)
-            keys = {_key(i) for i in record.identities}
-            owners = await self._lookup(keys)
-            others = sorted({str(d["_id"]) for d in owners.values()} - {cid})
-            for other in others:
-                await self.customers.update_one(
+            others = sorted({owners[k] for k in keys if k in owners} - {cid})
+            ops += [
+                UpdateOne(
                     {"_id": other},
                     {
                         "$pull": {
@@ -190,6 +202,8 @@ class MongoCustomerStore:
                         }
                     },
                 )
+                for other in others
+            ]
             update: dict[str, Any] = {
                 "$set": {
                     "tier": record.tier,
@@ -204,8 +218,11 @@ class MongoCustomerStore:
             if others:
                 update["$addToSet"]["merged_from"] = {"$each": others}
             update["$inc"] = {"version": 1}
-            await self.customers.update_one({"_id": cid}, update, upsert=True)
+            ops.append(UpdateOne({"_id": cid}, update, upsert=True))
+            owners.update(dict.fromkeys(keys, cid))
             ids.append(cid)
+        if ops:
+            await self.customers.bulk_write(ops, ordered=True)
         # One indexed read for the batch: each record as stored, at its new version.
         stored = {d["_id"]: d async for d in self.customers.find({"_id": {"$in": ids}})}
         return [_ref(stored[cid]) for cid in ids]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import httpx
 
 from services.notify.config import delivery_config, make_transports
-from services.notify.delivery import Delivery
+from services.notify.delivery import Delivery, Held
 from services.notify.erasure import NotifyErasure
 from services.notify.estimate import load_policy
 from services.notify.handlers import Notifier, announce
@@ -54,6 +54,9 @@ def build_app(
     wiring.indexes(stores)
     metrics = NotifyMetrics.create(wiring.registry)
     templates = load_templates(settings.policy_dir / "templates.yaml")
+    # What this process records it also sends (no claim write); without a sender, its
+    # notifications wait `pending` for another replica's sweeper.
+    held = Held(lease_s=settings.notify_claim_lease_s)
     notifier = Notifier(
         stores=stores,
         templates=templates,
@@ -61,6 +64,7 @@ def build_app(
         metrics=metrics,
         retention_s=retention_s,
         sla_wait_s=settings.notify_ack_sla_wait_s,
+        held=held if start_sender else None,
     )
     client = http_client or httpx.AsyncClient(timeout=settings.notify_webhook_timeout_s)
     wiring.shutdown.append(client.aclose)
@@ -76,6 +80,7 @@ def build_app(
         metrics=metrics,
         config=delivery_config(settings),
         sweep=notifier.sweep,
+        held=held,
     )
     wiring.consume(
         "on_inputs",

@@ -15,14 +15,14 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from pymongo import ASCENDING, DESCENDING, ReplaceOne
+from pymongo import ASCENDING, IndexModel, ReplaceOne
 
 from services.router.actions import ActionOutcome
 from services.router.selection import AgentState
 from services.router.state import RouterState
 from services.router.state.model import Ticket
 from shared.contracts.agents import AgentProfile
-from shared.mongo import Database, Document
+from shared.mongo import Database, Document, ensure_only_indexes
 
 APPLIED_AGENT_EVENTS_KEPT = 10_000
 TICKETS = "tickets"
@@ -193,9 +193,15 @@ class MongoRouterStore:
         self.meta = db[META]
 
     async def ensure_indexes(self) -> None:
-        await self.tickets.create_index([("state", ASCENDING), ("priority", ASCENDING)])
-        await self.tickets.create_index([("customer_id", ASCENDING)])
-        await self.tickets.create_index([("updated_at", DESCENDING)])
+        # No query reads tickets by `updated_at` (the old third index): each index costs
+        # every ticket write.
+        await ensure_only_indexes(
+            self.tickets,
+            [
+                IndexModel([("state", ASCENDING), ("priority", ASCENDING)]),  # list, retention
+                IndexModel([("customer_id", ASCENDING)]),  # erasure
+            ],
+        )
 
     async def load(self, state: RouterState, recent_since: datetime) -> None:
         """Fill `state` from MongoDB (the journal is folded in first by the engine)."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from pymongo import ASCENDING, InsertOne, ReplaceOne
+from pymongo import InsertOne, ReplaceOne
 from pymongo.errors import BulkWriteError
 
 from services.sla.deadlines import SlaState, Timer
-from shared.mongo import DUPLICATE_KEY, Database, Document
+from shared.mongo import DUPLICATE_KEY, Database, Document, ensure_only_indexes
 
 TIMERS = "sla_timers"
 JOURNAL = "sla"  # shared/journal.py: `sla_journal`, `sla_journal_published`
@@ -125,10 +125,10 @@ class MongoSlaStore:
         self.timers = db[TIMERS]
 
     async def ensure_indexes(self) -> None:
-        # Only the lookup by ticket: every index makes each timer write dearer (on
-        # SecantusDB about 0.1 ms a document), and the engine itself reads this collection
-        # only at start-up (active and recently finished timers: one scan).
-        await self.timers.create_index([("ticket_id", ASCENDING)])
+        # None: every index makes each timer write dearer (on SecantusDB about 0.1 ms a
+        # document), the engine reads this collection only at start-up (active and recently
+        # finished timers: one scan) and nothing looks timers up by ticket.
+        await ensure_only_indexes(self.timers, [])
 
     async def load(self, state: SlaState) -> None:
         """Active timers, and those finished within the dedupe window (for applied_seq)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from services.ingest.customers import CustomerRecord
 from services.ingest.customers_import import import_customers, parse_lines
 from services.ingest.store import MongoCustomerStore
 from shared.contracts.messages import Identity
@@ -83,3 +84,24 @@ async def test_import_takes_over_identities_ingest_saw_first(ingest_db: Any, sta
     assert all(
         (body["tier"], body["anti_phishing_code"]) == ("vip2", "Kx7pQ") for _, body in published
     )
+
+
+async def test_one_batch_applies_its_records_in_order(ingest_db: Any) -> None:
+    store = MongoCustomerStore(ingest_db)
+    await store.ensure_indexes()
+    email = Identity(kind="email", value="kim@example.com")
+    uid = Identity(kind="account_uid", value="7")
+    # In one batch: uid-a with the email, then uid-b restating the same email (it moved).
+    refs = await store.upsert_many(
+        [
+            CustomerRecord(customer_id="uid-a", identities=(email, uid)),
+            CustomerRecord(customer_id="uid-b", identities=(email,), tier="vip1"),
+        ]
+    )
+    assert [(r.customer_id, r.version) for r in refs] == [("uid-a", 1), ("uid-b", 1)]
+    [owner] = await store.resolve_many([(email,)], T0)
+    assert (owner.customer_id, owner.tier) == ("uid-b", "vip1")
+    a = await ingest_db["customers"].find_one({"_id": "uid-a"})
+    assert a["identity_keys"] == ["account_uid:7"]
+    b = await ingest_db["customers"].find_one({"_id": "uid-b"})
+    assert (b["identity_keys"], b["merged_from"]) == (["email:kim@example.com"], ["uid-a"])

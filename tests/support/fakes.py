@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -268,7 +268,7 @@ class FakeTickets:
 
 @dataclass
 class FakeOutbox:
-    """notify's OutboxStore in memory (what the Kafka edge records; no claims)."""
+    """notify's OutboxStore in memory (what the Kafka edge records)."""
 
     notifications: dict[str, Notification] = field(default_factory=dict)
 
@@ -281,15 +281,49 @@ class FakeOutbox:
             self.notifications.setdefault(n.notification_id, n)
         return new
 
-    async def merge_pending(self, into: dict[str, str]) -> None:
+    def _holds(self, nid: str, claim_id: str) -> bool:
+        cur = self.notifications.get(nid)
+        return cur is not None and (cur.status, cur.claim_id) == ("sending", claim_id)
+
+    async def merge(self, into: dict[str, str], held: Collection[str], claim_id: str) -> None:
         for nid, other in into.items():
             n = self.notifications[nid]
-            if n.status == "pending":
+            if n.status == "pending" or (nid in held and self._holds(nid, claim_id)):
                 self.notifications[nid] = replace(n, status="merged", merged_into=other)
 
-    async def due(self, now: datetime, limit: int) -> list[Notification]:
-        due = [n for n in self.notifications.values() if n.status == "pending"]
-        return [n for n in due if n.next_at <= now][:limit]
+    async def take_over(
+        self, now: datetime, owner: str, claim_id: str, lease_until: datetime, limit: int
+    ) -> list[Notification]:
+        taken = []
+        for n in list(self.notifications.values()):
+            if n.status in ("pending", "sending") and n.due_at is not None and n.due_at <= now:
+                inc = 1 if n.status == "sending" else 0
+                n = replace(
+                    n,
+                    status="sending",
+                    owner=owner,
+                    claim_id=claim_id,
+                    due_at=lease_until,
+                    attempts=n.attempts + inc,
+                )
+                self.notifications[n.notification_id] = n
+                taken.append(n)
+        return taken[:limit]
+
+    async def renew(self, ids: Collection[str], claim_id: str, lease_until: datetime) -> int:
+        held = [i for i in ids if self._holds(i, claim_id)]
+        for i in held:
+            self.notifications[i] = replace(self.notifications[i], due_at=lease_until)
+        return len(held)
+
+    async def write(self, changed: Sequence[Notification], claim_id: str) -> int:
+        held = [n for n in changed if self._holds(n.notification_id, claim_id)]
+        for n in held:
+            self.notifications[n.notification_id] = n
+        return len(held)
+
+    async def held(self, ids: Collection[str], claim_id: str) -> set[str]:
+        return {i for i in ids if self._holds(i, claim_id)}
 
     async def sent_times(
         self, customer_ids: Iterable[str], since: datetime
@@ -300,56 +334,6 @@ class FakeOutbox:
             if n.customer_id in wanted and n.sent_at is not None and n.sent_at >= since:
                 out.setdefault(n.customer_id, []).append(n.sent_at)
         return out
-
-    def _cas(self, n: Notification, **change: Any) -> bool:
-        cur = self.notifications.get(n.notification_id)
-        if cur is None or (cur.status, cur.claim_id) != (n.status, n.claim_id):
-            return False
-        self.notifications[n.notification_id] = replace(cur, **change)
-        return True
-
-    async def claim(
-        self, n: Notification, owner: str, claim_id: str, lease_until: datetime
-    ) -> bool:
-        return self._cas(
-            n,
-            status="sending",
-            claim_id=claim_id,
-            owner=owner,
-            lease_until=lease_until,
-            attempts=n.attempts + 1,
-        )
-
-    async def defer(self, n: Notification, next_at: datetime, reason: str) -> bool:
-        return self._cas(
-            n,
-            status="pending",
-            claim_id=None,
-            next_at=next_at,
-            last_error=reason,
-            waits=n.waits + 1,
-        )
-
-    def _finish(self, nid: str, claimed: str, **change: Any) -> bool:
-        cur = self.notifications.get(nid)
-        if cur is None or (cur.status, cur.claim_id) != ("sending", claimed):
-            return False
-        self.notifications[nid] = replace(cur, lease_until=None, **change)
-        return True
-
-    async def mark_sent(self, nid: str, claim_id: str, now: datetime) -> bool:
-        return self._finish(nid, claim_id, status="sent", sent_at=now)
-
-    async def release(self, nid: str, claim_id: str, next_at: datetime, reason: str) -> bool:
-        return self._finish(
-            nid, claim_id, status="pending", claim_id=None, next_at=next_at, last_error=reason
-        )
-
-    async def mark_dead(self, nid: str, claim_id: str, reason: str, now: datetime) -> bool:
-        return self._finish(nid, claim_id, status="dead", last_error=reason)
-
-    async def mark_merged(self, n: Notification, into: str) -> bool:
-        return self._cas(n, status="merged", merged_into=into, lease_until=None)
 
     async def stats(self, now: datetime) -> tuple[int, float]:
         waiting = [n for n in self.notifications.values() if n.status in ("pending", "sending")]

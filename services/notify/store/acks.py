@@ -17,11 +17,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from services.notify.estimate import Ack, Deadline
-from shared.mongo import DUPLICATE_KEY, Database, Document
+from shared.mongo import DUPLICATE_KEY, Database, Document, ensure_only_indexes
 
 COLLECTIONS = ("notify_acks",)
 DEADLINE_GRACE_S = 2.0
@@ -77,9 +77,14 @@ class MongoAckStore:
         self.retention_s = retention_s
 
     async def ensure_indexes(self) -> None:
-        await self.acks.create_index([("decided", ASCENDING), ("wait_until", ASCENDING)])
-        await self.acks.create_index([("recheck_at", ASCENDING)])
-        await self.acks.create_index("expire_at", expireAfterSeconds=0)
+        await ensure_only_indexes(
+            self.acks,
+            [
+                IndexModel([("decided", ASCENDING), ("wait_until", ASCENDING)]),  # overdue
+                IndexModel([("recheck_at", ASCENDING)]),  # rechecks_due
+                IndexModel("expire_at", expireAfterSeconds=0),
+            ],
+        )
 
     async def _write(self, ops: list[UpdateOne]) -> None:
         if not ops:

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from pymongo import UpdateOne
+from pymongo import IndexModel, UpdateOne
 
 from services.notify.decide import Facts, facts_of
 from services.notify.route import Route, RouteUpdate, route_of
-from shared.mongo import Database, Document
+from shared.mongo import Database, Document, ensure_only_indexes
 
 COLLECTIONS = ("notify_conversations",)
 
@@ -31,7 +31,9 @@ class MongoConversationStore:
         self.conversations = db["notify_conversations"]
 
     async def ensure_indexes(self) -> None:
-        await self.conversations.create_index("expire_at", expireAfterSeconds=0)
+        await ensure_only_indexes(
+            self.conversations, [IndexModel("expire_at", expireAfterSeconds=0)]
+        )
 
     async def save(self, updates: Sequence[RouteUpdate]) -> None:
         if not updates:

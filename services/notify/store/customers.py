@@ -19,7 +19,7 @@ from typing import Protocol
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
-from shared.mongo import DUPLICATE_KEY, Database, Document
+from shared.mongo import DUPLICATE_KEY, Database, Document, ensure_only_indexes
 
 COLLECTIONS = ("notify_customers",)
 FACTS = ("tier", "anti_phishing_code", "language")
@@ -57,7 +57,7 @@ class MongoCustomerStore:
         self.customers = db["notify_customers"]
 
     async def ensure_indexes(self) -> None:
-        return None  # read by _id only
+        await ensure_only_indexes(self.customers, [])  # read by _id only
 
     async def save(self, customers: Sequence[Customer]) -> None:
         latest = newest(customers)

@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol
 
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from shared.contracts.incidents import Incident
-from shared.mongo import Database, Document
+from shared.mongo import Database, Document, ensure_only_indexes
 
 COLLECTIONS = ("incidents", "incident_links")
 OPEN_INCIDENT_STATUSES = ["investigating", "identified", "monitoring"]
@@ -52,8 +52,9 @@ class MongoIncidentStore:
         self.links = db["incident_links"]
 
     async def ensure_indexes(self) -> None:
-        await self.incidents.create_index([("status", ASCENDING)])
-        await self.links.create_index([("incident_id", ASCENDING)])
+        await ensure_only_indexes(self.incidents, [IndexModel([("status", ASCENDING)])])  # open
+        # linked_tickets, linked_count
+        await ensure_only_indexes(self.links, [IndexModel([("incident_id", ASCENDING)])])
 
     async def get(self, incident_id: str) -> Incident | None:
         d = await self.incidents.find_one({"_id": incident_id})

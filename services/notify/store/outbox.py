@@ -1,33 +1,43 @@
-"""The outbox (`notifications`): one document per cause, and the senders' claim protocol.
+"""The outbox (`notifications`): one document per cause, held by the process that sends it.
 
 A document (`_id` = notification id) is a `Notification`; `status` is
 "pending" | "sending" | "sent" | "dead" | "merged".
 
-Claim protocol (several notify replicas may run): a sender reads due notifications, then
-claims each with `update_one` whose filter holds the state it read (status and claim id —
-compare-and-set); only one replica's update matches. A claim sets the owner, a fresh claim
-id and a lease; finishing (sent, retry later, dead) is again a compare-and-set on that
-claim id, so a sender whose lease ran out cannot overwrite the work of the replica that
-took over. A claim whose lease expired (its sender died) is due again: delivery is at least
-once, and the receiver dedupes on the notification id (SMTP Message-ID, webhook
-Idempotency-Key).
+Who sends what (several notify replicas may run): the consumer that records a notification
+inserts it already claimed — "sending", with its process as `owner`, its `claim_id` and a
+lease (`due_at`) — and hands it to its own sender, so the normal path has no claim write.
+The sender keeps what it holds in memory and writes what each round did (sent, deferred,
+retrying, dead, merged) in one bulk statement, each a compare-and-set on its claim id: a
+sender whose lease ran out cannot overwrite the work of the replica that took over. It
+renews the lease of what it still holds before the lease runs out. A sweeper takes over
+only what no live process holds: "sending" past its lease (its sender died; the lost try
+counts as an attempt) and "pending" ones (recorded where no sender runs) that are due.
+Delivery is at least once; the receiver dedupes on the notification id (SMTP Message-ID,
+webhook Idempotency-Key).
+
+`due_at` is when a sweeper may take the document: the end of the lease while it is held,
+the time it is due while it is pending. One `(status, due_at)` index serves the sweeper;
+`(customer_id, sent_at)` serves the rate limit (and an erasure's lookup by customer).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from pymongo import ASCENDING, InsertOne
+from pymongo import ASCENDING, IndexModel, InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from shared.mongo import DUPLICATE_KEY, Database, Document
+from shared.mongo import DUPLICATE_KEY, Database, Document, ensure_only_indexes
 
 COLLECTIONS = ("notifications",)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What a round of the sender changes in a notification it holds.
+MUTABLE = ("status", "attempts", "waits", "next_at", "due_at", "sent_at", "last_error")
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ class Notification:
     priority: str
     cause_event_id: str
     created_at: datetime
-    next_at: datetime
+    next_at: datetime  # when its sender acts on it next (send, retry)
     urgent: bool = False
     incident_id: str | None = None
     status: str = "pending"
@@ -55,7 +65,7 @@ class Notification:
     waits: int = 0
     claim_id: str | None = None
     owner: str | None = None
-    lease_until: datetime | None = None
+    due_at: datetime | None = None  # when a sweeper may take it (see the module's text)
     sent_at: datetime | None = None
     last_error: str | None = None
     merged_into: str | None = None
@@ -80,25 +90,17 @@ def notification_of(d: Document) -> Notification:
 class OutboxStore(Protocol):
     async def ensure_indexes(self) -> None: ...
     async def add(self, notifications: Sequence[Notification]) -> set[str]: ...
-    async def merge_pending(self, into: dict[str, str]) -> None: ...
-    async def due(self, now: datetime, limit: int) -> list[Notification]: ...
+    async def merge(self, into: dict[str, str], held: Collection[str], claim_id: str) -> None: ...
+    async def take_over(
+        self, now: datetime, owner: str, claim_id: str, lease_until: datetime, limit: int
+    ) -> list[Notification]: ...
+    async def renew(self, ids: Collection[str], claim_id: str, lease_until: datetime) -> int: ...
+    async def write(self, changed: Sequence[Notification], claim_id: str) -> int: ...
+    async def held(self, ids: Collection[str], claim_id: str) -> set[str]: ...
     async def sent_times(
         self, customer_ids: Iterable[str], since: datetime
     ) -> dict[str, list[datetime]]: ...
-    async def claim(
-        self, n: Notification, owner: str, claim_id: str, lease_until: datetime
-    ) -> bool: ...
-    async def defer(self, n: Notification, next_at: datetime, reason: str) -> bool: ...
-    async def mark_sent(self, nid: str, claim_id: str, now: datetime) -> bool: ...
-    async def release(self, nid: str, claim_id: str, next_at: datetime, reason: str) -> bool: ...
-    async def mark_dead(self, nid: str, claim_id: str, reason: str, now: datetime) -> bool: ...
-    async def mark_merged(self, n: Notification, into: str) -> bool: ...
     async def stats(self, now: datetime) -> tuple[int, float]: ...
-
-
-def _observed(n: Notification) -> Document:
-    """The filter of a compare-and-set: the state this sender read."""
-    return {"_id": n.notification_id, "status": n.status, "claim_id": n.claim_id}
 
 
 class MongoOutboxStore:
@@ -106,13 +108,18 @@ class MongoOutboxStore:
         self.notifications = db["notifications"]
 
     async def ensure_indexes(self) -> None:
-        await self.notifications.create_index([("status", ASCENDING), ("next_at", ASCENDING)])
-        await self.notifications.create_index([("status", ASCENDING), ("lease_until", ASCENDING)])
-        await self.notifications.create_index([("customer_id", ASCENDING), ("sent_at", ASCENDING)])
-        # Every secondary index costs SecantusDB ~0.1 ms on each write of the outbox's
-        # hottest collection; no query reads notifications by ticket, so that one goes.
-        if "ticket_id_1" in await self.notifications.index_information():
-            await self.notifications.drop_index("ticket_id_1")
+        # Documents written before `due_at` existed are due to the sweeper at once.
+        await self.notifications.update_many(
+            {"status": {"$in": ["pending", "sending"]}, "due_at": {"$exists": False}},
+            {"$set": {"due_at": EPOCH}},
+        )
+        await ensure_only_indexes(
+            self.notifications,
+            [
+                IndexModel([("status", ASCENDING), ("due_at", ASCENDING)]),
+                IndexModel([("customer_id", ASCENDING), ("sent_at", ASCENDING)]),
+            ],
+        )
 
     async def add(self, notifications: Sequence[Notification]) -> set[str]:
         """Insert notifications not seen before; return the ids that were new."""
@@ -129,26 +136,74 @@ class MongoOutboxStore:
             return {d["_id"] for d in docs} - dup
         return {d["_id"] for d in docs}
 
-    async def merge_pending(self, into: dict[str, str]) -> None:
-        """Merge notifications still pending into others (id -> id of the one it joins)."""
-        for nid, other in into.items():
-            await self.notifications.update_one(
-                {"_id": nid, "status": "pending", "claim_id": None},
-                {"$set": {"status": "merged", "merged_into": other}},
+    async def merge(self, into: dict[str, str], held: Collection[str], claim_id: str) -> None:
+        """Merge notifications not sent yet into others (id -> id of the one it joins):
+        those this process holds (`held`, under `claim_id`) and those still pending."""
+        ops = [
+            UpdateOne(
+                {"_id": nid, "status": "sending", "claim_id": claim_id}
+                if nid in held
+                else {"_id": nid, "status": "pending"},
+                {"$set": {"status": "merged", "merged_into": other, "due_at": None}},
             )
+            for nid, other in sorted(into.items())
+        ]
+        if ops:
+            await self.notifications.bulk_write(ops, ordered=False)
 
-    async def due(self, now: datetime, limit: int) -> list[Notification]:
-        pending = (
-            await self.notifications.find({"status": "pending", "next_at": {"$lte": now}})
-            .sort("next_at", ASCENDING)
-            .limit(limit)
-            .to_list(limit)
+    async def take_over(
+        self, now: datetime, owner: str, claim_id: str, lease_until: datetime, limit: int
+    ) -> list[Notification]:
+        """Claim what no live process holds: pending ones that are due, and held ones whose
+        lease ran out (their sender died mid-try: that try counts as an attempt)."""
+        claim = {"status": "sending", "owner": owner, "claim_id": claim_id, "due_at": lease_until}
+        taken: list[str] = []
+        for status, inc in (("pending", 0), ("sending", 1)):
+            due = {"status": status, "due_at": {"$lte": now}}
+            ids = [d["_id"] async for d in self.notifications.find(due, {"_id": 1}).limit(limit)]
+            if not ids:
+                continue
+            # Compare-and-set: a replica that claimed one in between moved its `due_at`.
+            await self.notifications.update_many(
+                {"_id": {"$in": ids}, **due}, {"$set": claim, "$inc": {"attempts": inc}}
+            )
+            taken += ids
+        if not taken:
+            return []
+        cursor = self.notifications.find({"_id": {"$in": taken}, "claim_id": claim_id})
+        return [notification_of(d) async for d in cursor]
+
+    async def renew(self, ids: Collection[str], claim_id: str, lease_until: datetime) -> int:
+        """Extend the lease of what this process still holds; how many it still holds."""
+        if not ids:
+            return 0
+        result = await self.notifications.update_many(
+            {"_id": {"$in": sorted(ids)}, "status": "sending", "claim_id": claim_id},
+            {"$set": {"due_at": lease_until}},
         )
-        # Claims whose sender died (its lease ran out) are due again.
-        expired = await self.notifications.find(
-            {"status": "sending", "lease_until": {"$lte": now}}
-        ).to_list(limit)
-        return [notification_of(d) for d in pending + expired]
+        return int(result.matched_count)
+
+    async def write(self, changed: Sequence[Notification], claim_id: str) -> int:
+        """One round's outcomes, one statement: each notification's new state, where this
+        process still holds it. How many it still held."""
+        ops = [
+            UpdateOne(
+                {"_id": n.notification_id, "status": "sending", "claim_id": claim_id},
+                {"$set": _changes(n)},
+            )
+            for n in changed
+        ]
+        if not ops:
+            return 0
+        result = await self.notifications.bulk_write(ops, ordered=False)
+        return int(result.matched_count)
+
+    async def held(self, ids: Collection[str], claim_id: str) -> set[str]:
+        """Which of these this process still holds (after a write matched fewer)."""
+        if not ids:
+            return set()
+        query = {"_id": {"$in": sorted(ids)}, "status": "sending", "claim_id": claim_id}
+        return {d["_id"] async for d in self.notifications.find(query, {"_id": 1})}
 
     async def sent_times(
         self, customer_ids: Iterable[str], since: datetime
@@ -165,79 +220,8 @@ class MongoOutboxStore:
             out[d["customer_id"]].append(d["sent_at"])
         return out
 
-    async def claim(
-        self, n: Notification, owner: str, claim_id: str, lease_until: datetime
-    ) -> bool:
-        result = await self.notifications.update_one(
-            _observed(n),
-            {
-                "$set": {
-                    "status": "sending",
-                    "claim_id": claim_id,
-                    "owner": owner,
-                    "lease_until": lease_until,
-                },
-                "$inc": {"attempts": 1},
-            },
-        )
-        return result.modified_count == 1
-
-    async def defer(self, n: Notification, next_at: datetime, reason: str) -> bool:
-        result = await self.notifications.update_one(
-            _observed(n),
-            {
-                "$set": {
-                    "status": "pending",
-                    "claim_id": None,
-                    "lease_until": None,
-                    "next_at": next_at,
-                    "last_error": reason,
-                },
-                "$inc": {"waits": 1},
-            },
-        )
-        return result.modified_count == 1
-
-    async def _finish(self, nid: str, claim_id: str, fields: Document) -> bool:
-        result = await self.notifications.update_one(
-            {"_id": nid, "status": "sending", "claim_id": claim_id}, {"$set": fields}
-        )
-        return result.modified_count == 1
-
-    async def mark_sent(self, nid: str, claim_id: str, now: datetime) -> bool:
-        return await self._finish(
-            nid, claim_id, {"status": "sent", "sent_at": now, "lease_until": None}
-        )
-
-    async def release(self, nid: str, claim_id: str, next_at: datetime, reason: str) -> bool:
-        return await self._finish(
-            nid,
-            claim_id,
-            {
-                "status": "pending",
-                "claim_id": None,
-                "lease_until": None,
-                "next_at": next_at,
-                "last_error": reason,
-            },
-        )
-
-    async def mark_dead(self, nid: str, claim_id: str, reason: str, now: datetime) -> bool:
-        return await self._finish(
-            nid,
-            claim_id,
-            {"status": "dead", "lease_until": None, "last_error": reason, "dead_at": now},
-        )
-
-    async def mark_merged(self, n: Notification, into: str) -> bool:
-        result = await self.notifications.update_one(
-            _observed(n),
-            {"$set": {"status": "merged", "merged_into": into, "lease_until": None}},
-        )
-        return result.modified_count == 1
-
     async def stats(self, now: datetime) -> tuple[int, float]:
-        """(pending notifications, age of the oldest one in seconds)."""
+        """(notifications not finished, age of the oldest one in seconds)."""
         query = {"status": {"$in": ["pending", "sending"]}}
         depth = await self.notifications.count_documents(query)
         oldest = (
@@ -248,3 +232,10 @@ class MongoOutboxStore:
         )
         age = (now - oldest[0]["created_at"]).total_seconds() if oldest else 0.0
         return depth, max(0.0, age)
+
+
+def _changes(n: Notification) -> Document:
+    fields = {k: getattr(n, k) for k in MUTABLE}
+    if n.status == "merged":
+        fields["merged_into"] = n.merged_into
+    return fields

@@ -13,7 +13,7 @@ from typing import Protocol
 from pymongo import UpdateOne
 
 from services.notify.estimate import Sample, samples_by_priority
-from shared.mongo import Database
+from shared.mongo import Database, ensure_only_indexes
 
 COLLECTIONS = ("notify_queue_stats",)
 
@@ -30,7 +30,7 @@ class MongoQueueStatsStore:
         self.keep = keep
 
     async def ensure_indexes(self) -> None:
-        return None  # four documents, read whole
+        await ensure_only_indexes(self.stats, [])  # four documents, read whole
 
     async def record(self, samples: Sequence[Sample]) -> None:
         ops = [

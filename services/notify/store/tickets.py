@@ -8,16 +8,16 @@ resolved ticket's view goes after the retention period (`expire_at`).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from services.notify.decide import TicketView
 from services.notify.estimate import Queued, tier_rank
-from shared.mongo import DUPLICATE_KEY, Database, Document
+from shared.mongo import DUPLICATE_KEY, Database, Document, ensure_only_indexes
 
 COLLECTIONS = ("notify_tickets",)
 
@@ -84,9 +84,14 @@ class MongoTicketStore:
         self._queued: tuple[float, dict[str, Queued]] | None = None
 
     async def ensure_indexes(self) -> None:
-        await self.tickets.create_index([("open", ASCENDING), ("category", ASCENDING)])
-        await self.tickets.create_index([("state", ASCENDING), ("priority", ASCENDING)])
-        await self.tickets.create_index("expire_at", expireAfterSeconds=0)
+        await ensure_only_indexes(
+            self.tickets,
+            [
+                IndexModel([("open", ASCENDING), ("category", ASCENDING)]),  # open_views
+                IndexModel([("state", ASCENDING), ("priority", ASCENDING)]),  # queued
+                IndexModel("expire_at", expireAfterSeconds=0),
+            ],
+        )
 
     async def get(self, ticket_ids: Iterable[str]) -> dict[str, TicketView]:
         ids = sorted(set(ticket_ids))
@@ -150,3 +155,13 @@ class MongoTicketStore:
         if categories:
             query["category"] = {"$in": list(categories)}
         return [view_of_doc(d) async for d in self.tickets.find(query)]
+
+
+async def current_views(
+    store: TicketStore, ticket_ids: Iterable[str], batch: Mapping[str, TicketView]
+) -> dict[str, TicketView]:
+    """These tickets' views: this batch's own where it changed them, else as stored."""
+    ids = set(ticket_ids)
+    views = await store.get(ids - set(batch))
+    views.update({t: v for t, v in batch.items() if t in ids})
+    return views
