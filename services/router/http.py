@@ -177,33 +177,44 @@ def make_routes(
     async def get_agent(request: Request, call: Call) -> Response:
         return await found(request, "agent_id", reads.get_agent)
 
-    async def put_agent(request: Request, call: Call) -> Response:
-        aid = path_id(request, "agent_id")
-        if isinstance(aid, JSONResponse):
-            return aid
-        profile = await parse_body(request, AgentProfile)
-        if isinstance(profile, JSONResponse):
-            return profile
-        ev = AgentProfileUpdated(agent_id=aid, profile=profile, at=datetime.now(UTC))
-        eid = agent_event_id(aid, request)
-        await publish(ev, AGENT_PROFILE_UPDATED, aid, eid)
-        call.note(event_id=eid)
-        return JSONResponse({"agent_id": aid, "event_id": eid}, status_code=202)
-
-    async def post_presence(request: Request, call: Call) -> Response:
-        aid = path_id(request, "agent_id")
-        if isinstance(aid, JSONResponse):
-            return aid
-        if denied := not_for(call, aid):
-            return denied
-        data = await parse_body(request, PresenceIn)
+    async def id_and_body(
+        request: Request, name: str, model: type[BodyT]
+    ) -> tuple[str, BodyT] | JSONResponse:
+        """The id the path names and the request's body, or the 400 / 413 to return."""
+        ident = path_id(request, name)
+        if isinstance(ident, JSONResponse):
+            return ident
+        data = await parse_body(request, model)
         if isinstance(data, JSONResponse):
             return data
-        ev = AgentPresenceChanged(agent_id=aid, status=data.status, at=datetime.now(UTC))
-        eid = agent_event_id(aid, request)
-        await publish(ev, AGENT_PRESENCE_CHANGED, aid, eid)
+        return ident, data
+
+    async def agent_event(
+        call: Call, request: Request, ev: AgentProfileUpdated | AgentPresenceChanged, kind: str
+    ) -> Response:
+        """Publish an agent's profile or presence for the engine; 202 with its event id."""
+        eid = agent_event_id(ev.agent_id, request)
+        await publish(ev, kind, ev.agent_id, eid)
         call.note(event_id=eid)
-        return JSONResponse({"agent_id": aid, "event_id": eid}, status_code=202)
+        return JSONResponse({"agent_id": ev.agent_id, "event_id": eid}, status_code=202)
+
+    async def put_agent(request: Request, call: Call) -> Response:
+        parsed = await id_and_body(request, "agent_id", AgentProfile)
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        aid, profile = parsed
+        ev = AgentProfileUpdated(agent_id=aid, profile=profile, at=datetime.now(UTC))
+        return await agent_event(call, request, ev, AGENT_PROFILE_UPDATED)
+
+    async def post_presence(request: Request, call: Call) -> Response:
+        parsed = await id_and_body(request, "agent_id", PresenceIn)
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        aid, data = parsed
+        if denied := not_for(call, aid):
+            return denied
+        ev = AgentPresenceChanged(agent_id=aid, status=data.status, at=datetime.now(UTC))
+        return await agent_event(call, request, ev, AGENT_PRESENCE_CHANGED)
 
     async def act(call: Call, request: Request, ev: AgentActionTaken) -> Response:
         """Refuse what the ticket rules out; else publish for the engine to apply."""
@@ -229,52 +240,53 @@ def make_routes(
             status_code=202,
         )
 
-    async def ticket_body(
-        request: Request, call: Call, model: type[BodyT]
-    ) -> tuple[str, BodyT] | Response:
-        """The ticket id and the body of an agent's request, or the refusal to return."""
-        tid = path_id(request, "ticket_id")
-        if isinstance(tid, JSONResponse):
-            return tid
-        data = await parse_body(request, model)
-        if isinstance(data, JSONResponse):
-            return data
-        agent_id = getattr(data, "agent_id", "")
-        if denied := not_for(call, agent_id):
+    async def act_on_ticket(
+        request: Request,
+        call: Call,
+        model: type[BodyT],
+        action: Callable[[str, BodyT], AgentActionTaken],
+    ) -> Response:
+        """An agent's request about a ticket: its id and body checked, then the action
+        `action` makes of them published (or the refusal returned)."""
+        parsed = await id_and_body(request, "ticket_id", model)
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        tid, data = parsed
+        if denied := not_for(call, getattr(data, "agent_id", "")):
             return denied
-        return tid, data
+        return await act(call, request, action(tid, data))
 
     async def post_action(request: Request, call: Call) -> Response:
         action = str(request.path_params["action"])
         if action not in ACTIONS:
             return JSONResponse({"error": "unknown action"}, status_code=404)
-        parsed = await ticket_body(request, call, ActionIn)
-        if isinstance(parsed, Response):
-            return parsed
-        tid, data = parsed
-        ev = AgentActionTaken(
-            agent_id=data.agent_id,
-            ticket_id=tid,
-            action=action,  # type: ignore[arg-type]
-            at=datetime.now(UTC),
-            note=data.note,
+        return await act_on_ticket(
+            request,
+            call,
+            ActionIn,
+            lambda tid, data: AgentActionTaken(
+                agent_id=data.agent_id,
+                ticket_id=tid,
+                action=action,  # type: ignore[arg-type]
+                at=datetime.now(UTC),
+                note=data.note,
+            ),
         )
-        return await act(call, request, ev)
 
     async def post_category(request: Request, call: Call) -> Response:
         """An agent's correction of a ticket's category (re-prioritised by the engine)."""
-        parsed = await ticket_body(request, call, CategoryIn)
-        if isinstance(parsed, Response):
-            return parsed
-        tid, data = parsed
-        ev = AgentActionTaken(
-            agent_id=data.agent_id,
-            ticket_id=tid,
-            action="recategorize",
-            at=datetime.now(UTC),
-            category=data.category,
+        return await act_on_ticket(
+            request,
+            call,
+            CategoryIn,
+            lambda tid, data: AgentActionTaken(
+                agent_id=data.agent_id,
+                ticket_id=tid,
+                action="recategorize",
+                at=datetime.now(UTC),
+                category=data.category,
+            ),
         )
-        return await act(call, request, ev)
 
     async def get_action(request: Request, call: Call) -> Response:
         """accepted / rejected (with the reason) once the engine applied it, else pending."""
