@@ -269,6 +269,8 @@ class EmbeddedStack:
             "OMNIROUTE_MONGO_URI": self.mongo_uri(store),
             # Tansu holds an empty fetch for the whole wait (Kafka answers on arrival).
             "OMNIROUTE_KAFKA_FETCH_MAX_WAIT_MS": "10",
+            # SecantusDB's record of retryable writes costs more with every write made.
+            "OMNIROUTE_MONGO_RETRY_WRITES": "false",
         }
 
     def start(self) -> EmbeddedStack:

@@ -36,6 +36,7 @@ def make_mongo_client(settings: ServiceSettings) -> AsyncMongoClient[Document]:
         serverSelectionTimeoutMS=settings.mongo_timeout_ms,
         connectTimeoutMS=settings.mongo_timeout_ms,
         tz_aware=True,
+        retryWrites=settings.mongo_retry_writes,
         appname=f"omniroute-{settings.service_name}",
     )
 

@@ -74,6 +74,10 @@ class ServiceSettings(BaseSettings):
     mongo_uri: str = "mongodb://127.0.0.1:27017/?directConnection=true"
     mongo_db: str = "omniroute"
     mongo_timeout_ms: int = 5_000
+    # Retryable writes (MongoDB's default). The embedded stack turns them off: SecantusDB
+    # scans its whole record of retryable writes on every write, a cost that grows with
+    # every write made; every write here is idempotent by id and a failed one is redone.
+    mongo_retry_writes: bool = True
     # Development only: accepted with every scope (default `dev-token`); production refuses it.
     api_token: SecretStr | None = None
     api_keys: dict[str, ApiKey] = Field(
