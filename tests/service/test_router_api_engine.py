@@ -108,6 +108,13 @@ def agent_records(aid: str) -> list[Any]:
     ]
 
 
+async def assigned_chat(engine: RouterEngine, seen: list[dict[str, Any]]) -> str:
+    """Agent a1 online, then a chat that is assigned to it: the ticket's id."""
+    await engine.process([*agent_records("a1"), record_of(message_event(1))])
+    [tid] = {e["ticket_id"] for e in seen}
+    return tid
+
+
 def new_engine(broker: KafkaBroker, store: FakeRouterStore, lease: HeldLease) -> RouterEngine:
     return RouterEngine(
         state=RouterState(load_policy(REPO_POLICY_DIR / "routing.yaml")),
@@ -133,8 +140,7 @@ async def test_the_lease_holder_checks_an_action_in_memory_and_applies_it_at_onc
     store = FakeRouterStore()
     async with TestKafkaBroker(broker) as br:
         engine = new_engine(br, store, HeldLease())
-        await engine.process([*agent_records("a1"), record_of(message_event(1))])
-        [tid] = {e["ticket_id"] for e in seen}
+        tid = await assigned_chat(engine, seen)
         assert seen[-1]["event"] == "assigned"
         # The collections say otherwise (as if the fold were behind): the engine decides.
         store.tickets[tid] = {**store.tickets[tid], "state": "queued", "agent_id": None}
@@ -170,8 +176,7 @@ async def test_an_action_behind_unapplied_records_waits_for_the_consumer() -> No
     store = FakeRouterStore()
     async with TestKafkaBroker(broker) as br:
         engine = new_engine(br, store, HeldLease())
-        await engine.process([*agent_records("a1"), record_of(message_event(1))])
-        [tid] = {e["ticket_id"] for e in seen}
+        tid = await assigned_chat(engine, seen)
         # Offsets 2-4 of the agent's partition are not applied yet: order per agent holds.
         topic = AgentsTopic(next_offset=5)
         async with api(engine, store, topic) as client:
@@ -220,8 +225,7 @@ async def test_without_the_lease_the_api_reads_the_collections() -> None:
     lease = HeldLease()
     async with TestKafkaBroker(broker) as br:
         engine = new_engine(br, store, lease)
-        await engine.process([*agent_records("a1"), record_of(message_event(1))])
-        [tid] = {e["ticket_id"] for e in seen}
+        tid = await assigned_chat(engine, seen)
         store.tickets[tid] = {**store.tickets[tid], "state": "queued", "agent_id": None}
         engine.lease = LostLease()
         topic = AgentsTopic(next_offset=2)
