@@ -126,7 +126,7 @@ class Ingest:
 
     def below_p1(self, batch: Sequence[Prepared]) -> list[bool]:
         found = classify_many([p.to_classify() for p in batch], self.model, self.rules)
-        return [c.category not in self.p1_categories for c in found]
+        return [c.category not in self.p1_categories and c.possible_urgent is None for c in found]
 
 
 async def post_p1_chat(client: httpx.AsyncClient, ingest_url: str, n: int) -> str:

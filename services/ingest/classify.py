@@ -7,10 +7,13 @@ with one vectorisation, which is what keeps the model's cost per message small.
 
 The decision, in order (policy/classify.yaml says why each rule is there):
   1. the model's probabilities, plus `hint_weight` on the channel's hinted category;
-  2. the likeliest category wins;
+  2. the likeliest category wins; where that is `general` (no topic), the hint does;
   3. a redacted seed phrase, private key or password makes it `secret_exposed`;
-  4. otherwise, an urgent (P1) category at least its `urgent.thresholds` likely wins over
-     a likelier non-urgent one, whatever the hint: "possible stolen_funds p=0.41";
+  4. otherwise, an urgent (P1) category at least its `urgent.thresholds` likely is named
+     beside the category (`possible_urgent`), whatever the hint: the router gives the
+     ticket that category's priority (P1) and the reason "possible stolen_funds p=0.41",
+     while the category stays the likeliest one. Safety first raises the priority of a
+     question that might be a theft; it does not relabel it;
   5. a message with no words at all takes the hint, or `general`.
 """
 
@@ -105,6 +108,13 @@ class Classification:
     reasons: tuple[str, ...]
     probabilities: tuple[tuple[Category, float], ...] = ()  # likeliest first
     signals: Signals = field(default_factory=Signals)
+    # An urgent category likely enough to route the message as urgent (P1), though the
+    # likeliest category is another one.
+    possible_urgent: Category | None = None
+
+    def urgent(self, policy: ClassifyPolicy) -> bool:
+        """Routed as urgent (P1): by its category, or by a possible urgent one."""
+        return self.category in policy.urgent.categories or self.possible_urgent is not None
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,13 @@ def classify_many(
         )
         signals = extract_signals(MARKER_PATTERN.sub(" ", text), policy.signals)
         out.append(
-            Classification(decided.category, decided.reasons, decided.probabilities, signals)
+            Classification(
+                decided.category,
+                decided.reasons,
+                decided.probabilities,
+                signals,
+                decided.possible_urgent,
+            )
         )
     return out
 
@@ -191,7 +207,10 @@ def decide(
     category: Category = (
         max(weighted, key=lambda c: weighted[c]) if any(weighted.values()) else "general"
     )
+    if hint is not None and category == "general":
+        category = hint  # the text names no topic ("please call me back"): the caller's did
     secrets = sorted({r.kind for r in redactions if r.kind in policy.secret_redactions})
+    possible_urgent: Category | None = None
     if secrets:
         category = "secret_exposed"
         reasons.extend(f"redaction: {kind} → secret_exposed" for kind in secrets)
@@ -202,10 +221,14 @@ def decide(
             if p.get(c, 0.0) >= policy.urgent.threshold_of(c)
         ]
         if possible:
-            best, chance = max(possible, key=lambda cp: cp[1])
-            category = best
-            reasons.append(f"possible {best} p={chance:.2f}")
-    return Classification(category, tuple(reasons), tuple(ranked[: policy.reasons_top]))
+            possible_urgent, chance = max(possible, key=lambda cp: cp[1])
+            reasons.append(f"possible {possible_urgent} p={chance:.2f}")
+    return Classification(
+        category,
+        tuple(reasons),
+        tuple(ranked[: policy.reasons_top]),
+        possible_urgent=possible_urgent,
+    )
 
 
 def check_model(model: TextModel, policy: ClassifyPolicy) -> None:

@@ -73,7 +73,7 @@ def _thresholds(trained: Trained, policy: ClassifyPolicy) -> str:
             )
         else:
             lines.append(
-                f"- most accurate at >= {target:.1%} each "
+                f"- fewest false alarms at >= {target:.1%} each "
                 f"{_shown(policy.urgent.categories, chosen.thresholds.__getitem__)}: "
                 f"{_figures(chosen.evaluation)}"
             )
@@ -88,7 +88,7 @@ def _figures(evaluation: Evaluation) -> str:
     routed = " / ".join(f"{evaluation.routed_urgent(c):.1%}" for c in evaluation.urgent)
     return (
         f"accuracy {evaluation.accuracy:.1%} (top category {evaluation.raw_accuracy:.1%}), "
-        f"routed P1 {routed}, P1 decided P3/P4 {evaluation.urgent_demoted}, "
+        f"routed P1 {routed}, P1 routed P3/P4 {evaluation.urgent_demoted}, "
         f"other routed P1 {evaluation.false_alarms:.1%}"
     )
 

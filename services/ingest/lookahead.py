@@ -61,7 +61,7 @@ def likely_p1(records: Sequence[Any], ingestor: Ingestor) -> list[bool]:
         decided = decide(
             row, model.categories, rules, text=text, hint=c.hint, redactions=c.redactions
         )
-        if decided.category in rules.urgent.categories:
+        if decided.urgent(rules):
             urgent[i] = True
     return urgent
 

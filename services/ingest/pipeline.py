@@ -148,6 +148,7 @@ def finish(
         text=prepared.text,
         language=language,
         category=result.category,
+        possible_urgent=result.possible_urgent,
         signals=result.signals,
         reasons=result.reasons,
         redactions=prepared.redactions,

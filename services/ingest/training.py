@@ -135,14 +135,21 @@ def split(examples: Sequence[Example], held_out: float) -> tuple[list[Example], 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Scores of the production decision (model, safety threshold, hard rules) on examples."""
+    """Scores of the production decision (model, safety threshold, hard rules) on examples.
+
+    The category decided is what accuracy and the confusion matrix count; whether the
+    message is routed as urgent (P1) — by its category or by a possible urgent one — is
+    what the P1 figures count.
+    """
 
     total: int
     correct: int
-    raw_correct: int  # the model's top category alone, before the safety threshold
+    raw_correct: int  # the model's top category alone, before the hard rules and the hint
     confusion: dict[tuple[Category, Category], int]  # (true, decided) -> count
     urgent: tuple[Category, ...]
     priorities: dict[Category, str] = field(default_factory=dict)
+    routed: dict[Category, int] = field(default_factory=dict)  # true -> routed urgent
+    demoted: int = 0  # urgent examples routed as a P3 or P4 category
 
     @property
     def accuracy(self) -> float:
@@ -166,33 +173,29 @@ class Evaluation:
         return hit / decided if decided else 1.0
 
     def routed_urgent(self, category: Category) -> float:
-        """Share of `category`'s examples decided as some urgent category (routed P1)."""
+        """Share of `category`'s examples routed as urgent (P1)."""
         support = self.support(category)
-        urgent = set(self.urgent)
-        hit = sum(n for (t, d), n in self.confusion.items() if t == category and d in urgent)
-        return hit / support if support else 1.0
+        return self.routed.get(category, 0) / support if support else 1.0
 
     @property
     def urgent_recall(self) -> float:
-        """Share of urgent (P1) examples decided as some urgent category: routed P1."""
-        support = sum(n for (t, _), n in self.confusion.items() if t in self.urgent)
-        urgent = set(self.urgent)
-        hit = sum(n for (t, d), n in self.confusion.items() if t in urgent and d in urgent)
+        """Share of urgent (P1) examples routed P1."""
+        support = sum(self.support(c) for c in self.urgent)
+        hit = sum(self.routed.get(c, 0) for c in self.urgent)
         return hit / support if support else 1.0
 
     @property
     def urgent_demoted(self) -> int:
-        """Urgent examples decided as a P3 or P4 category (the failure that costs most)."""
-        low = {c for c, p in self.priorities.items() if p in ("P3", "P4")}
-        return sum(n for (t, d), n in self.confusion.items() if t in self.urgent and d in low)
+        """Urgent examples routed as a P3 or P4 category (the failure that costs most)."""
+        return self.demoted
 
     @property
     def false_alarms(self) -> float:
         """Share of the other (non-P1) examples routed P1: what safety first costs."""
-        others = sum(n for (t, _), n in self.confusion.items() if t not in self.urgent)
-        urgent = set(self.urgent)
-        hit = sum(n for (t, d), n in self.confusion.items() if t not in urgent and d in urgent)
-        return hit / others if others else 0.0
+        others = [c for c in CATEGORIES if c not in self.urgent]
+        support = sum(self.support(c) for c in others)
+        hit = sum(self.routed.get(c, 0) for c in others)
+        return hit / support if support else 0.0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -246,7 +249,8 @@ def evaluate_probabilities(
     policy: ClassifyPolicy,
 ) -> Evaluation:
     confusion: Counter[tuple[Category, Category]] = Counter()
-    correct = raw = 0
+    routed: Counter[Category] = Counter()
+    correct = raw = demoted = 0
     for example, row in zip(examples, probabilities, strict=True):
         decision = decide(
             row, categories, policy, text=example.text, redactions=redactions_in(example.text)
@@ -254,6 +258,10 @@ def evaluate_probabilities(
         confusion[(example.category, decision.category)] += 1
         correct += decision.category == example.category
         raw += categories[int(np.argmax(row))] == example.category
+        if decision.urgent(policy):
+            routed[example.category] += 1
+        elif example.category in policy.urgent.categories:
+            demoted += REPORT_PRIORITIES[decision.category] in ("P3", "P4")
     return Evaluation(
         total=len(examples),
         correct=correct,
@@ -261,6 +269,8 @@ def evaluate_probabilities(
         confusion=dict(confusion),
         urgent=policy.urgent.categories,
         priorities=dict(REPORT_PRIORITIES),
+        routed=dict(routed),
+        demoted=demoted,
     )
 
 
@@ -364,9 +374,10 @@ def choose_thresholds(
     target: float = P1_TARGET,
     grid: Sequence[float] = THRESHOLD_GRID,
 ) -> ThresholdChoice | None:
-    """The most accurate per-category P1 thresholds at which every P1 category is routed P1
-    at `target` or more (on a tie: fewest P1 examples decided P3/P4, then the highest
-    thresholds, so the fewest false alarms); None if none reaches it.
+    """The per-category P1 thresholds at which every P1 category is routed P1 at `target`
+    or more with the fewest other examples routed P1 (false alarms), then the fewest P1
+    examples routed P3/P4, then the highest thresholds; None if none reaches the target. The
+    thresholds never change a category (they raise a priority), so accuracy is not theirs.
 
     Meant for cross-validated probabilities of the training side: choosing on the held-out
     split would make its scores a tuned figure instead of a test. The search ranks the
@@ -391,21 +402,20 @@ def choose_thresholds(
             for row, e in zip(probabilities, examples, strict=True)
         ]
     )
-    open_to_rule = ~np.isin(base, columns)  # a redacted secret already made it urgent
+    already = np.isin(base, columns)  # an urgent category decided (or made by a secret)
     p_urgent = probabilities[:, columns]
     is_urgent = np.isin(labels, columns)
     present = [c for c in columns if (labels == c).any()]
     low = [CATEGORIES.index(c) for c, p in REPORT_PRIORITIES.items() if p in ("P3", "P4")]
-    best: tuple[tuple[float, int, float], dict[Category, float]] | None = None
+    low_base = np.isin(base, low)
+    best: tuple[tuple[int, int, float], dict[Category, float]] | None = None
     for values in itertools.product(grid, repeat=len(urgent)):
-        passing = np.where(p_urgent >= np.array(values), p_urgent, -1.0)
-        fires = open_to_rule & (passing.max(axis=1) >= 0)
-        decided = np.where(fires, np.array(columns)[passing.argmax(axis=1)], base)
-        routed = np.isin(decided, columns)
+        routed = already | (p_urgent >= np.array(values)).any(axis=1)
         if any(routed[labels == c].mean() < target for c in present):
             continue
-        demoted = int((is_urgent & np.isin(decided, low)).sum())
-        key = (float((decided == labels).mean()), -demoted, sum(values))
+        demoted = int((is_urgent & ~routed & low_base).sum())
+        alarms = int((~is_urgent & routed).sum())
+        key = (-alarms, -demoted, sum(values))
         if best is None or key > best[0]:
             best = (key, dict(zip(urgent, values, strict=True)))
     if best is None:
@@ -468,14 +478,14 @@ def report(evaluation: Evaluation, title: str) -> str:
         f"- accuracy: {evaluation.accuracy:.1%} (model's top category alone: "
         f"{evaluation.raw_accuracy:.1%})",
         f"- P1 recall (urgent examples routed P1): {evaluation.urgent_recall:.1%}",
-        f"- P1 examples decided P3/P4: {evaluation.urgent_demoted}",
+        f"- P1 examples routed P3/P4: {evaluation.urgent_demoted}",
         f"- other examples routed P1 (false alarms): {evaluation.false_alarms:.1%}",
         "",
         "| category | priority | support | precision | recall | routed P1 |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for c in CATEGORIES:
-        p1 = f"{evaluation.routed_urgent(c):.1%}" if c in evaluation.urgent else ""
+        p1 = f"{evaluation.routed_urgent(c):.1%}"
         lines.append(
             f"| {c} | {REPORT_PRIORITIES[c]} | {evaluation.support(c)} | "
             f"{evaluation.precision(c):.1%} | {evaluation.recall(c):.1%} | {p1} |"

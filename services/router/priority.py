@@ -90,11 +90,20 @@ def load_policy(path: Path) -> RoutingPolicy:
 
 
 def prioritize(
-    category: Category, tier: str, policy: RoutingPolicy
+    category: Category, tier: str, policy: RoutingPolicy, possible: Category | None = None
 ) -> tuple[Priority, tuple[str, ...]]:
-    """(priority, reasons) for a ticket; the reasons answer "why P1?"."""
+    """(priority, reasons) for a ticket; the reasons answer "why P1?".
+
+    `possible` is a category the classifier found likely enough to matter though it is not
+    the likeliest (a possible theft in a withdrawal question): the ticket takes its
+    priority when that is higher, and keeps its category (and so its agents' skill).
+    """
     priority = policy.priority_of(category)
     reasons = [f"category {category} -> {priority}"]
+    higher = policy.priority_of(possible) if possible is not None else priority
+    if PRIORITY_RANK[higher] < PRIORITY_RANK[priority]:
+        priority = higher
+        reasons.append(f"possible {possible} -> {priority}")
     if tier in policy.vip_tiers:
         reasons.append(f"customer tier {tier}: served first within {priority}")
     return priority, tuple(reasons)

@@ -94,6 +94,14 @@ class MessageReceived(Contract):
     text: str = Field(description="Message text with secrets redacted")
     language: str = Field(default="en", description="ISO 639-1 code of the detected language")
     category: Category = "general"
+    possible_urgent: Category | None = Field(
+        default=None,
+        description=(
+            "An urgent category (stolen_funds, account_takeover, secret_exposed) likely "
+            "enough to route the ticket at its priority although `category`, the likeliest, "
+            "is another: safety first raises the priority, it does not relabel the message"
+        ),
+    )
     signals: Signals = Signals()
     reasons: tuple[str, ...] = Field(default=(), description="Why this category, in short")
     redactions: tuple[Redaction, ...] = ()

@@ -97,7 +97,7 @@ def misses(cases: list[tuple[str, Category]], ok: object) -> list[str]:
 def test_every_theft_report_is_routed_p1(text: str) -> None:
     result = classify(text, None, text_model(), classify_policy())
 
-    assert result.category in classify_policy().urgent.categories, result.reasons
+    assert result.urgent(classify_policy()), result.reasons
 
 
 def test_theft_reports_are_mostly_seen_as_theft() -> None:
@@ -237,7 +237,7 @@ def test_the_likeliest_category_wins_and_reasons_show_the_top_three() -> None:
 
 
 @pytest.mark.parametrize("urgent", ["stolen_funds", "account_takeover", "secret_exposed"])
-def test_a_possible_p1_category_is_routed_as_one_at_its_own_threshold(urgent: Category) -> None:
+def test_a_possible_p1_category_is_named_at_its_own_threshold(urgent: Category) -> None:
     policy = classify_policy()
     threshold = policy.urgent.threshold_of(urgent)
 
@@ -246,9 +246,22 @@ def test_a_possible_p1_category_is_routed_as_one_at_its_own_threshold(urgent: Ca
 
     above, below = decided(threshold + 0.005), decided(threshold - 0.005)
 
-    assert above.category == urgent
+    # Safety first raises the priority (the router reads `possible_urgent`); the category
+    # stays the likeliest.
+    assert (above.category, above.possible_urgent) == ("general", urgent)
+    assert above.urgent(policy)
     assert f"possible {urgent} p={threshold + 0.005:.2f}" in above.reasons
-    assert below.category == "general"
+    assert (below.category, below.possible_urgent) == ("general", None)
+    assert not below.urgent(policy)
+
+
+def test_a_likeliest_p1_category_needs_no_possible_one() -> None:
+    result = decide(
+        row(stolen_funds=0.5, account_takeover=0.4), CATEGORIES, classify_policy(), text="x"
+    )
+
+    assert (result.category, result.possible_urgent) == ("stolen_funds", None)
+    assert result.urgent(classify_policy())
 
 
 def test_each_p1_category_has_the_threshold_the_policy_gives_it() -> None:
@@ -260,8 +273,8 @@ def test_each_p1_category_has_the_threshold_the_policy_gives_it() -> None:
     takeover = row(general=0.95, account_takeover=0.05)
     theft = row(general=0.95, stolen_funds=0.05)
 
-    assert decide(takeover, CATEGORIES, policy, text="x").category == "account_takeover"
-    assert decide(theft, CATEGORIES, policy, text="x").category == "general"
+    assert decide(takeover, CATEGORIES, policy, text="x").possible_urgent == "account_takeover"
+    assert decide(theft, CATEGORIES, policy, text="x").possible_urgent is None
 
 
 def test_the_likelier_of_two_possible_p1_categories_is_taken() -> None:
@@ -271,7 +284,7 @@ def test_the_likelier_of_two_possible_p1_categories_is_taken() -> None:
         row(general=0.6, stolen_funds=0.15, account_takeover=0.25), CATEGORIES, policy, text="x"
     )
 
-    assert result.category == "account_takeover"
+    assert (result.category, result.possible_urgent) == ("general", "account_takeover")
     assert "possible account_takeover p=0.25" in result.reasons
 
 
@@ -319,8 +332,8 @@ def test_the_channel_hint_decides_only_when_the_text_says_little() -> None:
 
     assert empty.category == "withdrawal"
     assert empty.reasons == ("no words to classify", "hint: withdrawal")
-    # The hint decides unless a P1 category passes the safety threshold.
-    assert vague.category in ("withdrawal", *policy.urgent.categories)
+    # The hint decides (a P1 category passing its threshold would raise the priority).
+    assert vague.category == "withdrawal"
     assert "hint: withdrawal" in vague.reasons
     assert strong.category == "stolen_funds"
 
@@ -614,7 +627,10 @@ def test_thresholds_chosen_by_cross_validation_meet_the_target_with_the_fewest_f
 
     assert every is not None and every.thresholds["stolen_funds"] == 0.02
     assert every.evaluation.routed_urgent("stolen_funds") == 1.0
-    assert every.evaluation.accuracy == 0.5
+    assert every.evaluation.false_alarms == 1.0
     assert most is not None and most.thresholds["stolen_funds"] == 0.04
-    assert most.evaluation.accuracy == 0.9
+    assert most.evaluation.routed_urgent("stolen_funds") == 0.8
+    assert most.evaluation.false_alarms == 0.0
+    # A threshold raises a priority, never changes a category: accuracy is the model's.
+    assert every.evaluation.accuracy == most.evaluation.accuracy == 0.5
     assert choose_thresholds(probabilities, examples, policy, 1.0, grid=(0.5,)) is None

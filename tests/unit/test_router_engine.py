@@ -447,3 +447,46 @@ def test_a_big_team_is_summarised_in_the_decision_record(policy: RoutingPolicy) 
         {"agent_id": "*", "verdict": "10 more: 10 eligible"},
         {"agent_id": "*", "verdict": "1 more offline or without chat capacity"},
     ]
+
+
+def test_a_possible_theft_is_served_first_by_its_own_categorys_agents(
+    policy: RoutingPolicy,
+) -> None:
+    state = RouterState(policy)
+    agent(state, "a1", chat=1, skills=["withdrawal"])
+    first = state.on_message(message(1, category="withdrawal"), T0)
+    state.on_message(message(2, category="withdrawal"), T0 + timedelta(seconds=1))
+    ch = state.on_message(
+        message(3, category="withdrawal", possible_urgent="stolen_funds"),
+        T0 + timedelta(seconds=2),
+    )
+    [opened] = [e for e in ch.events if e.event == "opened"]
+    assert (opened.priority, opened.category) == ("P1", "withdrawal")
+    assert "possible stolen_funds -> P1" in state.tickets[opened.ticket_id].reasons
+
+    done = state.on_action(
+        AgentActionTaken(
+            agent_id="a1", ticket_id=first.events[0].ticket_id, action="resolve", at=T0
+        ),
+        "r1",
+        T0,
+    )
+
+    # The possible theft that arrived later goes before the older withdrawal, to the
+    # withdrawal agent (its category decides the skill).
+    assigned = [e for e in done.events if e.event == "assigned"]
+    assert [(e.ticket_id, e.agent_id) for e in assigned] == [(opened.ticket_id, "a1")]
+
+
+def test_a_later_possible_theft_raises_the_ticket_but_keeps_its_category(
+    policy: RoutingPolicy,
+) -> None:
+    state = RouterState(policy)
+    state.on_message(message(1, category="withdrawal"), T0)
+    ch = state.on_message(
+        message(2, conversation_id="cnv_1", category="general", possible_urgent="stolen_funds"),
+        T0 + timedelta(seconds=1),
+    )
+
+    [escalated] = [e for e in ch.events if e.event == "escalated"]
+    assert (escalated.priority, escalated.category) == ("P1", "withdrawal")

@@ -106,3 +106,18 @@ def test_a_minimal_policy_gets_safe_defaults() -> None:
 def test_broken_rules_are_refused(broken: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         RoutingPolicy.model_validate({"priorities": POLICY.priorities, **broken})
+
+
+def test_a_possible_urgent_category_raises_the_priority_and_keeps_the_category() -> None:
+    priority, reasons = prioritize("withdrawal", "standard", POLICY, possible="stolen_funds")
+
+    assert priority == "P1"
+    assert reasons == ("category withdrawal -> P2", "possible stolen_funds -> P1")
+
+
+def test_a_possible_category_of_no_higher_priority_changes_nothing() -> None:
+    assert prioritize("stolen_funds", "standard", POLICY, possible="account_takeover") == (
+        "P1",
+        ("category stolen_funds -> P1",),
+    )
+    assert prioritize("withdrawal", "standard", POLICY, possible="deposit")[0] == "P2"

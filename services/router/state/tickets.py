@@ -50,7 +50,9 @@ class TicketLifecycle(Matching):
         ):
             self._reopen(ch, last, msg, now, defer)
             return ch
-        priority, reasons = prioritize(msg.category, msg.customer_tier, self.policy)
+        priority, reasons = prioritize(
+            msg.category, msg.customer_tier, self.policy, msg.possible_urgent
+        )
         t = Ticket(
             ticket_id=ticket_id_for(msg.message_id),
             customer_id=msg.customer_id,
@@ -152,10 +154,14 @@ class TicketLifecycle(Matching):
     def _raise_priority(
         self, ch: Changes, t: Ticket, msg: MessageReceived, now: datetime, defer: bool
     ) -> None:
-        priority, reasons = prioritize(msg.category, msg.customer_tier, self.policy)
+        priority, reasons = prioritize(
+            msg.category, msg.customer_tier, self.policy, msg.possible_urgent
+        )
         if PRIORITY_RANK[priority] < PRIORITY_RANK[t.priority]:
-            # A later message revealed a worse problem.
-            t.category = msg.category
+            # A later message revealed a worse problem (or a possible one: the category
+            # changes only when the message's own category is the worse one).
+            if PRIORITY_RANK[self.policy.priority_of(msg.category)] < PRIORITY_RANK[t.priority]:
+                t.category = msg.category
             self._set_priority(t, priority)  # re-ranks: priority and class both changed
             t.reasons = [*reasons, f"raised by message {msg.message_id}"]
             self._emit(ch, t, "escalated", now, message_id=msg.message_id)
