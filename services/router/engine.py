@@ -1,7 +1,8 @@
 """Router's engine: a batch of messages / agent / SLA events in, or the clock's tick; the
-step journaled (shared/journal.py), its ticket events published, then its documents folded
-into the router's collections. One lock: ticks and batches never interleave, so every
-decision sees one consistent state.
+step journaled (shared/journal.py) and its ticket events published; its documents are folded
+into the router's collections in the background, between steps (the compactor), so a step
+never waits behind the previous one's writes. One lock: ticks and batches never interleave,
+so every decision sees one consistent state.
 
 Between a step's publish and its fold the topic is ahead of the collections: the API on
 this replica reads the journaled documents meanwhile (`journaled`, services/router/reads.py).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -71,6 +73,7 @@ class RouterEngine:
     marks: Marks = field(default_factory=dict)  # where the next events land
     _batch_agent_events: list[str] = field(default_factory=list)
     _reload: bool = False
+    _step_started: float = 0.0  # perf_counter at the start of the step being committed
     erasure: RouterErasure = field(default_factory=RouterErasure)
     # (collection, _id) -> the newest journaled version not folded yet (the API reads it).
     unfolded: dict[tuple[str, Any], Document] = field(default_factory=dict)
@@ -81,12 +84,15 @@ class RouterEngine:
         self.decoder = Decoder(
             "router", INPUTS, on_dead=lambda _reason: self.metrics.deadletters.inc()
         )
-        # Steps are folded right after they are published; the compactor forgets them in bulk.
+        # Published steps are folded in the background, in order, between steps: a step
+        # (the P1 offer an agent's resolve makes) never waits behind the previous one's fold.
         self.compactor = Compactor(
-            None,
+            self._fold,
             self.journal,
             may_write=lambda: self.lease is None or self.lease.valid(),
-            interval_s=0.2,
+            quiet=lambda: not self.lock.locked(),
+            chunk=64,
+            interval_s=0.05,
         )
 
     async def load(self) -> None:
@@ -149,7 +155,9 @@ class RouterEngine:
             return self.decoder.dead(reason, item.record, now, type(exc).__name__)
 
     async def process(self, records: Sequence[Any]) -> int:
+        waiting = time.perf_counter()
         async with self.lock:
+            self.metrics.step_seconds.labels("lock_wait").observe(time.perf_counter() - waiting)
             if not self.loaded:
                 await self.load()
             try:
@@ -159,6 +167,17 @@ class RouterEngine:
                 # (NACK) and must be applied to the stored state, not skipped as already seen.
                 self.loaded = False
                 raise
+
+    async def _fold(self, changes: dict[str, list[Document]]) -> None:
+        """The compactor's write: published documents into the collections, after which the
+        API reads them there (a newer journaled version stays in `unfolded`)."""
+        started = time.perf_counter()
+        await self.store.fold(changes)
+        for collection, docs in changes.items():
+            for d in docs:
+                if self.unfolded.get((collection, d["_id"])) is d:
+                    del self.unfolded[(collection, d["_id"])]
+        self.metrics.step_seconds.labels("fold").observe(time.perf_counter() - started)
 
     def serving(self) -> bool:
         """This replica is the engine: its state is loaded and it holds the lease."""
@@ -189,7 +208,9 @@ class RouterEngine:
         key = (record.topic, record.partition)
         if not self.serving() or self.next_offsets.get(key) != record.offset:
             return False
+        waiting = time.perf_counter()
         async with self.lock:
+            self.metrics.step_seconds.labels("lock_wait").observe(time.perf_counter() - waiting)
             if not self.serving() or self.next_offsets.get(key) != record.offset:
                 return False
             try:
@@ -214,6 +235,7 @@ class RouterEngine:
             if not self.loaded:
                 await self.load()
             try:
+                self._step_started = time.perf_counter()
                 now = self.clock()
                 changes = self.state.tick(now)
                 if not changes:
@@ -235,6 +257,7 @@ class RouterEngine:
             await asyncio.sleep(interval_s)
 
     async def _process(self, records: Sequence[Any]) -> int:
+        self._step_started = time.perf_counter()
         now = self.clock()
         changes = Changes()
         extra: list[OutboundEvent] = []
@@ -280,15 +303,16 @@ class RouterEngine:
             # Journal, publish, fold, forget. The events leave as soon as the step is
             # durable; until the fold the API reads the documents from `unfolded`, and the
             # entry stays in the journal until folded (a crash in between: _recover folds).
+            phase = self.metrics.step_seconds
+            started = time.perf_counter()
+            phase.labels("decide").observe(started - self._step_started)
             await self.journal.append(entry)
+            journaled = time.perf_counter()
+            phase.labels("journal").observe(journaled - started)
             for collection, docs in entry.changes.items():
                 self.unfolded.update(((collection, d["_id"]), d) for d in docs)
             advance(self.marks, await asyncio.gather(*await self.output.send(events)))
-            await self.store.fold(entry.changes)
-            for collection, docs in entry.changes.items():
-                for d in docs:
-                    if self.unfolded.get((collection, d["_id"])) is d:
-                        del self.unfolded[(collection, d["_id"])]
+            phase.labels("publish").observe(time.perf_counter() - journaled)
             self.compactor.offer(entry)
             self.compactor.mark_published(entry.entry_id)
         self.metrics.observe(changes, self.state, now)

@@ -20,6 +20,9 @@ from shared.contracts.common import CHANNELS
 STATES = ("queued", "offered", "assigned", "waiting_on_customer", "resolved")
 PRESENCES = ("online", "away", "offline")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
+STEP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1)
+# What one engine step spends its time on (omniroute_router_step_seconds{phase}).
+STEP_PHASES = ("lock_wait", "decide", "journal", "publish", "fold")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class RouterMetrics:
     agents: Gauge
     capacity_utilisation: Gauge
     deadletters: Counter
+    step_seconds: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> RouterMetrics:
@@ -99,6 +103,14 @@ class RouterMetrics:
             deadletters=Counter(
                 "omniroute_router_deadletters_total",
                 "Inputs the router could not apply.",
+                registry=registry,
+            ),
+            step_seconds=Histogram(
+                "omniroute_router_step_seconds",
+                "Time of one engine step by phase: waiting for the engine lock, deciding in "
+                "memory, the journal append, the publish (until Kafka acknowledges) and the fold.",
+                ["phase"],
+                buckets=STEP_BUCKETS,
                 registry=registry,
             ),
         )

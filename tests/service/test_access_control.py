@@ -51,6 +51,7 @@ from tests.support.fakes import (
     HeldLease,
 )
 from tests.support.kafka import captured
+from tests.support.waiting import await_until
 
 PROVIDERS = sorted({p for ps in PROVIDERS_BY_CHANNEL.values() for p in ps})
 SECRETS = {p: f"{p}-webhook-secret-0123456789" for p in PROVIDERS}
@@ -274,7 +275,11 @@ async def ticket_with(system: System, client: httpx.AsyncClient, agent: str) -> 
     )
     assert online.status_code == 202, online.text
     await publish_all(system.broker, [message_event(1, category="deposit")])
-    [ticket] = system.router_store.tickets.values()
+
+    async def stored() -> list[dict[str, Any]]:  # folded in the background
+        return list(system.router_store.tickets.values())
+
+    [ticket] = await await_until(stored, 10, "the ticket folded into the router's store")
     assert (ticket["state"], ticket["agent_id"]) == ("assigned", agent)
     return str(ticket["_id"])
 
@@ -313,7 +318,8 @@ async def test_a_token_for_alice_cannot_act_as_mallory(system: System) -> None:
         assert done.status_code == 202, done.text
         status = await client.get(done.json()["status_url"], headers=KEYS.auth("with-tickets-read"))
         assert status.json()["status"] == "accepted"
-        assert system.router_store.tickets[tid]["state"] == "resolved"
+        ticket = await client.get(f"/v1/tickets/{tid}", headers=KEYS.auth("with-tickets-read"))
+        assert ticket.json()["state"] == "resolved"
         # Again: the ticket is resolved.
         again = await client.post(
             f"/v1/tickets/{tid}/resolve", json={"agent_id": "alice"}, headers=alice
