@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from omniroute.bench.load import Payload
 from omniroute.system import DEV_TOKEN
@@ -37,6 +38,40 @@ def ms(values: list[float]) -> dict[str, float]:
         "max_ms": round(max(values) * 1000, 2) if values else float("nan"),
         "samples": len(values),
     }
+
+
+async def histogram_buckets(url: str, name: str) -> dict[str, dict[float, float]]:
+    """A Prometheus histogram's cumulative bucket counts by its one label, from `url`/metrics."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"{url}/metrics")).text
+    out: dict[str, dict[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                label = next(v for k, v in sample.labels.items() if k != "le")
+                out.setdefault(label, {})[float(sample.labels["le"])] = sample.value
+    return out
+
+
+def bucket_quantiles(
+    before: Mapping[str, Mapping[float, float]], after: Mapping[str, Mapping[float, float]]
+) -> dict[str, dict[str, float]]:
+    """Per label, the observations between two scrapes and the upper bounds (ms) of the
+    buckets holding their p50 and p99: a histogram tells which bucket, not the value."""
+    out: dict[str, dict[str, float]] = {}
+    for label, buckets in after.items():
+        counts = {le: n - before.get(label, {}).get(le, 0.0) for le, n in buckets.items()}
+        total = counts.get(float("inf"), 0.0)
+        if not total:
+            continue
+        row: dict[str, float] = {"count": total}
+        for q in (50, 99):
+            le = next(le for le in sorted(counts) if counts[le] >= total * q / 100)
+            row[f"p{q}_at_most_ms"] = round(le * 1000, 2) if le != float("inf") else le
+        out[label] = row
+    return out
 
 
 class Follower:

@@ -28,7 +28,16 @@ from typing import Any
 
 import httpx
 
-from omniroute.bench.kit import AUTH, Follower, TicketWatcher, add_agents, ms, produce
+from omniroute.bench.kit import (
+    AUTH,
+    Follower,
+    TicketWatcher,
+    add_agents,
+    bucket_quantiles,
+    histogram_buckets,
+    ms,
+    produce,
+)
 from omniroute.bench.load import generate
 from omniroute.system import DEV_SECRET, LocalSystem
 from services.ingest.classify import ClassifyPolicy, classify_many, load_rules
@@ -191,6 +200,8 @@ async def p1_behind_backlog(system: LocalSystem, backlog: int, samples: int) -> 
         await tickets.wait_until(lambda: agent in tickets.given_to, 60, "agent got no ticket")
         held = tickets.given_to[agent][0].ticket_id
 
+        steps = "omniroute_router_step_seconds"
+        steps_before = await histogram_buckets(system.url("router"), steps)
         rows: list[dict[str, Any]] = []
         for n in range(samples):
             posted = time.perf_counter()
@@ -231,6 +242,7 @@ async def p1_behind_backlog(system: LocalSystem, backlog: int, samples: int) -> 
                 }
             )
             held = p1
+        steps_after = await histogram_buckets(system.url("router"), steps)
         outstanding_left = [r["acknowledgements_outstanding"] for r in rows]
         return {
             "backlog": backlog,
@@ -248,6 +260,8 @@ async def p1_behind_backlog(system: LocalSystem, backlog: int, samples: int) -> 
                 "last": outstanding_left[-1] if rows else 0,
                 "min": min(outstanding_left, default=0),
             },
+            # Every router step while sampling (the samples' and any other), by phase.
+            "router_step_phases": bucket_quantiles(steps_before, steps_after),
             "samples": rows,
             "note": "from the resolve API call to the P1's offer event on support.tickets, "
             "while notify sends the backlog's acknowledgements",

@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from omniroute.bench.kit import bucket_quantiles
 from omniroute.bench.p1 import lower_priority
 from omniroute.bench.run import P1_NICED, render
 
@@ -60,3 +61,19 @@ def test_the_table_names_which_run_had_priorities() -> None:
     assert "nice" not in rows[0] and "p50 12.0 ms" in rows[0]
     assert "notify and notify store at nice 10" in rows[1] and "p50 8.0 ms" in rows[1]
     assert all("load 2.5 → 6.7" in row for row in rows)
+
+
+def test_bucket_quantiles_count_only_what_happened_between_the_scrapes() -> None:
+    inf = float("inf")
+    before = {"journal": {0.001: 5.0, 0.005: 10.0, 0.05: 10.0, inf: 10.0}}
+    # Since: 100 journal appends, 97 within 1 ms and 3 between 5 and 50 ms; a new label.
+    after = {
+        "journal": {0.001: 102.0, 0.005: 107.0, 0.05: 110.0, inf: 110.0},
+        "publish": {0.001: 0.0, 0.005: 4.0, 0.05: 4.0, inf: 4.0},
+    }
+
+    got = bucket_quantiles(before, after)
+
+    assert got["journal"] == {"count": 100.0, "p50_at_most_ms": 1.0, "p99_at_most_ms": 50.0}
+    assert got["publish"] == {"count": 4.0, "p50_at_most_ms": 5.0, "p99_at_most_ms": 5.0}
+    assert bucket_quantiles(after, after) == {}
