@@ -91,7 +91,6 @@ class RouterEngine:
             self.journal,
             may_write=lambda: self.lease is None or self.lease.valid(),
             quiet=lambda: not self.lock.locked(),
-            chunk=64,
             interval_s=0.05,
         )
 
