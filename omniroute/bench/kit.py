@@ -78,9 +78,10 @@ class Follower:
     """Follows a topic from its current end in the background; `take` sees each record's
     JSON value with the time it arrived here (perf_counter)."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, fetch_max_wait_ms: int = 10) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._arrived = asyncio.Event()
@@ -90,9 +91,12 @@ class Follower:
 
     async def start(self) -> None:
         # Short fetch waits: Tansu holds an empty fetch for the whole wait (500 ms by
-        # default), which would be timed as the pipeline's latency.
+        # default; Kafka answers when a record arrives), which would be timed as the
+        # pipeline's latency: up to `fetch_max_wait_ms` of every figure is this poll.
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
         )
         await self._consumer.start()
         parts = [
@@ -141,8 +145,8 @@ class Follower:
 class TicketWatcher(Follower):
     """Follows support.tickets; notes when each message is first routed."""
 
-    def __init__(self, bootstrap: str) -> None:
-        super().__init__(bootstrap, TICKETS)
+    def __init__(self, bootstrap: str, fetch_max_wait_ms: int = 10) -> None:
+        super().__init__(bootstrap, TICKETS, fetch_max_wait_ms)
         self.routed_at: dict[str, float] = {}
 
     def take(self, value: dict[str, Any], now: float) -> None:
