@@ -199,8 +199,8 @@ NEGATED = [
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known weakness (docs/classification.md): the model still reads most of these "
-    "negated risks as the risk (English negation is marked in the word view, Chinese not); "
+    reason="known weakness (docs/classification.md): the model reads two of these seven "
+    "negated risks as the risk (both English: 'not hacked, I just forgot my password'); "
     "they go P1, the safe side",
 )
 def test_negated_risks_are_mostly_not_the_category() -> None:
