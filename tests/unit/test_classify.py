@@ -197,12 +197,6 @@ NEGATED = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known weakness (docs/classification.md): the model reads two of these seven "
-    "negated risks as the risk (both English: 'not hacked, I just forgot my password'); "
-    "they go P1, the safe side",
-)
 def test_negated_risks_are_mostly_not_the_category() -> None:
     cases = [(t, c) for t, _, c, _ in NEGATED]
     wrong = misses(cases, lambda t, negated: category_of(t) != negated)
