@@ -52,6 +52,9 @@ class ModelSettings(_Strict):
     word_ngram_range: tuple[int, int] = (1, 2)
     max_chars: int = Field(default=2000, ge=50, le=100_000)
     c: float = Field(default=2.0, gt=0)
+    # The ridge classifier's regularisation, and the stacker's inverse regularisation.
+    ridge_alpha: float = Field(default=1.0, gt=0)
+    stack_c: float = Field(default=1.0, gt=0)
     seed: int = 20261207
     held_out: float = Field(default=0.15, gt=0, lt=0.5)
 

@@ -5,8 +5,10 @@ A message is read three ways, side by side in one feature vector:
 - character n-grams (1–4, inside words): Chinese needs no segmentation, typos keep most of
   their n-grams;
 - word uni/bigrams ("wasn't me", "from omni to"): the order and direction character
-  n-grams inside words cannot see; the three words after an English negation are marked
-  as negated ("not hacked" is not "hacked");
+  n-grams inside words cannot see; a run of Chinese characters is read as its character
+  bigrams ("没收到" → "没收 收到"), so the word view reads Chinese too; the three words
+  (English) or bigrams (Chinese) after a negation are marked as negated ("not hacked" is
+  not "hacked", "不是我" → "不是 neg_是我");
 - the kinds of secret redaction removed ("[REDACTED:otp_code]" → one feature per kind):
   the model sees that a code or password was pasted, never the secret.
 
@@ -24,9 +26,14 @@ runs no code (a pickle would). It holds:
     meta            str[1]                      JSON: n-gram ranges, temperature, held-out
                                                 scores, corpus digest, library versions
 
-Probabilities are the linear model's softmax at a temperature fitted on cross-validated
-scores (temperature scaling), so "p=0.41" means about 41 % of such messages really are
-that category.
+The linear model is two linear models stacked, folded into one weight matrix: a one-vs-rest
+SVM and a ridge classifier score the ten categories, and a multinomial logistic
+regression, fitted on their cross-validated scores, turns the twenty scores into
+probabilities. Every step is linear, so the product of the three is `coef` and `intercept`,
+and prediction is one sparse-by-dense product and a softmax (at `temperature`, 1 for a
+stacked model). The stacker learns from the scores which categories each model confuses
+(a deposit's score against a withdrawal's) and calibrates them, so "p=0.41" means about
+41 % of such messages really are that category.
 
 Text is normalised the same way for training and prediction (`normalise`): redaction
 markers removed (their kinds are features of their own), Traditional Chinese folded to
@@ -55,10 +62,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from services.ingest.redact import MARKER_PATTERN, MARKERS, RedactionKind
 from shared.contracts.common import CATEGORIES, Category
 
-FORMAT = "omniroute-textmodel/2"
+FORMAT = "omniroute-textmodel/3"
 # One feature per kind of secret redaction removed, after the n-gram and word features.
 REDACTION_KINDS: tuple[RedactionKind, ...] = ("seed_phrase", "private_key", "password", "otp_code")
 _HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_HAN_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 _SPACE = re.compile(r"\s+")
 _WORD = r"(?u)\b\w+\b"
 # English negations: the words after one are read as negated ("not hacked" → "not
@@ -68,6 +76,11 @@ _NEGATION = re.compile(
     r"(?:didn|don|doesn|wasn|isn|aren|weren|haven|hasn|hadn|can|couldn|won|wouldn)['’]?t|cannot)\W*"
 )
 NEGATION_SCOPE = 3
+# Chinese negations: a bigram starting with one of these negates the next bigrams
+# ("没收到" → "没收 neg_收到"), except words where the character does not negate.
+_ZH_NEGATIONS = frozenset("不没未别无非")
+_ZH_NOT_NEGATIONS = frozenset({"别人", "别的", "非常", "无论", "未来"})
+ZH_NEGATION_SCOPE = 3
 
 
 class ModelError(ValueError):
@@ -102,6 +115,25 @@ def mark_negation(normalised: str) -> str:
     return " ".join(out)
 
 
+def _chinese_bigrams(run: str) -> str:
+    bigrams = [run[i : i + 2] for i in range(max(1, len(run) - 1))]
+    out: list[str] = []
+    scope = 0
+    for bigram in bigrams:
+        out.append(f"neg_{bigram}" if scope else bigram)
+        negates = bigram[0] in _ZH_NEGATIONS and bigram not in _ZH_NOT_NEGATIONS
+        scope = ZH_NEGATION_SCOPE if negates else max(0, scope - 1)
+    return f" {' '.join(out)} "
+
+
+def word_text(normalised: str) -> str:
+    """The word view's text: English negation marked, Chinese runs read as marked bigrams."""
+    marked = mark_negation(normalised)
+    if not _HAN.search(marked):
+        return marked
+    return _SPACE.sub(" ", _HAN_RUN.sub(lambda m: _chinese_bigrams(m.group(0)), marked)).strip()
+
+
 def make_vectorizer(ngram_range: tuple[int, int]) -> TfidfVectorizer:
     """Character n-grams inside words, of already normalised text."""
     return TfidfVectorizer(
@@ -115,7 +147,7 @@ def make_vectorizer(ngram_range: tuple[int, int]) -> TfidfVectorizer:
 
 
 def make_word_vectorizer(ngram_range: tuple[int, int]) -> TfidfVectorizer:
-    """Word n-grams of already normalised text (a run of Chinese characters is one word)."""
+    """Word n-grams of a `word_text` (a Chinese character bigram is one word)."""
     return TfidfVectorizer(
         analyzer="word",
         ngram_range=ngram_range,
@@ -141,7 +173,7 @@ def features(
     return sp.hstack(
         [
             chars.transform(normalised),
-            words.transform([mark_negation(t) for t in normalised]),
+            words.transform([word_text(t) for t in normalised]),
             redaction_features(texts),
         ],
         format="csr",

@@ -21,14 +21,15 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
 import sklearn
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from scipy.optimize import minimize_scalar
+from sklearn.linear_model import LogisticRegression, RidgeClassifier
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
 
-from services.ingest.classify import ClassifyPolicy, check_model, decide
+from services.ingest.classify import ClassifyPolicy, ModelSettings, check_model, decide
 from services.ingest.redact import MARKERS
 from services.ingest.textmodel import (
     OutdatedModelError,
@@ -37,10 +38,9 @@ from services.ingest.textmodel import (
     load_model,
     make_vectorizer,
     make_word_vectorizer,
-    mark_negation,
     normalise,
     save_model,
-    softmax,
+    word_text,
 )
 from shared.contracts.common import CATEGORIES, Category
 from shared.contracts.messages import Redaction
@@ -284,8 +284,12 @@ def fit_cross_validated(
 ) -> tuple[TextModel, NDArray[np.float64]]:
     """The model, and each example's probabilities from a 5-fold cross-validation of `examples`.
 
-    The cross-validated probabilities fit the temperature, and show what the safety
-    thresholds do on examples the model was not fitted on (`cross_validation`).
+    Two linear models score the categories: a one-vs-rest SVM and a ridge classifier. A
+    multinomial logistic regression (the stacker) is fitted on their cross-validated scores
+    and turns the twenty scores into probabilities; as every step is linear, the model
+    saved is their product, one weight matrix. The cross-validated probabilities (the
+    stacker's own, cross-validated on the same folds) show what the safety thresholds do
+    on examples the model was not fitted on (`cross_validation`).
     """
     settings = policy.model
     labels = np.array([CATEGORIES.index(e.category) for e in examples])
@@ -296,43 +300,62 @@ def fit_cross_validated(
     texts = [e.text for e in examples]
     normalised = [normalise(t, settings.max_chars) for t in texts]
     chars = make_vectorizer(settings.ngram_range).fit(normalised)
-    words = make_word_vectorizer(settings.word_ngram_range).fit(
-        [mark_negation(t) for t in normalised]
-    )
+    words = make_word_vectorizer(settings.word_ngram_range).fit([word_text(t) for t in normalised])
     x = features(texts, chars, words, settings.max_chars)
-
-    def linear() -> LinearSVC:
-        return LinearSVC(C=settings.c, max_iter=5000, random_state=settings.seed)
-
-    scores = np.zeros((len(labels), len(CATEGORIES)))
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=settings.seed)
-    for train_rows, test_rows in folds.split(np.zeros(len(labels)), labels):
-        scores[test_rows] = (
-            linear().fit(x[train_rows], labels[train_rows]).decision_function(x[test_rows])
+    folds = list(
+        StratifiedKFold(n_splits=5, shuffle=True, random_state=settings.seed).split(
+            np.zeros(len(labels)), labels
         )
-    temperature = _fit_temperature(scores, labels)
-    classifier = linear().fit(x, labels)
+    )
+    scores = np.zeros((len(labels), 2 * len(CATEGORIES)))
+    for train_rows, test_rows in folds:
+        coef, intercept = _base_models(x[train_rows], labels[train_rows], settings)
+        scores[test_rows] = x[test_rows] @ coef.T + intercept
+    coef, intercept = _base_models(x, labels, settings)
+    stacker = _stacker(settings).fit(scores, labels)
+    cross_validated = np.zeros((len(labels), len(CATEGORIES)))
+    for train_rows, test_rows in folds:
+        fold_stacker = _stacker(settings).fit(scores[train_rows], labels[train_rows])
+        cross_validated[test_rows] = fold_stacker.predict_proba(scores[test_rows])
+    # probabilities = softmax(stacker_coef @ (coef @ x + intercept) + stacker_intercept)
     model = TextModel(
         categories=CATEGORIES,
         vocabulary=_vocabulary(chars.vocabulary_),
         idf=chars.idf_.astype(np.float32),
         word_vocabulary=_vocabulary(words.vocabulary_),
         word_idf=words.idf_.astype(np.float32),
-        coef=classifier.coef_.astype(np.float32),
-        intercept=classifier.intercept_.astype(np.float32),
+        coef=(stacker.coef_ @ coef).astype(np.float32),
+        intercept=(stacker.coef_ @ intercept + stacker.intercept_).astype(np.float32),
         meta={
-            "linear_model": "linear SVM, one-vs-rest",
+            "linear_model": "linear SVM and ridge, one-vs-rest, stacked by logistic regression",
             "ngram_range": list(settings.ngram_range),
             "word_ngram_range": list(settings.word_ngram_range),
             "max_chars": settings.max_chars,
-            "temperature": temperature,
+            "temperature": 1.0,
             "c": settings.c,
+            "ridge_alpha": settings.ridge_alpha,
+            "stack_c": settings.stack_c,
             "seed": settings.seed,
             "trained_examples": len(examples),
             "sklearn": sklearn.__version__,
         },
     )
-    return model, softmax(scores / temperature)
+    return model, cross_validated
+
+
+def _base_models(
+    x: sp.csr_matrix, labels: NDArray[np.int_], settings: ModelSettings
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The SVM's and the ridge classifier's weights, stacked: (20 × features, 20)."""
+    svm = LinearSVC(C=settings.c, max_iter=5000, random_state=settings.seed).fit(x, labels)
+    ridge = RidgeClassifier(alpha=settings.ridge_alpha).fit(x, labels)
+    coef = np.vstack([svm.coef_, ridge.coef_]).astype(np.float64)
+    intercept = np.concatenate([svm.intercept_, ridge.intercept_]).astype(np.float64)
+    return coef, intercept
+
+
+def _stacker(settings: ModelSettings) -> LogisticRegression:
+    return LogisticRegression(C=settings.stack_c, max_iter=5000)
 
 
 def _vocabulary(index: dict[str, int]) -> tuple[str, ...]:
@@ -340,17 +363,6 @@ def _vocabulary(index: dict[str, int]) -> tuple[str, ...]:
     for gram, i in index.items():
         vocabulary[i] = gram
     return tuple(vocabulary)
-
-
-def _fit_temperature(scores: NDArray[np.float64], labels: NDArray[np.int_]) -> float:
-    """Temperature that makes cross-validated probabilities honest (lowest log loss)."""
-
-    def loss(t: float) -> float:
-        p = softmax(scores / t)
-        return float(-np.mean(np.log(p[np.arange(len(labels)), labels] + 1e-12)))
-
-    result = minimize_scalar(loss, bounds=(0.01, 20.0), method="bounded")
-    return round(float(result.x), 4)
 
 
 # Candidate P1 thresholds the cross-validation tries for each urgent category.
