@@ -73,6 +73,9 @@ class Urgent(_Strict):
     # Per category, overriding `threshold`: each P1 category is confused with different
     # neighbours, so each needs its own probability to reach the same recall.
     thresholds: dict[Category, float] = Field(default_factory=dict)
+    # The share of other (non-P1) messages the thresholds may raise to P1, on the training
+    # side's cross-validation, when they are chosen (`omniroute classify evaluate`).
+    false_alarm_budget: float = Field(default=0.10, gt=0, le=1)
 
     @model_validator(mode="after")
     def _known(self) -> Self:

@@ -385,11 +385,14 @@ def choose_thresholds(
     policy: ClassifyPolicy,
     target: float = P1_TARGET,
     grid: Sequence[float] = THRESHOLD_GRID,
+    budget: float | None = None,
 ) -> ThresholdChoice | None:
     """The per-category P1 thresholds at which every P1 category is routed P1 at `target`
-    or more with the fewest other examples routed P1 (false alarms), then the fewest P1
-    examples routed P3/P4, then the highest thresholds; None if none reaches the target. The
-    thresholds never change a category (they raise a priority), so accuracy is not theirs.
+    or more and at most `budget` of the other examples are (false alarms; default: the
+    policy's `false_alarm_budget`), with the fewest P1 examples routed P3/P4 — missing a
+    theft costs more than raising a question — then the fewest false alarms, then the
+    highest thresholds; None if none qualifies. The thresholds never change a category
+    (they raise a priority), so accuracy is not theirs.
 
     Meant for cross-validated probabilities of the training side: choosing on the held-out
     split would make its scores a tuned figure instead of a test. The search ranks the
@@ -420,14 +423,19 @@ def choose_thresholds(
     present = [c for c in columns if (labels == c).any()]
     low = [CATEGORIES.index(c) for c, p in REPORT_PRIORITIES.items() if p in ("P3", "P4")]
     low_base = np.isin(base, low)
+    allowed = (policy.urgent.false_alarm_budget if budget is None else budget) * int(
+        (~is_urgent).sum()
+    )
     best: tuple[tuple[int, int, float], dict[Category, float]] | None = None
     for values in itertools.product(grid, repeat=len(urgent)):
         routed = already | (p_urgent >= np.array(values)).any(axis=1)
         if any(routed[labels == c].mean() < target for c in present):
             continue
-        demoted = int((is_urgent & ~routed & low_base).sum())
         alarms = int((~is_urgent & routed).sum())
-        key = (-alarms, -demoted, sum(values))
+        if alarms > allowed:
+            continue
+        demoted = int((is_urgent & ~routed & low_base).sum())
+        key = (-demoted, -alarms, sum(values))
         if best is None or key > best[0]:
             best = (key, dict(zip(urgent, values, strict=True)))
     if best is None:

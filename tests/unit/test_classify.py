@@ -623,7 +623,7 @@ def test_evaluation_applies_the_redaction_rule_as_ingest_does() -> None:
     assert evaluation.confusion == {("secret_exposed", "secret_exposed"): 1}
 
 
-def test_thresholds_chosen_by_cross_validation_meet_the_target_with_the_fewest_false_p1() -> None:
+def test_thresholds_chosen_by_cross_validation_catch_the_most_p1_within_the_budget() -> None:
     policy = classify_policy()
     # Five thefts the model mostly misses (stolen_funds 0.3 … 0.02) and five questions
     # that look a little like theft (0.035): 0.02 routes every theft P1 and every question
@@ -636,17 +636,23 @@ def test_thresholds_chosen_by_cross_validation_meet_the_target_with_the_fewest_f
     ]
     probabilities = np.array(rows)
 
-    every = choose_thresholds(probabilities, examples, policy, target=1.0)
-    most = choose_thresholds(probabilities, examples, policy, target=0.8)
+    every = choose_thresholds(probabilities, examples, policy, target=1.0, budget=1.0)
+    most = choose_thresholds(probabilities, examples, policy, target=0.8, budget=1.0)
+    within = choose_thresholds(probabilities, examples, policy, target=0.8, budget=0.1)
 
     assert every is not None and every.thresholds["stolen_funds"] == 0.02
     assert every.evaluation.routed_urgent("stolen_funds") == 1.0
     assert every.evaluation.false_alarms == 1.0
-    assert most is not None and most.thresholds["stolen_funds"] == 0.04
-    assert most.evaluation.routed_urgent("stolen_funds") == 0.8
-    assert most.evaluation.false_alarms == 0.0
+    # Safety first: with the budget to spare, the last theft is caught (at the price of
+    # the five questions); within a 10 % budget it cannot be.
+    assert most is not None and most.thresholds["stolen_funds"] == 0.02
+    assert most.evaluation.urgent_demoted == 0
+    assert within is not None and within.thresholds["stolen_funds"] == 0.04
+    assert within.evaluation.routed_urgent("stolen_funds") == 0.8
+    assert (within.evaluation.urgent_demoted, within.evaluation.false_alarms) == (1, 0.0)
+    assert choose_thresholds(probabilities, examples, policy, target=1.0, budget=0.1) is None
     # A threshold raises a priority, never changes a category: accuracy is the model's.
-    assert every.evaluation.accuracy == most.evaluation.accuracy == 0.5
+    assert every.evaluation.accuracy == within.evaluation.accuracy == 0.5
     assert choose_thresholds(probabilities, examples, policy, 1.0, grid=(0.5,)) is None
 
 
