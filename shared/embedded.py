@@ -149,9 +149,7 @@ def _mongo_answers(uri: str) -> bool:
 
 # One SecantusDB process per service: one server holds one lock, so a burst in one service
 # (notify's acknowledgements after a surge) would otherwise delay every other's writes.
-# The router's journal has a process of its own too: its append is the one write on the P1
-# path, and on one process it would wait behind the router's background folds.
-STORES: tuple[str, ...] = ("ingest", "router", "sla", "notify", "router-journal")
+STORES: tuple[str, ...] = ("ingest", "router", "sla", "notify")
 
 
 @dataclass
@@ -265,15 +263,8 @@ class EmbeddedStack:
         return self.data_dir
 
     def env(self, store: str) -> dict[str, str]:
-        """Settings that point service `store` at this stack (its own MongoDB, and its
-        journal's if the stack has a `<store>-journal`)."""
-        journal = f"{store}-journal"
-        own = (
-            {"OMNIROUTE_JOURNAL_MONGO_URI": self.mongo_uri(journal)}
-            if journal in self._mongos
-            else {}
-        )
-        return own | {
+        """Settings that point service `store` at this stack (its own MongoDB)."""
+        return {
             "OMNIROUTE_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
             "OMNIROUTE_MONGO_URI": self.mongo_uri(store),
             # Tansu holds an empty fetch for the whole wait (Kafka answers on arrival).

@@ -22,7 +22,6 @@ from shared.journal import (
     PublishedLog,
 )
 from shared.lease import EngineHost, EngineLease, Lease
-from shared.mongo import make_mongo_client, ping
 from shared.settings import EngineSettings
 from shared.wiring import Wiring
 
@@ -67,16 +66,10 @@ class EngineEdges:
             )
         )
         engine_settings = settings.model_copy(update={"service_name": f"{name}_engine"})
-        journal_db = wiring.db
-        if given.journal is None and settings.journal_mongo_uri:
-            client = make_mongo_client(settings, settings.journal_mongo_uri)
-            wiring.other_mongos.append(client)
-            journal_db = client[settings.mongo_db]
-            wiring.checks["journal"] = partial(ping, journal_db)
         return cls(
             inputs=given.inputs or make_broker(engine_settings, wiring.registry),
             lease=given.lease or Lease(wiring.db, name, ttl_s=settings.lease_ttl_s),
-            journal=given.journal or MongoJournal(journal_db, journal),
+            journal=given.journal or MongoJournal(wiring.db, journal),
             published=published,
             own_inputs=given.inputs is None,
         )

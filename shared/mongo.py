@@ -29,13 +29,10 @@ Database = AsyncDatabase[Document]
 log = logging.getLogger(__name__)
 
 
-def make_mongo_client(
-    settings: ServiceSettings, uri: str | None = None
-) -> AsyncMongoClient[Document]:
-    """Build a client (of the service's MongoDB, or `uri`'s); nothing connects until the
-    first operation."""
+def make_mongo_client(settings: ServiceSettings) -> AsyncMongoClient[Document]:
+    """Build a client; nothing connects until the first operation."""
     return AsyncMongoClient(
-        uri or settings.mongo_uri,
+        settings.mongo_uri,
         serverSelectionTimeoutMS=settings.mongo_timeout_ms,
         connectTimeoutMS=settings.mongo_timeout_ms,
         tz_aware=True,

@@ -188,11 +188,6 @@ class EngineSettings(ServiceSettings):
     """A service hosting an engine: one lease holder, the others on standby."""
 
     lease_ttl_s: float = 3.0
-    # The journal on a MongoDB of its own (same database name); none: the service's. A
-    # step's journal append is the one write on the engine's hot path: on a server that
-    # serialises writes (the embedded SecantusDB holds one lock per process) it would
-    # otherwise wait behind the background folds of earlier steps.
-    journal_mongo_uri: str | None = None
     # How often the lease holder's clock runs (the router's looks for expired offers and
     # away agents' work; sla's sleeps until the next threshold, this at the longest).
     tick_interval_s: float = 0.5

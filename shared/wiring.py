@@ -83,7 +83,6 @@ class Wiring:
         self.broker = given.broker or make_broker(settings, self.registry, linger_ms=linger_ms)
         self.mongo = given.mongo or make_mongo_client(settings)
         self.db = self.mongo[settings.mongo_db]
-        self.other_mongos: list[AsyncMongoClient[Document]] = []  # closed with `mongo`
         self.backoff = StoreBackoff.create(name, self.registry)
         self.checks: dict[str, ReadinessCheck] = {
             "kafka": broker_check(self.broker),
@@ -194,8 +193,6 @@ class Wiring:
             # After the brokers have stopped (FastStream stops them between on_shutdown and
             # after_shutdown): a batch still being handled keeps its store to the end.
             await self.mongo.close()
-            for client in self.other_mongos:
-                await client.close()
 
         title = f"omniroute {self.name}"
         return ServiceApp(

@@ -72,12 +72,9 @@ async def test_keyed_records_round_trip_with_headers(stack: EmbeddedStack) -> No
 
 
 async def test_each_service_has_its_own_mongodb_process(stack: EmbeddedStack) -> None:
-    # One SecantusDB per service, and one for the router's journal: own port, own storage,
-    # own process (one lock each).
-    uris = {s: stack.mongo_uri(s) for s in ("ingest", "router", "sla", "notify", "router-journal")}
-    assert len(set(uris.values())) == 5
-    assert stack.env("router")["OMNIROUTE_JOURNAL_MONGO_URI"] == uris["router-journal"]
-    assert "OMNIROUTE_JOURNAL_MONGO_URI" not in stack.env("sla")
+    # One SecantusDB per service: own port, own storage, own process (one lock each).
+    uris = {s: stack.mongo_uri(s) for s in ("ingest", "router", "sla", "notify")}
+    assert len(set(uris.values())) == 4
     for uri in uris.values():
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
         try:
@@ -85,7 +82,7 @@ async def test_each_service_has_its_own_mongodb_process(stack: EmbeddedStack) ->
         finally:
             await client.close()
     assert set(stack.processes) == {"tansu", *(f"secantusdb-{s}" for s in uris)}
-    assert len(set(stack.pids)) == 6
+    assert len(set(stack.pids)) == 5
     assert all(alive(p) for p in stack.pids)
     # What one service writes is not on another's server.
     writer: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uris["router"])
