@@ -9,9 +9,10 @@ inputs, or a firing of its clock — is then made durable in three moves:
    hot path: the step is durable before anything leaves and before input offsets commit.
 2. **Publish** the events; when Kafka has acknowledged them the entry is published. A
    watermark (`published_through`, written at most every `watermark_s`) records it.
-3. **Fold** published entries into the engine's collections in the background, in order,
-   between steps (the `Compactor`, through the engine's own `fold`), then delete them. The
-   router's API reads the journaled documents until they are folded.
+3. **Fold** published entries into the engine's collections — in the background (the
+   `Compactor`, through the engine's own `fold`: sla), or right after the publish, before
+   the step's input offsets commit (the router, whose API reads the journaled documents
+   meanwhile) — then delete them.
 
 A new lease holder (or a reload after a failed step) loads the collections, overlays what
 the journal still holds, and publishes the journaled events that the output topics lack:
