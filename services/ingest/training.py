@@ -147,7 +147,6 @@ class Evaluation:
     raw_correct: int  # the model's top category alone, before the hard rules and the hint
     confusion: dict[tuple[Category, Category], int]  # (true, decided) -> count
     urgent: tuple[Category, ...]
-    priorities: dict[Category, str] = field(default_factory=dict)
     routed: dict[Category, int] = field(default_factory=dict)  # true -> routed urgent
     demoted: int = 0  # urgent examples routed as a P3 or P4 category
 
@@ -268,7 +267,6 @@ def evaluate_probabilities(
         raw_correct=raw,
         confusion=dict(confusion),
         urgent=policy.urgent.categories,
-        priorities=dict(REPORT_PRIORITIES),
         routed=dict(routed),
         demoted=demoted,
     )

@@ -41,7 +41,7 @@ class RouterMetrics:
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> RouterMetrics:
-        return cls(
+        metrics = cls(
             ticket_events=Counter(
                 "omniroute_router_ticket_events_total",
                 "Ticket events published, by event and priority.",
@@ -114,6 +114,9 @@ class RouterMetrics:
                 registry=registry,
             ),
         )
+        for phase in STEP_PHASES:  # every phase exported from the start, at zero
+            metrics.step_seconds.labels(phase)
+        return metrics
 
     def observe(self, changes: Changes, state: RouterState, now: datetime) -> None:
         for e in changes.events:

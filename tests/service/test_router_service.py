@@ -325,3 +325,18 @@ async def test_metrics_follow_the_engine() -> None:
     assert value("omniroute_router_time_to_offer_seconds_count", **labels) == 2
     assert value("omniroute_router_time_to_offer_seconds_sum", **labels) == 2 + 60
     assert value("omniroute_router_offers_expired_total", channel="chat", reason="timeout") == 1
+    # Three steps were journaled, published and folded (two batches and the tick); the two
+    # batches waited for the engine's lock.
+    for phase in ("decide", "journal", "publish", "fold"):
+        assert value("omniroute_router_step_seconds_count", phase=phase) == 3, phase
+    assert value("omniroute_router_step_seconds_count", phase="lock_wait") == 2
+
+
+def test_every_step_phase_is_exported_from_the_start() -> None:
+    registry = CollectorRegistry()
+    RouterMetrics.create(registry)
+
+    for phase in ("lock_wait", "decide", "journal", "publish", "fold"):
+        assert (
+            registry.get_sample_value("omniroute_router_step_seconds_count", {"phase": phase}) == 0
+        )
