@@ -4,6 +4,7 @@ and the router applying a P1 message early through its engine's normal step."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -71,6 +72,23 @@ def test_triage_finds_the_theft_report_among_ordinary_questions_and_junk() -> No
     batch.append(Record(INBOUND_CHAT, b"x" * 2_000_000, headers=[("provider", b"generic")]))
     flags = likely_p1(batch, ingestor())
     assert [i for i, urgent in enumerate(flags) if urgent] == [17]
+
+
+def test_triage_counts_a_possible_p1_as_p1() -> None:
+    # The ordinary questions' likeliest categories are not P1; with thresholds this low a
+    # P1 category is possible for each, which routes them P1: the look-ahead promotes them.
+    batch = [inbound(i, ORDINARY[i], i) for i in range(3)]
+    ing = ingestor()
+    cautious = ing.rules.model_copy(
+        update={
+            "urgent": ing.rules.urgent.model_copy(
+                update={"thresholds": dict.fromkeys(ing.rules.urgent.categories, 1e-6)}
+            )
+        }
+    )
+
+    assert likely_p1(batch, ing) == [False, False, False]
+    assert likely_p1(batch, replace(ing, rules=cautious)) == [True, True, True]
 
 
 async def test_promotion_publishes_the_message_the_in_order_pass_publishes_again() -> None:
