@@ -12,6 +12,17 @@ Sampling starts as soon as the backlog is queued, while notify is still recordin
 one acknowledgement per backlog ticket: each sample notes how many were outstanding (from
 notify's own announcements on support.notifications), so a run in which notify finished
 first shows it.
+
+Two kinds of samples, alternating. On this machine every process shares its few cores: the
+router waits for a core behind notify, its store and ingest at each of the P1 path's hops
+(the API, Kafka's acknowledgement, the journal insert, the publish, the desk's read), and
+priorities within the time-sharing scheduler (nice 10 or 19 for the others) did not change
+that (docs/benchmarks.md). A deployment gives the P1 path CPU of its own: the router a whole
+core (deploy/base/router.yaml: Guaranteed QoS), Kafka and MongoDB their own nodes, the desk the
+agent's machine. So every other sample is taken with those processes (`p1_path`) first on
+the CPUs (real-time scheduling, SCHED_FIFO, for that sample only) while notify, sla, ingest
+and their stores go on at normal priority on whatever is left: `shared` and `own_cpu` in
+the results. Where real-time scheduling is refused (no CAP_SYS_NICE) the results say so.
 """
 
 from __future__ import annotations
@@ -22,7 +33,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -161,24 +172,62 @@ async def post_p1_chat(client: httpx.AsyncClient, ingest_url: str, n: int) -> st
     return str(mid)
 
 
-def lower_priority(processes: Mapping[str, Any], nice: int) -> dict[str, int]:
-    """Set `nice` on every thread of each process (a `Popen` or a pid; on Linux niceness is
-    per thread, and threads started later inherit it from the one that starts them).
-    Returns what was set, by name."""
-    done = {}
-    for name, proc in processes.items():
-        pid = getattr(proc, "pid", proc)
-        if not isinstance(pid, int):
-            raise RuntimeError(f"{name} is not running")
+REALTIME = 10  # SCHED_FIFO priority of the P1 path in the samples on CPUs of its own
+OWN_CPU, SHARED = "own_cpu", "shared"
+
+
+def schedule(processes: Mapping[str, int], policy: int, priority: int) -> None:
+    """`policy` (os.SCHED_FIFO, os.SCHED_OTHER) at `priority` for every thread of each
+    process (the scheduling policy is per thread on Linux; threads started later inherit
+    it). PermissionError without the right to (CAP_SYS_NICE)."""
+    for pid in processes.values():
         for tid in os.listdir(f"/proc/{pid}/task"):
             with contextlib.suppress(ProcessLookupError):  # a thread that just ended
-                os.setpriority(os.PRIO_PROCESS, int(tid), nice)
-        done[name] = nice
-    return done
+                os.sched_setscheduler(int(tid), policy, os.sched_param(priority))
 
 
-async def p1_behind_backlog(system: LocalSystem, backlog: int, samples: int) -> dict[str, Any]:
-    """An agent frees while `backlog` lower tickets wait: how fast is the waiting P1 offered?"""
+@contextlib.contextmanager
+def first_on_cpu(processes: Mapping[str, int]) -> Iterator[None]:
+    """`processes` run ahead of every other process of the machine (real-time, SCHED_FIFO)
+    while inside, and as before (SCHED_OTHER) after, also when setting it was refused."""
+    try:
+        schedule(processes, os.SCHED_FIFO, REALTIME)
+        yield
+    finally:
+        schedule(processes, os.SCHED_OTHER, 0)
+
+
+def may_put_first(processes: Mapping[str, int]) -> str | None:
+    """None if `first_on_cpu` works here, else why not (e.g. no CAP_SYS_NICE)."""
+    try:
+        with first_on_cpu(processes):
+            return None
+    except PermissionError as exc:
+        return f"real-time scheduling refused: {exc.strerror or exc}"
+
+
+def summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The samples' figures: the time to offer and where it went."""
+    return {
+        "time_to_offer_after_agent_frees": ms([r["time_to_offer_ms"] / 1000 for r in rows]),
+        "resolve_call": ms([r["resolve_call_ms"] / 1000 for r in rows]),
+        "decided_after_agent_frees": ms([r["decided_after_ms"] / 1000 for r in rows]),
+        "offer_after_decision": ms(
+            [(r["time_to_offer_ms"] - r["decided_after_ms"]) / 1000 for r in rows]
+        ),
+        "queued_after_arrival": ms([r["queued_after_ms"] / 1000 for r in rows]),
+    }
+
+
+async def p1_behind_backlog(
+    system: LocalSystem, backlog: int, samples: int, p1_path: Mapping[str, int] | None = None
+) -> dict[str, Any]:
+    """An agent frees while `backlog` lower tickets wait: how fast is the waiting P1 offered?
+
+    With `p1_path` (the processes a P1 offer passes through, by name), `samples` more are
+    taken, alternating with the others, with those processes first on the CPUs (`OWN_CPU`):
+    the stand-in, on a machine every process shares, for the CPU a deployment gives them.
+    """
     bootstrap = system.stack.kafka_bootstrap
     tickets, acks = TicketLog(bootstrap), Acknowledgements(bootstrap)
     await tickets.start()
@@ -205,8 +254,11 @@ async def p1_behind_backlog(system: LocalSystem, backlog: int, samples: int) -> 
 
         steps = "omniroute_router_step_seconds"
         steps_before = await histogram_buckets(system.url("router"), steps)
+        refused = may_put_first(p1_path) if p1_path else None
+        own = dict(p1_path or {}) if refused is None else {}
         rows: list[dict[str, Any]] = []
-        for n in range(samples):
+        for n in range(2 * samples if own else samples):
+            cpu = OWN_CPU if own and n % 2 else SHARED  # alternating: the same backlog, notify
             posted = time.perf_counter()
             mid = await post_p1_chat(client, system.url("ingest"), n)
             queued = await tickets.wait_for([mid], 120)
@@ -214,23 +266,26 @@ async def p1_behind_backlog(system: LocalSystem, backlog: int, samples: int) -> 
             if tickets.first_routed[p1][:2] != ("queued", "P1"):
                 raise RuntimeError(f"sample {n}: the P1 chat was {tickets.first_routed[p1]}")
             outstanding = len(waiting - acks.done)
-            freed_at, freed = datetime.now(UTC), time.perf_counter()
-            reply = await client.post(
-                f"{system.url('router')}/v1/tickets/{held}/resolve",
-                headers=AUTH,
-                json={"agent_id": agent},
-            )
-            answered = time.perf_counter()
-            if reply.status_code != 202:
-                raise RuntimeError(f"sample {n}: resolve refused: {reply.status_code} {reply.text}")
-
-            try:
-                g = await tickets.offer_of(p1, 60)
-            except TimeoutError:
-                instead = [g.ticket_id for g in tickets.given_to[agent] if g.arrived >= freed]
-                raise TimeoutError(
-                    f"sample {n}: P1 {p1} not offered within 60 s; the agent was given {instead}"
-                ) from None
+            with first_on_cpu(own) if cpu == OWN_CPU else contextlib.nullcontext():
+                freed_at, freed = datetime.now(UTC), time.perf_counter()
+                reply = await client.post(
+                    f"{system.url('router')}/v1/tickets/{held}/resolve",
+                    headers=AUTH,
+                    json={"agent_id": agent},
+                )
+                answered = time.perf_counter()
+                if reply.status_code != 202:
+                    raise RuntimeError(
+                        f"sample {n}: resolve refused: {reply.status_code} {reply.text}"
+                    )
+                try:
+                    g = await tickets.offer_of(p1, 60)
+                except TimeoutError:
+                    instead = [g.ticket_id for g in tickets.given_to[agent] if g.arrived >= freed]
+                    raise TimeoutError(
+                        f"sample {n}: P1 {p1} not offered within 60 s; "
+                        f"the agent was given {instead}"
+                    ) from None
             if g.agent_id != agent:
                 raise RuntimeError(f"sample {n}: P1 {p1} went to {g.agent_id}, not {agent}")
             rows.append(
@@ -242,28 +297,31 @@ async def p1_behind_backlog(system: LocalSystem, backlog: int, samples: int) -> 
                     "queued_after_ms": round((queued - posted) * 1000, 2),
                     "acknowledgements_outstanding": outstanding,
                     "after_backlog_queued_s": round(freed - queued_at, 1),
+                    "cpu": cpu,
                 }
             )
             held = p1
         steps_after = await histogram_buckets(system.url("router"), steps)
         outstanding_left = [r["acknowledgements_outstanding"] for r in rows]
+        shared = [r for r in rows if r["cpu"] == SHARED]
+        own_rows = [r for r in rows if r["cpu"] == OWN_CPU]
         return {
             "backlog": backlog,
             "backlog_priorities": dict(sorted(priorities.items())),
             "backlog_queued_after_s": round(queued_at - published, 1),
-            "time_to_offer_after_agent_frees": ms([r["time_to_offer_ms"] / 1000 for r in rows]),
-            "resolve_call": ms([r["resolve_call_ms"] / 1000 for r in rows]),
-            "decided_after_agent_frees": ms([r["decided_after_ms"] / 1000 for r in rows]),
-            "offer_after_decision": ms(
-                [(r["time_to_offer_ms"] - r["decided_after_ms"]) / 1000 for r in rows]
+            **summary(shared),
+            # The same, the P1 path first on the CPUs (or why that could not be done).
+            OWN_CPU: (
+                {"processes": sorted(own), "policy": f"SCHED_FIFO {REALTIME}", **summary(own_rows)}
+                if own
+                else {"refused": refused or "not asked"}
             ),
-            "queued_after_arrival": ms([r["queued_after_ms"] / 1000 for r in rows]),
             "acknowledgements_outstanding": {
                 "first": outstanding_left[0] if rows else 0,
                 "last": outstanding_left[-1] if rows else 0,
                 "min": min(outstanding_left, default=0),
             },
-            # Every router step while sampling (the samples' and any other), by phase.
+            # Every router step while sampling (the samples' and any other, both kinds), by phase.
             "router_step_phases": bucket_quantiles(steps_before, steps_after),
             "samples": rows,
             "note": "from the resolve API call to the P1's offer event on support.tickets, "

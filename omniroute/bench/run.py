@@ -38,7 +38,7 @@ from omniroute.bench.kit import (
     produce,
 )
 from omniroute.bench.load import generate
-from omniroute.bench.p1 import lower_priority, p1_behind_backlog
+from omniroute.bench.p1 import OWN_CPU, p1_behind_backlog
 from omniroute.bench.profile import Profiler
 from omniroute.bench.sla_lag import measure_firing_lag
 from omniroute.bench.store_costs import measure_store_costs
@@ -417,7 +417,6 @@ def machine() -> dict[str, Any]:
 
 
 SCENARIOS = ("broker", "store", "pipeline", "p1", "surge", "sla", "scaling")
-P1_NICED = "p1_notify_niced"  # the p1 scenario again, notify and its store at --p1-notify-nice
 
 
 async def run_scenario(name: str, args: Any, stack: EmbeddedStack, work: Path) -> Any:
@@ -434,24 +433,22 @@ async def run_scenario(name: str, args: Any, stack: EmbeddedStack, work: Path) -
             args.rate_seconds,
             steady_rates(args.latency_rates),
         )
-    if name in ("p1", P1_NICED):
+    if name == "p1":
         system = new_system(stack, name, work)
-        prof = profiler(name, process_ids(stack, system))
+        pids = process_ids(stack, system)
+        prof = profiler(name, pids)
         try:
-            niced = {}
-            if name == P1_NICED:
-                # The stand-in for a deployment's per-service CPU (deploy/: requests and
-                # limits): notify and its store yield the CPU to the others.
-                store = stack.mongo("notify").pid
-                niced = lower_priority(
-                    {"notify": system.services["notify"].proc, "notify store": store},
-                    args.p1_notify_nice,
-                )
+            # What a P1 offer passes through (the API and engine, the engine's store, the
+            # broker, the desk that reads the offer: this process), for the samples taken
+            # with them first on the CPUs.
+            p1_path = {n: pids[n] for n in ("router", "secantusdb-router", "tansu")}
+            p1_path["desk (this benchmark)"] = os.getpid()
             at_start = [round(v, 2) for v in os.getloadavg()]
-            result = await p1_behind_backlog(system, args.backlog, args.p1_samples)
+            result = await p1_behind_backlog(
+                system, args.backlog, args.p1_samples, p1_path if args.p1_own_cpu else None
+            )
             result = {
                 **result,
-                "niced": niced,
                 "load_average_at_start": at_start,
                 "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
             }
@@ -485,10 +482,8 @@ def run_all(args: Any, work: Path) -> dict[str, Any]:
     wanted = [s for s in args.scenarios.split(",") if s]
     if unknown := set(wanted) - set(SCENARIOS):
         raise SystemExit(f"unknown scenarios: {sorted(unknown)}; choose from {SCENARIOS}")
-    if "p1" in wanted and args.p1_notify_nice:
-        wanted.append(P1_NICED)  # both runs, each reported under its own name
     results: dict[str, Any] = {"machine": machine()}
-    for name in (s for s in (*SCENARIOS, P1_NICED) if s in wanted):
+    for name in (s for s in SCENARIOS if s in wanted):
         data_dir = work / f"stack-{name}"
         # The stack starts outside the event loop (its readiness probes run their own loops).
         with EmbeddedStack(data_dir=data_dir) as stack:
@@ -507,6 +502,22 @@ def _load(result: dict[str, Any]) -> str:
     """`; load 2.5 → 6.7`: the 1-minute load average when the scenario started and ended."""
     start, end = result.get("load_average_at_start"), result.get("load_average_at_end")
     return f"; load {start[0]} → {end[0]}" if start and end else ""
+
+
+def _p1_rows(title: str, figures: dict[str, Any], after: str) -> list[tuple[str, str]]:
+    """The P1 figure of one kind of sample and where its time went."""
+    return [
+        (title, f"{_percentiles(figures['time_to_offer_after_agent_frees'])}{after}"),
+        (
+            "P1 split, p50: resolve call / decided after it / offer after the decision",
+            " / ".join(
+                str(figures[k]["p50_ms"])
+                for k in ("resolve_call", "decided_after_agent_frees", "offer_after_decision")
+            )
+            + " ms",
+        ),
+        ("P1 arrival → queued, same samples", _percentiles(figures["queued_after_arrival"])),
+    ]
 
 
 def _outages(engines: dict[str, dict[str, float]]) -> str:
@@ -580,28 +591,16 @@ def render(results: dict[str, Any]) -> str:
             ),
             ("peak RSS (MiB)", ", ".join(f"{k} {v}" for k, v in p["peak_rss_mb"].items())),
         ]
-    for name in ("p1", P1_NICED):
-        if not (p1 := results.get(name)):
-            continue
+    if p1 := results.get("p1"):
         acks = p1["acknowledgements_outstanding"]
-        niced = p1.get("niced") or {}
-        how = f", {' and '.join(niced)} at nice {max(niced.values())}" if niced else ""
-        rows.append(
-            (
-                f"P1 time-to-offer behind {p1['backlog']:,} queued{how}",
-                f"{_percentiles(p1['time_to_offer_after_agent_frees'])} (notify with "
-                f"{acks['first']:,} → {acks['last']:,} acknowledgements still to send"
-                f"{_load(p1)})",
-            )
-        )
-        rows.append(
-            (
-                "P1 split, p50: resolve call / decided after it / offer after the decision",
-                f"{p1['resolve_call']['p50_ms']} / {p1['decided_after_agent_frees']['p50_ms']}"
-                f" / {p1['offer_after_decision']['p50_ms']} ms",
-            )
-        )
-        rows.append(("P1 arrival → queued, same samples", _percentiles(p1["queued_after_arrival"])))
+        behind = f"P1 time-to-offer behind {p1['backlog']:,} queued"
+        load = f"notify with {acks['first']:,} → {acks['last']:,} acknowledgements still to send"
+        own = p1.get(OWN_CPU) or {}
+        rows += _p1_rows(f"{behind}, CPUs shared", p1, f" ({load}{_load(p1)})")
+        if "refused" in own:
+            rows.append((f"{behind}, P1 path first on the CPUs", f"not measured: {own['refused']}"))
+        elif own:
+            rows += _p1_rows(f"{behind}, {', '.join(own['processes'])} first on the CPUs", own, "")
     if surge := results.get("surge"):
         offers = surge["inbound_to_offered"]
         rows += [
@@ -644,7 +643,7 @@ def render(results: dict[str, Any]) -> str:
                 ),
             )
         )
-    for scenario in ("pipeline", "p1", P1_NICED, "surge"):
+    for scenario in ("pipeline", "p1", "surge"):
         phases = (results.get(scenario) or {}).get("profile") or {}
         if scenario != "pipeline":
             phases = {scenario: phases} if phases else {}
@@ -670,12 +669,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backlog", type=int, default=10_000)
     parser.add_argument("--p1-samples", type=int, default=50)
     parser.add_argument(
-        "--p1-notify-nice",
-        type=int,
-        default=0,
-        help="also run the p1 scenario (after the default run, reported beside it) with "
-        "notify and its store at this nice (1-19): the stand-in for the per-service CPU a "
-        "deployment gives each service",
+        "--p1-own-cpu",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also take --p1-samples samples, alternating with the others, with the P1 path "
+        "(router, its store, the broker, the desk) first on the CPUs: the stand-in for the "
+        "CPU a deployment gives it (needs CAP_SYS_NICE; the results say when refused)",
     )
     parser.add_argument(
         "--surge-messages", type=int, default=3000, help="the surge scenario's ordinary questions"
@@ -723,8 +722,6 @@ def main(argv: list[str] | None = None) -> int:
         steady_rates(args.latency_rates)
     except ValueError as exc:
         parser.error(f"--latency-rates: {exc}")
-    if not 0 <= args.p1_notify_nice <= 19:
-        parser.error("--p1-notify-nice must be from 0 (off) to 19")
     if args.surge_messages < 1 or args.surge_reports < 1:
         parser.error("--surge-messages and --surge-reports must be at least 1")
     global SERVICES_UNDER_TEST, PROFILE_DIR

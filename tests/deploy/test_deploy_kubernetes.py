@@ -331,6 +331,18 @@ def quantity(value: str | int) -> float:
 
 
 @needs_kubectl
+def test_the_router_gets_whole_cpus_of_its_own(docs: tuple[dict[str, Any], ...]) -> None:
+    # Guaranteed QoS with an integer CPU count: the static CPU manager gives the engine
+    # exclusive cores, so the P1 path never queues for a CPU behind another service.
+    pod = find(docs, "Deployment", "router")["spec"]["template"]["spec"]
+    for c in pod["containers"] + pod.get("initContainers", []):
+        resources = c["resources"]
+        for what in ("cpu", "memory"):
+            assert quantity(resources["requests"][what]) == quantity(resources["limits"][what])
+        assert quantity(resources["requests"]["cpu"]).is_integer(), resources
+
+
+@needs_kubectl
 @pytest.mark.parametrize("service", SETTINGS)
 def test_requests_and_limits(docs: tuple[dict[str, Any], ...], service: str) -> None:
     resources = container(find(docs, "Deployment", service))["resources"]

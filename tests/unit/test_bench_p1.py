@@ -1,5 +1,6 @@
-"""The P1 scenario's CPU-priority run: notify and its store really get the lower priority,
-and the table keeps the default run and the niced run apart."""
+"""The P1 scenario's samples with the P1 path first on the CPUs: every thread of those
+processes really runs real-time for the sample and as before after it, a refusal is
+reported instead of measured, and the table keeps the two kinds of samples apart."""
 
 from __future__ import annotations
 
@@ -7,60 +8,109 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
 from omniroute.bench.kit import bucket_quantiles
-from omniroute.bench.p1 import lower_priority
-from omniroute.bench.run import P1_NICED, render
+from omniroute.bench.p1 import OWN_CPU, REALTIME, first_on_cpu, may_put_first
+from omniroute.bench.run import render
 
 
-def test_every_thread_of_the_process_gets_the_nice() -> None:
-    # A child with a second thread: niceness is per thread on Linux.
+@pytest.fixture
+def child() -> Iterator[subprocess.Popen[bytes]]:
+    """A process with a second thread: the scheduling policy is per thread on Linux."""
     script = "import threading, time; threading.Thread(target=time.sleep, args=(30,)).start()"
-    child = subprocess.Popen([sys.executable, "-c", script + "; time.sleep(30)"])
+    proc = subprocess.Popen([sys.executable, "-c", script + "; time.sleep(30)"])
     try:
         deadline = time.monotonic() + 10
-        while len(os.listdir(f"/proc/{child.pid}/task")) < 2:
-            assert child.poll() is None and time.monotonic() < deadline, "no second thread"
+        while len(os.listdir(f"/proc/{proc.pid}/task")) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "no second thread"
             time.sleep(0.01)
-        assert lower_priority({"notify": child}, 7) == {"notify": 7}
-        tasks = [int(t) for t in os.listdir(f"/proc/{child.pid}/task")]
-        assert [os.getpriority(os.PRIO_PROCESS, t) for t in tasks] == [7] * len(tasks)
+        yield proc
     finally:
-        child.kill()
-        child.wait()
+        proc.kill()
+        proc.wait()
 
 
-def p1_result(p50: float, niced: dict[str, int]) -> dict[str, Any]:
+def policies(pid: int) -> list[tuple[int, int]]:
+    return [
+        (os.sched_getscheduler(int(t)), os.sched_getparam(int(t)).sched_priority)
+        for t in os.listdir(f"/proc/{pid}/task")
+    ]
+
+
+def test_every_thread_runs_first_inside_and_as_before_after(
+    child: subprocess.Popen[bytes],
+) -> None:
+    if (refused := may_put_first({"child": child.pid})) is not None:
+        pytest.skip(refused)  # no CAP_SYS_NICE here: the scenario reports the refusal
+    before = policies(child.pid)
+    assert before == [(os.SCHED_OTHER, 0)] * len(before)
+
+    with first_on_cpu({"child": child.pid}):
+        assert policies(child.pid) == [(os.SCHED_FIFO, REALTIME)] * len(before)
+
+    assert policies(child.pid) == before
+
+
+def test_a_refusal_is_reported_not_raised(
+    child: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(tid: int, policy: int, param: Any) -> None:
+        if policy != os.SCHED_OTHER:
+            raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    assert may_put_first({"child": child.pid}) == (
+        "real-time scheduling refused: Operation not permitted"
+    )
+
+
+def figures(p50: float) -> dict[str, Any]:
     figure = {"p50_ms": p50, "p95_ms": p50 * 2, "p99_ms": p50 * 3, "max_ms": p50 * 3}
     return {
-        "backlog": 3000,
         "time_to_offer_after_agent_frees": figure,
         "resolve_call": figure,
         "decided_after_agent_frees": figure,
         "offer_after_decision": figure,
         "queued_after_arrival": figure,
+    }
+
+
+def p1_result(own: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "backlog": 3000,
+        **figures(12.0),
+        OWN_CPU: own,
         "acknowledgements_outstanding": {"first": 2000, "last": 1800, "min": 1800},
-        "niced": niced,
         "load_average_at_start": [2.5, 1.0, 1.0],
         "load_average_at_end": [6.7, 2.0, 1.0],
     }
 
 
-def test_the_table_names_which_run_had_priorities() -> None:
-    machine = {"cpu": "x", "cores": 2, "memory_gib": 1, "python": "3", "date": "d"}
-    table = render(
-        {
-            "machine": machine,
-            "p1": p1_result(12.0, {}),
-            P1_NICED: p1_result(8.0, {"notify": 10, "notify store": 10}),
-        }
-    )
-    rows = [line for line in table.splitlines() if line.startswith("P1 time-to-offer")]
+MACHINE = {"cpu": "x", "cores": 2, "memory_gib": 1, "python": "3", "date": "d"}
+
+
+def offer_rows(own: dict[str, Any]) -> list[str]:
+    table = render({"machine": MACHINE, "p1": p1_result(own)})
+    return [line for line in table.splitlines() if line.startswith("P1 time-to-offer")]
+
+
+def test_the_table_names_which_samples_had_the_cpus_first() -> None:
+    rows = offer_rows({"processes": ["router", "tansu"], "policy": "SCHED_FIFO 10", **figures(5.0)})
+
     assert len(rows) == 2
-    assert "nice" not in rows[0] and "p50 12.0 ms" in rows[0]
-    assert "notify and notify store at nice 10" in rows[1] and "p50 8.0 ms" in rows[1]
-    assert all("load 2.5 → 6.7" in row for row in rows)
+    assert "CPUs shared" in rows[0] and "p50 12.0 ms" in rows[0] and "load 2.5 → 6.7" in rows[0]
+    assert "router, tansu first on the CPUs" in rows[1] and "p50 5.0 ms" in rows[1]
+
+
+def test_the_table_says_why_the_p1_path_was_not_put_first() -> None:
+    rows = offer_rows({"refused": "real-time scheduling refused: Operation not permitted"})
+
+    assert len(rows) == 2 and "p50 12.0 ms" in rows[0]
+    assert "not measured: real-time scheduling refused" in rows[1] and "p50" not in rows[1]
 
 
 def test_bucket_quantiles_count_only_what_happened_between_the_scrapes() -> None:
