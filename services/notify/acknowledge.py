@@ -116,7 +116,7 @@ class Acknowledgements:
             notices = notices_for(
                 incidents, view.category, facts.get(view.conversation_id or "", Facts())
             )
-            template = acknowledgement_template(view.category)
+            template = acknowledgement_template(view.category, view.possible_urgent)
             spec = spec_for(view, "acknowledgement", template, ack.cause_event_id)
             batch.specs.append(replace(spec, wait=wait, notices=notices))
             batch.links += [(iid, view.ticket_id) for iid in notices]

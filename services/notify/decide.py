@@ -30,7 +30,14 @@ PRIORITIES: tuple[Priority, ...] = ("P1", "P2", "P3", "P4")
 AGENT_EVENTS = frozenset({"offered", "assigned", "accepted"})
 ASSIGNED = frozenset({"assigned", "accepted"})
 WAITING = frozenset({"queued", "offered"})  # still without an agent
-URGENT_TEMPLATES = frozenset({"acknowledgement_secret_exposed", "acknowledgement_stolen_funds"})
+URGENT_TEMPLATES = frozenset(
+    {
+        "acknowledgement_secret_exposed",
+        "acknowledgement_stolen_funds",
+        "acknowledgement_possible_secret",
+        "acknowledgement_possible_theft",
+    }
+)
 
 
 def notification_id(ticket_id: str, cause: str) -> str:
@@ -57,6 +64,7 @@ class TicketView:
     customer_tier: str = "standard"
     queued_since: datetime | None = None  # waiting for an agent since
     position: int | None = None  # its place in the queue when it started waiting
+    possible_urgent: Category | None = None  # raised to P1 as possibly this (router's word)
 
     @property
     def open(self) -> bool:
@@ -119,6 +127,7 @@ def view_of(ev: TicketEvent) -> TicketView:
         opened_at=ev.opened_at,
         updated_at=ev.at,
         customer_tier=ev.customer_tier,
+        possible_urgent=ev.possible_urgent,
     )
 
 
@@ -178,12 +187,16 @@ def on_ticket_event(
         cycle=before.cycle + (1 if ev.event == "reopened" else 0),
         customer_tier=ev.customer_tier,
         queued_since=queued_since(before, ev.state, ev.at),
+        possible_urgent=ev.possible_urgent,
     )
     specs: list[Spec] = []
     if ev.event == "opened":
         specs.append(
             spec_for(
-                after, "acknowledgement", acknowledgement_template(ev.category), cause_event_id
+                after,
+                "acknowledgement",
+                acknowledgement_template(ev.category, ev.possible_urgent),
+                cause_event_id,
             )
         )
     elif ev.event in AGENT_EVENTS and after.agent_told < after.cycle:

@@ -81,11 +81,18 @@ def load_templates(path: Path) -> Templates:
     return Templates.model_validate(yaml.safe_load(path.read_text("utf-8")))
 
 
-def acknowledgement_template(category: str) -> str:
+def acknowledgement_template(category: str, possible_urgent: str | None = None) -> str:
+    """The acknowledgement's text: the urgent categories' own, with their advice; for a
+    ticket raised to P1 because its message possibly concerns one of them (a possible theft
+    in a withdrawal question) the same advice, worded as a precaution."""
     if category == "secret_exposed":
         return "acknowledgement_secret_exposed"
     if category in ("stolen_funds", "account_takeover"):
         return "acknowledgement_stolen_funds"
+    if possible_urgent == "secret_exposed":
+        return "acknowledgement_possible_secret"
+    if possible_urgent in ("stolen_funds", "account_takeover"):
+        return "acknowledgement_possible_theft"
     return "acknowledgement"
 
 

@@ -100,13 +100,23 @@ def prioritize(
     """
     priority = policy.priority_of(category)
     reasons = [f"category {category} -> {priority}"]
-    higher = policy.priority_of(possible) if possible is not None else priority
-    if PRIORITY_RANK[higher] < PRIORITY_RANK[priority]:
-        priority = higher
-        reasons.append(f"possible {possible} -> {priority}")
+    if (raising := raised_by(category, possible, policy)) is not None:
+        priority = policy.priority_of(raising)
+        reasons.append(f"possible {raising} -> {priority}")
     if tier in policy.vip_tiers:
         reasons.append(f"customer tier {tier}: served first within {priority}")
     return priority, tuple(reasons)
+
+
+def raised_by(
+    category: Category, possible: Category | None, policy: RoutingPolicy
+) -> Category | None:
+    """`possible` when it gives a ticket of `category` a higher priority than the category
+    does (the ticket is then "possibly" of that category: its events say which)."""
+    if possible is None:
+        return None
+    own, then = policy.priority_of(category), policy.priority_of(possible)
+    return possible if PRIORITY_RANK[then] < PRIORITY_RANK[own] else None
 
 
 def raised(priority: Priority, levels: int) -> Priority:

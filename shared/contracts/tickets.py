@@ -100,3 +100,10 @@ class TicketEvent(Contract):
     offer_expires_at: UtcDatetime | None = Field(
         default=None, description="On `offered`: when the offer goes to the next agent"
     )
+    possible_urgent: Category | None = Field(
+        default=None,
+        description="A category the customer's message possibly concerns that raised the "
+        "priority above the category's own (a possible theft in a withdrawal question): "
+        "the acknowledgement gives that category's safety advice. Cleared when an agent "
+        "recategorizes the ticket or it reopens",
+    )

@@ -114,6 +114,31 @@ def test_chat_message_is_routed_timed_and_acknowledged(system: LocalSystem, db: 
     assert "never ask for your password" in ack["text"]
 
 
+def test_a_possible_theft_is_acknowledged_with_the_freeze_advice(
+    system: LocalSystem, db: Any
+) -> None:
+    # Ingest's model takes this for a withdrawal question, with theft likely enough to
+    # raise it to P1: the ticket keeps its category, and the customer still hears what to
+    # do now if it is theft.
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    text = "My withdrawal of 0.5 BTC went to an address I don't recognise, is it still pending?"
+    body = chat_message(session, "m-1", text, visitor_id=f"v-{session}")
+    reply = post(system, body, sign(DEV_SECRET, body))
+    assert reply.status_code == 202, reply.text
+    [message_id] = reply.json()["message_ids"]
+
+    ticket = wait_until(lambda: db.tickets.find_one({"message_ids": message_id}), 30, "ticket")
+    assert (ticket["category"], ticket["priority"]) == ("withdrawal", "P1")
+    assert ticket["possible_urgent"] == "stolen_funds"
+    ack = wait_until(
+        lambda: db.notifications.find_one({"ticket_id": ticket["_id"], "cause": "acknowledgement"}),
+        120,
+        "ack",
+    )
+    assert ack["template"] == "acknowledgement_possible_theft"
+    assert "freeze your account yourself now" in ack["text"]
+
+
 def test_bad_signature_is_refused_and_nothing_published(system: LocalSystem, db: Any) -> None:
     session = f"s-{uuid.uuid4().hex[:8]}"
     body = chat_message(session, "m-1", "hello", visitor_id=f"v-{session}")

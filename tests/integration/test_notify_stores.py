@@ -99,3 +99,16 @@ async def test_the_queue_shows_this_replicas_changes_at_once(notify_db: Any) -> 
     await tickets.save([b, replace(a, state="assigned", seq=2, queued_since=None)], T0)
     assert await tickets.queued() == {"b": Queued("P2", at(1))}  # within the cache's second
     assert (await tickets.get(["a"]))["a"].state == "assigned"
+
+
+async def test_a_ticket_view_comes_back_as_it_was_saved(notify_db: Any) -> None:
+    # Every field, the possible urgent category too: an acknowledgement decided after a
+    # restart (sla's deadline arriving later) must still give the safety advice.
+    tickets = mongo_stores(notify_db).tickets
+    await tickets.ensure_indexes()
+    opened = ticket_event(
+        "opened", 1, category="withdrawal", priority="P1", possible_urgent="stolen_funds"
+    )
+    view = replace(view_of(opened), seq=1, queued_since=at(0), position=3, customer_tier="vip")
+    await tickets.save([view], T0)
+    assert (await tickets.get([view.ticket_id]))[view.ticket_id] == view

@@ -93,6 +93,26 @@ def test_acknowledgement_template_follows_the_category(category: str, template: 
     assert spec.urgent == (template != "acknowledgement")
 
 
+@pytest.mark.parametrize(
+    ("category", "possible", "template"),
+    [
+        ("withdrawal", "stolen_funds", "acknowledgement_possible_theft"),
+        ("login_2fa", "account_takeover", "acknowledgement_possible_theft"),
+        ("general", "secret_exposed", "acknowledgement_possible_secret"),
+        # The ticket's own urgent category wins over a possible one.
+        ("stolen_funds", "secret_exposed", "acknowledgement_stolen_funds"),
+    ],
+)
+def test_a_possible_urgent_ticket_is_acknowledged_with_that_categorys_advice(
+    category: str, possible: str, template: str
+) -> None:
+    opened = ticket_event("opened", 1, category=category, priority="P1", possible_urgent=possible)
+    view, [spec] = on_ticket_event(None, opened, "e1")
+    assert spec.template == template and spec.urgent
+    # Kept in the view: the acknowledgement decided when sla's deadline arrives reads it.
+    assert view.possible_urgent == possible
+
+
 def test_notification_ids_are_deterministic_per_ticket_and_cause() -> None:
     _, [a] = on_ticket_event(None, ticket_event("opened", 1), "e1")
     _, [b] = on_ticket_event(None, ticket_event("opened", 1), "other-event-id")

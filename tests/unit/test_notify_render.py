@@ -111,6 +111,26 @@ def test_security_acknowledgements_say_what_to_do_now() -> None:
     assert "冻结账户" in stolen.text
 
 
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_possible_security_acknowledgements_give_the_advice_as_a_precaution(
+    language: str,
+) -> None:
+    theft = render(
+        TEMPLATES, "acknowledgement_possible_theft", language, ticket_ref="t", wait=TEN_MINUTES
+    )
+    secret = render(
+        TEMPLATES, "acknowledgement_possible_secret", language, ticket_ref="t", wait=TEN_MINUTES
+    )
+    assert theft.language == secret.language == language  # translated, no English fallback
+    if language == "en":
+        assert "freeze your account yourself now" in theft.text
+        assert "If you see a withdrawal, login or change you did not make" in theft.text
+        assert "move your funds to a new wallet now" in secret.text
+    else:
+        assert "冻结账户" in theft.text and "如果您看到" in theft.text
+        assert "转移到新钱包" in secret.text
+
+
 def test_incident_notice_in_an_acknowledgement() -> None:
     out = render(
         TEMPLATES, "acknowledgement", "zh", ticket_ref="t", wait=TEN_MINUTES, notices=[INCIDENT]

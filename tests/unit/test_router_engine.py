@@ -9,6 +9,7 @@ import pytest
 from services.router.priority import RoutingPolicy, load_policy, prioritize
 from services.router.state import RouterState
 from services.router.state.model import Changes, Ticket
+from services.router.store import ticket_doc, ticket_from_doc
 from shared.contracts.agents import (
     AgentActionTaken,
     AgentPresenceChanged,
@@ -462,6 +463,7 @@ def test_a_possible_theft_is_served_first_by_its_own_categorys_agents(
     )
     [opened] = [e for e in ch.events if e.event == "opened"]
     assert (opened.priority, opened.category) == ("P1", "withdrawal")
+    assert opened.possible_urgent == "stolen_funds"  # notify's acknowledgement advises on it
     assert "possible stolen_funds -> P1" in state.tickets[opened.ticket_id].reasons
 
     done = state.on_action(
@@ -490,3 +492,33 @@ def test_a_later_possible_theft_raises_the_ticket_but_keeps_its_category(
 
     [escalated] = [e for e in ch.events if e.event == "escalated"]
     assert (escalated.priority, escalated.category) == ("P1", "withdrawal")
+    assert escalated.possible_urgent == "stolen_funds"
+
+
+def test_an_agents_recategorization_clears_the_possible_category(
+    policy: RoutingPolicy,
+) -> None:
+    state = RouterState(policy)
+    ch = state.on_message(message(1, category="withdrawal", possible_urgent="stolen_funds"), T0)
+    tid = ch.events[0].ticket_id
+    # Stored and loaded again (a takeover): still a possible theft.
+    assert ticket_from_doc(ticket_doc(state.tickets[tid])).possible_urgent == "stolen_funds"
+
+    fixed = state.on_action(
+        AgentActionTaken(
+            agent_id="a1", ticket_id=tid, action="recategorize", at=T0, category="deposit"
+        ),
+        "r1",
+        T0,
+    )
+
+    [event] = [e for e in fixed.events if e.event == "recategorized"]
+    assert (event.category, event.possible_urgent) == ("deposit", None)
+    assert event.priority != "P1"
+
+
+def test_a_confident_theft_report_is_not_a_possible_one(policy: RoutingPolicy) -> None:
+    state = RouterState(policy)
+    ch = state.on_message(message(1, category="stolen_funds", possible_urgent="secret_exposed"), T0)
+    # Both P1: the possible category raises nothing, so the ticket is simply stolen_funds.
+    assert [e.possible_urgent for e in ch.events if e.event == "opened"] == [None]

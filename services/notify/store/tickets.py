@@ -40,6 +40,7 @@ def view_doc(v: TicketView, now: datetime, retention_s: float) -> Document:
         "customer_tier": v.customer_tier,
         "queued_since": v.queued_since,
         "position": v.position,
+        "possible_urgent": v.possible_urgent,
         # Resolved tickets' views go after the retention period.
         "expire_at": None if v.open else now + timedelta(seconds=retention_s),
     }
@@ -63,6 +64,7 @@ def view_of_doc(d: Document) -> TicketView:
         customer_tier=d.get("customer_tier", "standard"),
         queued_since=d.get("queued_since"),
         position=d.get("position"),
+        possible_urgent=d.get("possible_urgent"),
     )
 
 

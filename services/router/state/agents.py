@@ -157,6 +157,7 @@ class AgentInputs(Matching):
         if t.escalated:
             priority = raised(priority, self.policy.escalation.raise_levels)
         t.category = ev.category
+        t.possible_urgent = None  # an agent read it: the category says what it is
         t.reasons = [*reasons, f"recategorized {before} → {ev.category} by {ev.agent_id}"]
         self._set_priority(t, priority)
         self._rerank(t)  # the class (category) changed even when the priority did not

@@ -206,6 +206,7 @@ class Indexes:
                 pool="supervisor" if t.pool == "supervisor" else "general",
                 emergency=t.emergency,
                 offer_expires_at=t.offer_expires_at if event == "offered" else None,
+                possible_urgent=t.possible_urgent,
             )
         )
 

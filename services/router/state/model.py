@@ -61,6 +61,9 @@ class Ticket:
     handled_at: datetime | None = None
     position: int = 0
     routed: bool = True  # False between `opened`/`reopened` and its first routing decision
+    # The category a message possibly concerns that raised the priority (a possible theft
+    # in a withdrawal question): notify's acknowledgement gives that category's advice.
+    possible_urgent: Category | None = None
 
     def need(self) -> Need:
         return Need(self.channel, self.category, self.language, self.priority, self.pool)

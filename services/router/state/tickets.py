@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from services.router.priority import PRIORITY_RANK, prioritize
+from services.router.priority import PRIORITY_RANK, prioritize, raised_by
 from services.router.state.matching import Matching
 from services.router.state.model import Changes, Ticket, ticket_id_for
 from shared.contracts.messages import MessageReceived
@@ -68,6 +68,7 @@ class TicketLifecycle(Matching):
             reasons=[*reasons, *msg.reasons[:5]],
             message_at=msg.received_at,
             routed=False,
+            possible_urgent=raised_by(msg.category, msg.possible_urgent, self.policy),
         )
         self._join(t, msg, now)
         self.tickets[t.ticket_id] = t
@@ -125,6 +126,7 @@ class TicketLifecycle(Matching):
         self._join(t, msg, now)
         priority, reasons = prioritize(t.category, t.customer_tier, self.policy)
         self._set_priority(t, priority)
+        t.possible_urgent = None  # the new message may raise it again (_raise_priority)
         t.reasons = [*reasons, why] if why else list(reasons)
         t.agent_id = None
         t.resolved_at = None
@@ -162,6 +164,7 @@ class TicketLifecycle(Matching):
             # changes only when the message's own category is the worse one).
             if PRIORITY_RANK[self.policy.priority_of(msg.category)] < PRIORITY_RANK[t.priority]:
                 t.category = msg.category
+            t.possible_urgent = raised_by(t.category, msg.possible_urgent, self.policy)
             self._set_priority(t, priority)  # re-ranks: priority and class both changed
             t.reasons = [*reasons, f"raised by message {msg.message_id}"]
             self._emit(ch, t, "escalated", now, message_id=msg.message_id)
