@@ -40,6 +40,19 @@ def records(system: LocalSystem, *topics: str) -> list[Any]:
     return asyncio.run(read_all(system.stack.kafka_bootstrap, topics))
 
 
+def acknowledgement(db: Any, ticket_id: str) -> Any:
+    """Notify's stored acknowledgement of the ticket, once there.
+
+    Generous: the session's broker is shared, and notify's consumer group goes on from
+    where the previous module's notify stopped, so it may first work off that backlog
+    (seen: ~3,000 notifications, 25 s, on a loaded machine)."""
+    return wait_until(
+        lambda: db.notifications.find_one({"ticket_id": ticket_id, "cause": "acknowledgement"}),
+        120,
+        "ack",
+    )
+
+
 def test_chat_message_is_routed_timed_and_acknowledged(system: LocalSystem, db: Any) -> None:
     # An agent comes online through the router's API (events on support.agents).
     agent_id = f"agent-{uuid.uuid4().hex[:8]}"
@@ -102,14 +115,7 @@ def test_chat_message_is_routed_timed_and_acknowledged(system: LocalSystem, db: 
         "timer",
     )
     assert timer["state"] == "running"
-    # Generous: the session's broker is shared, and notify's consumer group goes on from
-    # where the previous module's notify stopped, so it may first work off that backlog
-    # (seen: ~3,000 notifications, 25 s, on a loaded machine).
-    ack = wait_until(
-        lambda: db.notifications.find_one({"ticket_id": ticket["_id"], "cause": "acknowledgement"}),
-        120,
-        "ack",
-    )
+    ack = acknowledgement(db, ticket["_id"])
     assert ack["template"] == "acknowledgement_stolen_funds"
     assert "never ask for your password" in ack["text"]
 
@@ -130,11 +136,7 @@ def test_a_possible_theft_is_acknowledged_with_the_freeze_advice(
     ticket = wait_until(lambda: db.tickets.find_one({"message_ids": message_id}), 30, "ticket")
     assert (ticket["category"], ticket["priority"]) == ("withdrawal", "P1")
     assert ticket["possible_urgent"] == "stolen_funds"
-    ack = wait_until(
-        lambda: db.notifications.find_one({"ticket_id": ticket["_id"], "cause": "acknowledgement"}),
-        120,
-        "ack",
-    )
+    ack = acknowledgement(db, ticket["_id"])
     assert ack["template"] == "acknowledgement_possible_theft"
     assert "freeze your account yourself now" in ack["text"]
 
