@@ -314,7 +314,7 @@ async def p1_behind_backlog(
             OWN_CPU: (
                 {"processes": sorted(own), "policy": f"SCHED_FIFO {REALTIME}", **summary(own_rows)}
                 if own
-                else {"refused": refused or "not asked"}
+                else {"refused": refused or "not asked (--no-p1-own-cpu)"}
             ),
             "acknowledgements_outstanding": {
                 "first": outstanding_left[0] if rows else 0,
