@@ -3,8 +3,9 @@
 Ingest publishes a theft report as soon as it sees it, but on support.messages it still
 lands behind the surge's messages. On the lease holder, the shared read-ahead loop
 (shared/lookahead.py) reads past the engine's committed position; a message whose
-category the routing policy makes P1 is applied through the engine's normal step
-(`RouterEngine.process`: under its lock, journaled before anything is published). When
+category (or possible urgent category) the routing policy makes P1 is applied through the
+engine's normal step (`RouterEngine.process`: under its lock, journaled before anything is
+published). When
 the in-order consumer reaches it, `on_message` finds the message applied: no second
 ticket, no second event. The look-ahead commits no offsets.
 """
@@ -27,7 +28,9 @@ from shared.topics import MESSAGES
 
 
 def p1_message(record: Any, p1: frozenset[str], applied: Callable[[str], bool]) -> bool:
-    """Whether the record is a message the policy makes P1 and the engine has not applied."""
+    """Whether the record is a message the policy makes P1 — by its category, or by the
+    urgent category it possibly concerns (`possible_urgent`: the ticket opens P1 all the
+    same) — and the engine has not applied."""
     if header(record.headers or [], "ce_type") != MESSAGE_RECEIVED:
         return False
     try:
@@ -37,7 +40,8 @@ def p1_message(record: Any, p1: frozenset[str], applied: Callable[[str], bool]) 
     if not isinstance(data, dict):
         return False
     message_id = data.get("message_id")
-    return data.get("category") in p1 and isinstance(message_id, str) and not applied(message_id)
+    urgent = data.get("category") in p1 or data.get("possible_urgent") in p1
+    return urgent and isinstance(message_id, str) and not applied(message_id)
 
 
 @dataclass

@@ -141,6 +141,9 @@ async def test_the_router_applies_a_p1_early_and_the_in_order_pass_finds_it_appl
 
         # Triage marks the P1 only; the look-ahead applies it through the engine's step.
         assert await look.triage([*surge, report]) == [False] * 20 + [True]
+        # A possible theft in a withdrawal question opens P1 too: it is marked as well.
+        possible = message_event(22, category="withdrawal", possible_urgent="stolen_funds")
+        assert await look.triage([record_of(possible, offset=22)]) == [True]
         await look.promote([report])
         assert [(e["event"], e["priority"]) for e in seen] == [("opened", "P1"), ("assigned", "P1")]
         assert seen[-1]["agent_id"] == "a1"
