@@ -5,9 +5,8 @@ lands behind the surge's messages. On the lease holder, the shared read-ahead lo
 (shared/lookahead.py) reads past the engine's committed position; a message whose
 category (or possible urgent category) the routing policy makes P1 is applied through the
 engine's normal step (`RouterEngine.process`: under its lock, journaled before anything is
-published). When
-the in-order consumer reaches it, `on_message` finds the message applied: no second
-ticket, no second event. The look-ahead commits no offsets.
+published). When the in-order consumer reaches it, `on_message` finds the message
+applied: no second ticket, no second event. The look-ahead commits no offsets.
 """
 
 from __future__ import annotations
