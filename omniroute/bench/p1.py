@@ -17,12 +17,16 @@ Two kinds of samples, alternating. On this machine every process shares its few 
 router waits for a core behind notify, its store and ingest at each of the P1 path's hops
 (the API, Kafka's acknowledgement, the journal insert, the publish, the desk's read), and
 priorities within the time-sharing scheduler (nice 10 or 19 for the others) did not change
-that (docs/benchmarks.md). A deployment gives the P1 path CPU of its own: the router a whole
-core (deploy/base/router.yaml: Guaranteed QoS), Kafka and MongoDB their own nodes, the desk the
-agent's machine. So every other sample is taken with those processes (`p1_path`) first on
-the CPUs (real-time scheduling, SCHED_FIFO, for that sample only) while notify, sla, ingest
-and their stores go on at normal priority on whatever is left: `shared` and `own_cpu` in
-the results. Where real-time scheduling is refused (no CAP_SYS_NICE) the results say so.
+that (docs/benchmarks.md). A deployment keeps the P1 path off notify's CPUs: the router gets
+a whole core (deploy/base/router.yaml: Guaranteed QoS, exclusive with the kubelet's static
+CPU manager), and Kafka and MongoDB are expected on nodes of their own, the desk on the
+agent's machine. The stand-in here: every other sample is taken with those processes
+(`p1_path`) at real-time priority (SCHED_FIFO, for that sample only) while notify, sla,
+ingest and their stores go on at normal priority on what is left: `shared` and `own_cpu`
+in the results. It is the favourable case: real-time preempts at once (a core of its own
+is merely free), the one broker then serves notify's requests at real-time priority too,
+and the measuring desk gets the same. Where real-time scheduling is refused (no
+CAP_SYS_NICE) the results say so.
 """
 
 from __future__ import annotations
@@ -172,29 +176,46 @@ async def post_p1_chat(client: httpx.AsyncClient, ingest_url: str, n: int) -> st
     return str(mid)
 
 
-REALTIME = 10  # SCHED_FIFO priority of the P1 path in the samples on CPUs of its own
+REALTIME = 10  # SCHED_FIFO priority of the P1 path in the samples at real-time priority
+# Threads (and processes) a real-time thread starts run at normal priority: nothing started
+# during a sample stays real-time after it.
+FIFO = os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
 OWN_CPU, SHARED = "own_cpu", "shared"
 
 
 def schedule(processes: Mapping[str, int], policy: int, priority: int) -> None:
-    """`policy` (os.SCHED_FIFO, os.SCHED_OTHER) at `priority` for every thread of each
-    process (the scheduling policy is per thread on Linux; threads started later inherit
-    it). PermissionError without the right to (CAP_SYS_NICE)."""
+    """`policy` (FIFO, os.SCHED_OTHER) at `priority` for every thread of each process (the
+    policy is per thread on Linux). A process or thread that has ended is passed over.
+    PermissionError without the right to (CAP_SYS_NICE)."""
     for pid in processes.values():
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for tid in threads:
+            with contextlib.suppress(ProcessLookupError):
                 os.sched_setscheduler(int(tid), policy, os.sched_param(priority))
+
+
+def realtime(pid: int) -> bool:
+    """Whether the process's main thread runs at real-time priority (SCHED_FIFO)."""
+    return os.sched_getscheduler(pid) & ~os.SCHED_RESET_ON_FORK == os.SCHED_FIFO
 
 
 @contextlib.contextmanager
 def first_on_cpu(processes: Mapping[str, int]) -> Iterator[None]:
     """`processes` run ahead of every other process of the machine (real-time, SCHED_FIFO)
-    while inside, and as before (SCHED_OTHER) after, also when setting it was refused."""
+    while inside, and at normal priority (SCHED_OTHER) after — also when the body raised,
+    setting it was refused or one of them has ended meanwhile. This process first, so that
+    nothing the benchmark starts later can inherit the real-time policy."""
+    mine = os.getpid()
+    order = sorted(processes.items(), key=lambda item: item[1] != mine)
     try:
-        schedule(processes, os.SCHED_FIFO, REALTIME)
+        schedule(processes, FIFO, REALTIME)
         yield
     finally:
-        schedule(processes, os.SCHED_OTHER, 0)
+        for name, pid in order:
+            schedule({name: pid}, os.SCHED_OTHER, 0)
 
 
 def may_put_first(processes: Mapping[str, int]) -> str | None:
@@ -225,7 +246,7 @@ async def p1_behind_backlog(
     """An agent frees while `backlog` lower tickets wait: how fast is the waiting P1 offered?
 
     With `p1_path` (the processes a P1 offer passes through, by name), `samples` more are
-    taken, alternating with the others, with those processes first on the CPUs (`OWN_CPU`):
+    taken, alternating with the others, with those processes at real-time priority (`OWN_CPU`):
     the stand-in, on a machine every process shares, for the CPU a deployment gives them.
     """
     bootstrap = system.stack.kafka_bootstrap
@@ -274,6 +295,8 @@ async def p1_behind_backlog(
                     json={"agent_id": agent},
                 )
                 answered = time.perf_counter()
+                # Measured inside the window: whether the P1 path really ran real-time.
+                on_realtime = all(realtime(pid) for pid in own.values()) if own else False
                 if reply.status_code != 202:
                     raise RuntimeError(
                         f"sample {n}: resolve refused: {reply.status_code} {reply.text}"
@@ -298,6 +321,7 @@ async def p1_behind_backlog(
                     "acknowledgements_outstanding": outstanding,
                     "after_backlog_queued_s": round(freed - queued_at, 1),
                     "cpu": cpu,
+                    "p1_path_realtime": on_realtime,
                 }
             )
             held = p1
@@ -310,7 +334,7 @@ async def p1_behind_backlog(
             "backlog_priorities": dict(sorted(priorities.items())),
             "backlog_queued_after_s": round(queued_at - published, 1),
             **summary(shared),
-            # The same, the P1 path first on the CPUs (or why that could not be done).
+            # The same, the P1 path at real-time priority (or why that could not be done).
             OWN_CPU: (
                 {"processes": sorted(own), "policy": f"SCHED_FIFO {REALTIME}", **summary(own_rows)}
                 if own

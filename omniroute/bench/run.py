@@ -440,7 +440,7 @@ async def run_scenario(name: str, args: Any, stack: EmbeddedStack, work: Path) -
         try:
             # What a P1 offer passes through (the API and engine, the engine's store, the
             # broker, the desk that reads the offer: this process), for the samples taken
-            # with them first on the CPUs.
+            # with them at real-time priority.
             p1_path = {n: pids[n] for n in ("router", "secantusdb-router", "tansu")}
             p1_path["desk (this benchmark)"] = os.getpid()
             at_start = [round(v, 2) for v in os.getloadavg()]
@@ -504,9 +504,12 @@ def _load(result: dict[str, Any]) -> str:
     return f"; load {start[0]} → {end[0]}" if start and end else ""
 
 
-def _p1_rows(title: str, figures: dict[str, Any], after: str) -> list[tuple[str, str]]:
-    """The P1 figure of one kind of sample and where its time went."""
-    return [
+def _p1_rows(
+    title: str, figures: dict[str, Any], after: str, arrival: bool = True
+) -> list[tuple[str, str]]:
+    """The P1 figure of one kind of sample and where its time went (and, with `arrival`,
+    how long its P1 took to be queued: before the window, so at normal priority always)."""
+    rows = [
         (title, f"{_percentiles(figures['time_to_offer_after_agent_frees'])}{after}"),
         (
             "P1 split, p50: resolve call / decided after it / offer after the decision",
@@ -516,8 +519,12 @@ def _p1_rows(title: str, figures: dict[str, Any], after: str) -> list[tuple[str,
             )
             + " ms",
         ),
-        ("P1 arrival → queued, same samples", _percentiles(figures["queued_after_arrival"])),
     ]
+    if arrival:
+        rows.append(
+            ("P1 arrival → queued, same samples", _percentiles(figures["queued_after_arrival"]))
+        )
+    return rows
 
 
 def _outages(engines: dict[str, dict[str, float]]) -> str:
@@ -598,9 +605,13 @@ def render(results: dict[str, Any]) -> str:
         own = p1.get(OWN_CPU) or {}
         rows += _p1_rows(f"{behind}, CPUs shared", p1, f" ({load}{_load(p1)})")
         if "refused" in own:
-            rows.append((f"{behind}, P1 path first on the CPUs", f"not measured: {own['refused']}"))
+            rows.append(
+                (f"{behind}, P1 path at real-time priority", f"not measured: {own['refused']}")
+            )
         elif own:
-            rows += _p1_rows(f"{behind}, {', '.join(own['processes'])} first on the CPUs", own, "")
+            path = ", ".join(own["processes"])
+            title = f"{behind}, {path} at real-time priority (stand-in for CPUs of their own)"
+            rows += _p1_rows(title, own, "", arrival=False)
     if surge := results.get("surge"):
         offers = surge["inbound_to_offered"]
         rows += [
@@ -673,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also take --p1-samples samples, alternating with the others, with the P1 path "
-        "(router, its store, the broker, the desk) first on the CPUs: the stand-in for the "
+        "(router, its store, the broker, the desk) at real-time priority: the stand-in for the "
         "CPU a deployment gives it (needs CAP_SYS_NICE; the results say when refused)",
     )
     parser.add_argument(

@@ -1,4 +1,4 @@
-"""The P1 scenario's samples with the P1 path first on the CPUs: every thread of those
+"""The P1 scenario's samples with the P1 path at real-time priority: every thread of those
 processes really runs real-time for the sample and as before after it, a refusal is
 reported instead of measured, and the table keeps the two kinds of samples apart."""
 
@@ -14,24 +14,35 @@ from typing import Any
 import pytest
 
 from omniroute.bench.kit import bucket_quantiles
-from omniroute.bench.p1 import OWN_CPU, REALTIME, first_on_cpu, may_put_first
+from omniroute.bench.p1 import OWN_CPU, REALTIME, first_on_cpu, may_put_first, realtime
 from omniroute.bench.run import render
+
+
+def start_child() -> subprocess.Popen[bytes]:
+    """A process with a second thread: the scheduling policy is per thread on Linux."""
+    script = "import threading, time; threading.Thread(target=time.sleep, args=(30,)).start()"
+    proc = subprocess.Popen([sys.executable, "-c", script + "; time.sleep(30)"])
+    deadline = time.monotonic() + 10
+    while len(os.listdir(f"/proc/{proc.pid}/task")) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "no second thread"
+        time.sleep(0.01)
+    return proc
 
 
 @pytest.fixture
 def child() -> Iterator[subprocess.Popen[bytes]]:
-    """A process with a second thread: the scheduling policy is per thread on Linux."""
-    script = "import threading, time; threading.Thread(target=time.sleep, args=(30,)).start()"
-    proc = subprocess.Popen([sys.executable, "-c", script + "; time.sleep(30)"])
+    proc = start_child()
     try:
-        deadline = time.monotonic() + 10
-        while len(os.listdir(f"/proc/{proc.pid}/task")) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, "no second thread"
-            time.sleep(0.01)
         yield proc
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def may_schedule(child: subprocess.Popen[bytes]) -> None:
+    if (refused := may_put_first({"child": child.pid})) is not None:
+        pytest.skip(refused)  # no CAP_SYS_NICE here: the scenario reports the refusal
 
 
 def policies(pid: int) -> list[tuple[int, int]]:
@@ -41,18 +52,38 @@ def policies(pid: int) -> list[tuple[int, int]]:
     ]
 
 
+FIFO_RESET = os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
+
+
 def test_every_thread_runs_first_inside_and_as_before_after(
-    child: subprocess.Popen[bytes],
+    child: subprocess.Popen[bytes], may_schedule: None
 ) -> None:
-    if (refused := may_put_first({"child": child.pid})) is not None:
-        pytest.skip(refused)  # no CAP_SYS_NICE here: the scenario reports the refusal
     before = policies(child.pid)
     assert before == [(os.SCHED_OTHER, 0)] * len(before)
 
     with first_on_cpu({"child": child.pid}):
-        assert policies(child.pid) == [(os.SCHED_FIFO, REALTIME)] * len(before)
+        # Real-time, and whatever it starts meanwhile is not.
+        assert policies(child.pid) == [(FIFO_RESET, REALTIME)] * len(before)
+        assert realtime(child.pid)
 
     assert policies(child.pid) == before
+    assert not realtime(child.pid)
+
+
+def test_everything_is_restored_when_the_sample_fails_or_a_process_ended(
+    child: subprocess.Popen[bytes], may_schedule: None
+) -> None:
+    ended = start_child()
+
+    def failing_sample() -> None:
+        with first_on_cpu({"ended": ended.pid, "child": child.pid}):
+            ended.kill()
+            ended.wait()  # gone before the restore, which must go on to the others
+            raise TimeoutError("P1 never offered")
+
+    with pytest.raises(TimeoutError, match="never offered"):  # the sample's own error
+        failing_sample()
+    assert policies(child.pid) == [(os.SCHED_OTHER, 0)] * len(policies(child.pid))
 
 
 def test_a_refusal_is_reported_not_raised(
@@ -103,7 +134,7 @@ def test_the_table_names_which_samples_had_the_cpus_first() -> None:
 
     assert len(rows) == 2
     assert "CPUs shared" in rows[0] and "p50 12.0 ms" in rows[0] and "load 2.5 → 6.7" in rows[0]
-    assert "router, tansu first on the CPUs" in rows[1] and "p50 5.0 ms" in rows[1]
+    assert "router, tansu at real-time priority" in rows[1] and "p50 5.0 ms" in rows[1]
 
 
 def test_the_table_says_why_the_p1_path_was_not_put_first() -> None:
