@@ -105,5 +105,5 @@ class TicketEvent(Contract):
         description="A category the customer's message possibly concerns that raised the "
         "priority above the category's own (a possible theft in a withdrawal question): "
         "the acknowledgement gives that category's safety advice. Cleared when an agent "
-        "recategorizes the ticket or it reopens",
+        "recategorizes the ticket; a reopening starts from the reopening message's own",
     )

@@ -124,10 +124,10 @@ def test_possible_security_acknowledgements_give_the_advice_as_a_precaution(
     assert theft.language == secret.language == language  # translated, no English fallback
     if language == "en":
         assert "freeze your account yourself now" in theft.text
-        assert "If you see a withdrawal, login or change you did not make" in theft.text
+        assert "a login or a change to your settings that you did not make" in theft.text
         assert "move your funds to a new wallet now" in secret.text
     else:
-        assert "冻结账户" in theft.text and "如果您看到" in theft.text
+        assert "冻结账户" in theft.text and "非本人操作" in theft.text
         assert "转移到新钱包" in secret.text
 
 
