@@ -74,6 +74,8 @@ messages = st.tuples(
     st.sampled_from(WEIGHTED_CATEGORIES),
     st.sampled_from(LANGS),
     st.sampled_from(("standard", "vip1", "vip5")),
+    # Mostly none; else a P1 category the classifier found possible (it raises the priority).
+    st.sampled_from((None, None, None, "stolen_funds", "account_takeover", "secret_exposed")),
 )
 actions = st.tuples(
     st.just("action"),
@@ -91,6 +93,13 @@ ops = st.one_of(
     actions,
     st.tuples(st.just("redeliver"), st.integers(0, 1000)),
     st.tuples(st.just("batch_end")),
+    # An agent's correction of any ticket's category (allowed even after it is resolved).
+    st.tuples(
+        st.just("recategorize"),
+        st.integers(0, 1000),
+        st.sampled_from(CATEGORIES),
+        st.sampled_from(AGENTS),
+    ),
     st.tuples(st.just("profile"), st.sampled_from(AGENTS), profiles),
     st.tuples(
         st.just("presence"), st.sampled_from(AGENTS), st.sampled_from(("online", "away", "offline"))
@@ -181,7 +190,7 @@ class Driver:
         eid = f"e{self.n}"
         kind = op[0]
         if kind == "msg":
-            _, conv, cust, channel, category, lang, tier = op
+            _, conv, cust, channel, category, lang, tier, possible = op
             m = message(
                 self.n,
                 conversation_id=f"cnv_{conv}",
@@ -191,6 +200,7 @@ class Driver:
                 language=lang,
                 customer_tier=tier,
                 received_at=self.now,
+                possible_urgent=possible,
             )
             self.sent.append(m)
             self.feed(self.state.on_message(m, self.now, defer=True))
@@ -220,6 +230,15 @@ class Driver:
             self.feed(self.state.on_action(aev, eid, self.now))
             again = self.state.on_action(aev, eid, self.now)
             assert not again.events  # a redelivered action is recognised
+        elif kind == "recategorize":
+            _, i, category, who = op
+            tid = self.pick(i)
+            if tid is None:
+                return
+            aev = AgentActionTaken(
+                agent_id=who, ticket_id=tid, action="recategorize", at=self.now, category=category
+            )
+            self.feed(self.state.on_action(aev, eid, self.now))
         elif kind == "tick":
             self.now += timedelta(seconds=op[1])
             self.feed(self.state.tick(self.now))
@@ -278,6 +297,7 @@ storm = st.one_of(
         st.sampled_from(POLICY.priorities["P1"]),
         st.sampled_from(LANGS),
         st.just("standard"),
+        st.just(None),
     ),
     st.tuples(st.just("batch_end")),
     actions,
