@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from services.router.actions import HOLDS_CAPACITY
@@ -31,7 +31,7 @@ from shared.contracts.agents import (
     AgentProfile,
     AgentProfileUpdated,
 )
-from shared.contracts.common import CATEGORIES, CHANNELS
+from shared.contracts.common import CATEGORIES, CHANNELS, Channel
 from shared.contracts.sla import SlaEvent
 from shared.contracts.tickets import TicketEvent
 from shared.settings import REPO_POLICY_DIR
@@ -338,11 +338,50 @@ def rebuilt_from_documents(state: RouterState) -> RouterState:
     return rebuilt
 
 
+def _profile(channel: Channel, language: str, auto: bool) -> AgentProfile:
+    capacity = dict.fromkeys(CHANNELS, 0) | {channel: 2 if channel == "email" else 1}
+    return AgentProfile(name="agent", languages=(language,), capacity=capacity, auto_accept=auto)
+
+
+def _msg(conv: int, channel: str, category: str, language: str = "en") -> tuple[Any, ...]:
+    return ("msg", conv, 0, channel, category, language, "standard", None)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(profiles, min_size=1, max_size=4),
     st.lists(ops, min_size=20, max_size=80),
     st.integers(30, 90),
+)
+# Found by this test, kept: two tickets of one customer accepted in one step (the agent who
+# "last handled" the customer must not depend on the order the documents load in) ...
+@example(
+    [_profile("email", "en", True), _profile("chat", "zh", True)],
+    [
+        _msg(1, "chat", "withdrawal", "zh"),
+        *[_msg(0, "email", "stolen_funds")] * 18,
+        _msg(2, "email", "secret_exposed"),
+    ],
+    30,
+)
+# ... and a theft case an agent recategorized, then another report of the customer's.
+@example(
+    [_profile("email", "en", False)],
+    [
+        *[_msg(0, "email", "stolen_funds")] * 5,
+        ("action", 0, "accept", False, "a0"),
+        *[_msg(0, "email", "stolen_funds")] * 20,
+        ("action", 0, "accept", False, "a0"),
+        _msg(0, "email", "stolen_funds"),
+        ("recategorize", 0, "secret_exposed", "a0"),
+        _msg(0, "email", "stolen_funds"),
+        ("redeliver", 0),
+        ("batch_end",),
+        _msg(0, "email", "stolen_funds"),
+        _msg(1, "email", "stolen_funds"),
+        ("action", 0, "accept", False, "a0"),
+    ],
+    81,
 )
 def test_a_restart_mid_sequence_changes_nothing(
     team: list[AgentProfile], sequence: list[tuple[Any, ...]], percent: int

@@ -55,7 +55,7 @@ class Assignment(Indexes):
         t.passed_by = []
         if t.agent_id is not None:
             t.handled_by, t.handled_at = t.agent_id, now
-            self._handled(t.customer_id, t.agent_id, now)
+            self._handled(t, t.agent_id, now)
         if t.accepted_at is None:
             t.accepted_at = now
             if t.message_at is not None:

@@ -53,7 +53,10 @@ class Indexes:
     # never offers a P3 before a P2 that came in the same batch. They wait in `queue`
     # meanwhile, so capacity freed within the batch sees them too.
     unrouted: dict[str, str | None] = field(default_factory=dict)
-    _handled_at: dict[str, datetime] = field(default_factory=dict)
+    # customer -> (when, ticket id) of the last acceptance: the id breaks ties (two tickets
+    # of one customer accepted in one step) so a state rebuilt from its documents, which
+    # sees them in another order, chooses the same agent.
+    _handled_at: dict[str, tuple[datetime, str]] = field(default_factory=dict)
 
     # -- loading -----------------------------------------------------------------
 
@@ -81,16 +84,19 @@ class Indexes:
             heapq.heappush(self.timers, (t.offer_expires_at, OFFER, t.ticket_id))
         self._index_case(t)
         if t.handled_by is not None and t.handled_at is not None:
-            self._handled(t.customer_id, t.handled_by, t.handled_at)
+            self._handled(t, t.handled_by, t.handled_at)
 
-    def _handled(self, customer_id: str, agent_id: str, at: datetime) -> None:
-        seen = self._handled_at.get(customer_id)
-        if seen is None or seen <= at:
-            self.last_agent_by_customer[customer_id] = agent_id
-            self._handled_at[customer_id] = at
+    def _handled(self, t: Ticket, agent_id: str, at: datetime) -> None:
+        seen = self._handled_at.get(t.customer_id)
+        if seen is None or seen <= (at, t.ticket_id):
+            self.last_agent_by_customer[t.customer_id] = agent_id
+            self._handled_at[t.customer_id] = (at, t.ticket_id)
 
     def _index_case(self, t: Ticket) -> None:
-        if t.category not in self.policy.case_merge.categories or t.case_reported_at is None:
+        # Indexed by its last report whatever its category is now (an agent may have
+        # recategorized it since): `_case_of` checks the category, so a state rebuilt from
+        # its documents indexes the same ticket.
+        if t.case_reported_at is None:
             return
         known = self.tickets.get(self.cases.get(t.customer_id, ""))
         # The latest report wins; the id breaks ties so a rebuilt state chooses the same.
