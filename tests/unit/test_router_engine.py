@@ -495,6 +495,29 @@ def test_a_later_possible_theft_raises_the_ticket_but_keeps_its_category(
     assert escalated.possible_urgent == "stolen_funds"
 
 
+def test_a_message_that_confirms_the_possible_theft_gives_the_ticket_its_category(
+    policy: RoutingPolicy,
+) -> None:
+    state = RouterState(policy)
+    opened = state.on_message(
+        message(1, category="withdrawal", possible_urgent="stolen_funds"), T0
+    ).events[0]
+    ch = state.on_message(
+        message(2, conversation_id="cnv_1", category="stolen_funds"), T0 + timedelta(seconds=1)
+    )
+
+    # Already P1: the priority stays, the category becomes the confirmed one (its agents).
+    [escalated] = [e for e in ch.events if e.event == "escalated"]
+    assert (escalated.ticket_id, escalated.priority) == (opened.ticket_id, "P1")
+    assert (escalated.category, escalated.possible_urgent) == ("stolen_funds", None)
+    assert state.tickets[opened.ticket_id].need().category == "stolen_funds"
+    # A further ordinary message changes nothing.
+    again = state.on_message(
+        message(3, conversation_id="cnv_1", category="withdrawal"), T0 + timedelta(seconds=2)
+    )
+    assert [e.event for e in again.events if e.event == "escalated"] == []
+
+
 def test_an_agents_recategorization_clears_the_possible_category(
     policy: RoutingPolicy,
 ) -> None:

@@ -108,6 +108,7 @@ class TicketLifecycle(Matching):
         t = self.tickets.get(self.cases.get(msg.customer_id, ""))
         if (
             t is None
+            or t.category not in merge.categories  # recategorized since: no longer that case
             or t.case_reported_at is None
             or (now - t.case_reported_at).total_seconds() > merge.window_s
         ):
@@ -156,19 +157,33 @@ class TicketLifecycle(Matching):
     def _raise_priority(
         self, ch: Changes, t: Ticket, msg: MessageReceived, now: datetime, defer: bool
     ) -> None:
+        """A later message revealed a worse problem: the ticket's priority rises (to the
+        message's category's, or a possible one's); its category changes when the message's
+        own is the worse one. A message whose own category confirms a priority the ticket
+        only had from a possible category or an escalation (a withdrawal raised to P1 as a
+        possible theft, then "yes, it was stolen") gives the ticket that category too: its
+        agents, case merging and acknowledgement follow the category."""
         priority, reasons = prioritize(
             msg.category, msg.customer_tier, self.policy, msg.possible_urgent
         )
+        own = PRIORITY_RANK[self.policy.priority_of(msg.category)]
+        worse = own < PRIORITY_RANK[self.policy.priority_of(t.category)]
         if PRIORITY_RANK[priority] < PRIORITY_RANK[t.priority]:
-            # A later message revealed a worse problem (or a possible one: the category
-            # changes only when the message's own category is the worse one).
-            if PRIORITY_RANK[self.policy.priority_of(msg.category)] < PRIORITY_RANK[t.priority]:
+            if own < PRIORITY_RANK[t.priority]:
                 t.category = msg.category
             t.possible_urgent = raised_by(t.category, msg.possible_urgent, self.policy)
             self._set_priority(t, priority)  # re-ranks: priority and class both changed
             t.reasons = [*reasons, f"raised by message {msg.message_id}"]
-            self._emit(ch, t, "escalated", now, message_id=msg.message_id)
-            self._index_case(t)
-            if t.state == "queued" and t.routed:
-                # Other agents may fit the new category, or a P1 an emergency slot.
-                self._route_or_defer(ch, t, now, msg.message_id, defer)
+        elif worse and own <= PRIORITY_RANK[t.priority]:
+            before = t.category
+            t.category = msg.category
+            t.possible_urgent = raised_by(t.category, t.possible_urgent, self.policy)
+            self._rerank(t)  # the class (category) changed, the priority did not
+            t.reasons = [*reasons, f"{before} → {msg.category} by message {msg.message_id}"]
+        else:
+            return
+        self._emit(ch, t, "escalated", now, message_id=msg.message_id)
+        self._index_case(t)
+        if t.state == "queued" and t.routed:
+            # Other agents may fit the new category, or a P1 an emergency slot.
+            self._route_or_defer(ch, t, now, msg.message_id, defer)
