@@ -540,8 +540,19 @@ def test_an_agents_recategorization_clears_the_possible_category(
     assert event.priority != "P1"
 
 
-def test_a_confident_theft_report_is_not_a_possible_one(policy: RoutingPolicy) -> None:
+def test_a_possible_category_is_named_only_where_it_raised_the_priority(
+    policy: RoutingPolicy,
+) -> None:
     state = RouterState(policy)
-    ch = state.on_message(message(1, category="stolen_funds", possible_urgent="secret_exposed"), T0)
-    # Both P1: the possible category raises nothing, so the ticket is simply stolen_funds.
-    assert [e.possible_urgent for e in ch.events if e.event == "opened"] == [None]
+    opened = [
+        state.on_message(
+            message(n, category=category, possible_urgent="secret_exposed"), T0
+        ).events[0]
+        for n, category in ((1, "stolen_funds"), (2, "deposit"))
+    ]
+    # A theft report is P1 by itself: the possible secret raised nothing, so it is not named;
+    # the deposit question is P1 only because of it.
+    assert [(e.category, e.priority, e.possible_urgent) for e in opened] == [
+        ("stolen_funds", "P1", None),
+        ("deposit", "P1", "secret_exposed"),
+    ]
