@@ -39,7 +39,9 @@ def p1_message(record: Any, p1: frozenset[str], applied: Callable[[str], bool]) 
     if not isinstance(data, dict):
         return False
     message_id = data.get("message_id")
-    urgent = data.get("category") in p1 or data.get("possible_urgent") in p1
+    # Any JSON may come (a list is unhashable): only strings can name a category.
+    named = [v for v in (data.get("category"), data.get("possible_urgent")) if isinstance(v, str)]
+    urgent = any(v in p1 for v in named)
     return urgent and isinstance(message_id, str) and not applied(message_id)
 
 

@@ -18,10 +18,11 @@ from services.ingest.lookahead import IngestLookahead, likely_p1
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import IngestPolicy
 from services.router.engine import RouterEngine
-from services.router.lookahead import RouterLookahead
+from services.router.lookahead import RouterLookahead, p1_message
 from services.router.metrics import RouterMetrics
 from services.router.priority import load_policy
 from services.router.state import RouterState
+from shared.contracts.messages import MESSAGE_RECEIVED
 from shared.journal import BrokerOutput, MemoryJournal
 from shared.settings import REPO_POLICY_DIR
 from shared.topics import DEADLETTER, INBOUND_CHAT, MESSAGES, TICKETS
@@ -153,6 +154,28 @@ async def test_the_router_applies_a_p1_early_and_the_in_order_pass_finds_it_appl
         p1 = [e for e in seen if e["category"] == "stolen_funds"]
         assert len(p1) == 2 and len({e["ticket_id"] for e in p1}) == 1
         assert len({e["ticket_id"] for e in seen if e["event"] == "opened"}) == 21
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"category": ["stolen_funds"]},
+        {"category": {"$gt": ""}, "possible_urgent": {"$where": "1"}},
+        {"possible_urgent": ["stolen_funds"]},
+        {"category": None, "possible_urgent": 7},
+    ],
+)
+def test_the_router_triage_leaves_a_hostile_message_to_the_in_order_pass(
+    fields: dict[str, Any],
+) -> None:
+    # Not a string where a category goes (unhashable lists and objects too): not urgent,
+    # and no exception that would stop the look-ahead; the in-order pass dead-letters it.
+    body = json.dumps({"message_id": "msg_1", **fields}).encode()
+    record = Record(MESSAGES, body, headers=[("ce_type", MESSAGE_RECEIVED.encode())])
+    p1 = frozenset({"stolen_funds"})
+    assert p1_message(record, p1, lambda _id: False) is False
+    urgent = json.dumps({"message_id": "msg_1", "possible_urgent": "stolen_funds"}).encode()
+    assert p1_message(Record(MESSAGES, urgent, headers=record.headers), p1, lambda _id: False)
 
 
 async def test_the_router_look_ahead_leaves_everything_to_the_in_order_pass_on_a_standby() -> None:
